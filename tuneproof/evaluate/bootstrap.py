@@ -1,0 +1,121 @@
+"""Percentile bootstrap over resamples drawn once and shared by every statistic.
+
+Hand-written rather than ``scipy.stats.bootstrap``: scipy draws fresh resamples on every call, so the
+model, each baseline and their differences would each be judged on different rows, and a paired
+comparison needs the *same* rows on both sides. It would also re-run every statistic once per
+resample in Python. Here the index sets are drawn once (``bootstrap_indices``) and handed to every
+statistic, which computes all resamples in one vectorised pass where it can; the paired difference
+is then the difference of two replicate arrays computed on identical rows.
+
+A *statistic* maps a block of index sets, shape ``[m, n]`` (each row one resample of row numbers),
+to ``m`` values. It returns NaN for a resample on which it is undefined (ROC AUC with one class
+absent); such resamples are skipped rather than counted, and the interval is taken over the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+Statistic = Callable[[np.ndarray], np.ndarray]
+
+# Bounds the [m, n] temporaries a statistic builds (gathers, bincounts) to a few tens of MB.
+_MAX_BLOCK_ELEMENTS = 4_000_000
+
+
+def bootstrap_indices(n: int, samples: int, seed: int) -> np.ndarray:
+    """``samples`` resamples of ``n`` row numbers drawn with replacement: an int array ``[samples, n]``."""
+    if n < 1:
+        raise ValueError("cannot bootstrap an empty sample (n = 0)")
+    if samples < 1:
+        raise ValueError("need at least one bootstrap sample")
+    rng = np.random.default_rng(seed)
+    # int32 halves the memory of the largest array in an evaluation; row numbers fit easily.
+    dtype = np.int32 if n < 2**31 else np.int64
+    return rng.integers(0, n, size=(samples, n), dtype=dtype)
+
+
+def full_sample(n: int) -> np.ndarray:
+    """The original sample as a single 'resample', so one statistic serves point and replicates."""
+    return np.arange(n, dtype=np.int64)[None, :]
+
+
+def per_resample(fn: Callable[[np.ndarray], float]) -> Statistic:
+    """Lift a statistic of one index vector to a block of them, for statistics that do not vectorise."""
+
+    def stat(idx: np.ndarray) -> np.ndarray:
+        return np.array([fn(row) for row in idx], dtype=np.float64)
+
+    return stat
+
+
+def point_estimate(stat_fn: Statistic, n: int) -> float:
+    return float(stat_fn(full_sample(n))[0])
+
+
+def replicates(stat_fn: Statistic, idx: np.ndarray) -> np.ndarray:
+    """The statistic on every resample, computed in row blocks so temporaries stay bounded."""
+    b, n = idx.shape
+    step = max(1, _MAX_BLOCK_ELEMENTS // max(n, 1))
+    out = np.empty(b, dtype=np.float64)
+    for start in range(0, b, step):
+        out[start : start + step] = stat_fn(idx[start : start + step])
+    return out
+
+
+def percentile_interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
+    """Equal-tailed percentile interval over the finite replicates; NaN bounds if there are none."""
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return float("nan"), float("nan")
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.percentile(finite, [100.0 * alpha, 100.0 * (1.0 - alpha)])
+    return float(low), float(high)
+
+
+def _json_float(x: float) -> float | None:
+    # metrics.json must stay strict JSON, which has no NaN: an undefined value is null.
+    return float(x) if np.isfinite(x) else None
+
+
+def summarize(point: float, reps: np.ndarray, confidence: float) -> dict[str, float | None]:
+    """``{"value", "low", "high"}`` from a point estimate and its replicates."""
+    low, high = percentile_interval(reps, confidence)
+    return {"value": _json_float(point), "low": _json_float(low), "high": _json_float(high)}
+
+
+def summarize_difference(
+    point_a: float, reps_a: np.ndarray, point_b: float, reps_b: np.ndarray, confidence: float
+) -> dict[str, float | None]:
+    """``{"diff", "low", "high"}`` of a minus b; both replicate arrays must come from the same resamples."""
+    if reps_a.shape != reps_b.shape:
+        raise ValueError("paired replicates must come from the same resamples")
+    low, high = percentile_interval(reps_a - reps_b, confidence)  # NaN on either side drops the resample
+    return {"diff": _json_float(point_a - point_b), "low": _json_float(low), "high": _json_float(high)}
+
+
+def interval(stat_fn: Statistic, idx: np.ndarray, confidence: float) -> tuple[float, float]:
+    """Percentile interval of ``stat_fn`` over the resamples ``idx``."""
+    return percentile_interval(replicates(stat_fn, idx), confidence)
+
+
+def estimate(stat_fn: Statistic, idx: np.ndarray, confidence: float) -> dict[str, float | None]:
+    """Point estimate on the full sample plus its percentile interval over ``idx``."""
+    return summarize(point_estimate(stat_fn, idx.shape[1]), replicates(stat_fn, idx), confidence)
+
+
+def paired_difference(
+    stat_fn_a: Statistic, stat_fn_b: Statistic, idx: np.ndarray, confidence: float
+) -> dict[str, float | None]:
+    """Paired bootstrap difference a minus b: both statistics see the same resamples."""
+    n = idx.shape[1]
+    return summarize_difference(
+        point_estimate(stat_fn_a, n),
+        replicates(stat_fn_a, idx),
+        point_estimate(stat_fn_b, n),
+        replicates(stat_fn_b, idx),
+        confidence,
+    )

@@ -1,0 +1,333 @@
+"""Acceptance gates decided on bootstrap intervals, giving the ``gates.json`` layout.
+
+A gate that cannot be decided (unknown metric or baseline, a metric undefined on this test set, no
+slices) fails with a detail saying why: a gate must never pass because nothing was checked.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Collection, Mapping, Sequence
+from fnmatch import fnmatchcase
+from typing import Any
+
+from tuneproof.errors import Problem
+from tuneproof.protocol.schema import GateSpec
+
+# For these, "beats" means a *lower* value: the difference model minus baseline must be below -by.
+LOWER_IS_BETTER = frozenset({"ece", "log_loss", "mae", "rmse", "mse", "perplexity", "loss"})
+
+_MISSING = object()
+
+
+def is_lower_better(metric: str) -> bool:
+    return metric.rsplit(".", 1)[-1] in LOWER_IS_BETTER
+
+
+def _lookup(node: Any, path: str) -> Any:
+    """Resolve a dotted name against nested dicts; a key may itself hold dots (a label like ``v1.2``)."""
+    if not isinstance(node, Mapping):
+        return _MISSING
+    if path in node:
+        return node[path]
+    for key in node:
+        if isinstance(key, str) and path.startswith(key + "."):
+            found = _lookup(node[key], path[len(key) + 1 :])
+            if found is not _MISSING:
+                return found
+    return _MISSING
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4g}"
+
+
+class _Judge:
+    def __init__(self, metrics: Mapping[str, Any]) -> None:
+        self.model: Mapping[str, Any] = metrics.get("model") or {}
+        self.comparisons: Mapping[str, Any] = metrics.get("comparisons") or {}
+        self.slices: Sequence[Mapping[str, Any]] = metrics.get("slices") or []
+        confidence = metrics.get("confidence")
+        self.level = f"{100 * confidence:g}%" if isinstance(confidence, int | float) else "the"
+
+    def verdict(
+        self,
+        gate: GateSpec,
+        passed: bool,
+        *,
+        threshold: float | None,
+        decided_on: str,
+        detail: str,
+        observed: float | None = None,
+        low: float | None = None,
+        high: float | None = None,
+    ) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "gate": gate.label,
+            "passed": passed,
+            "metric": gate.metric,
+            "observed": observed,
+            "low": low,
+            "high": high,
+            "threshold": threshold,
+            "decided_on": decided_on,
+            "detail": detail,
+            "kind": _kind(gate),
+        }
+        if gate.beats is not None:
+            out["baseline"] = gate.beats
+        return out
+
+    def unknown_metric(self, gate: GateSpec, threshold: float | None) -> dict[str, Any]:
+        known = sorted(k for k, v in self.model.items() if isinstance(v, Mapping) and "value" in v)
+        hint = difflib.get_close_matches(gate.metric, known, n=1)
+        detail = f"unknown metric {gate.metric!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+        return self.verdict(
+            gate,
+            False,
+            threshold=threshold,
+            decided_on="nothing: the metric was not found",
+            detail=f"{detail}; known: {', '.join(known) or 'none'}",
+        )
+
+    def bound(self, gate: GateSpec) -> dict[str, Any]:
+        is_min = gate.min is not None
+        threshold = gate.min if is_min else gate.max
+        assert threshold is not None
+        op, side = (">=", "lower") if is_min else ("<=", "upper")
+        entry = _lookup(self.model, gate.metric)
+        if entry is _MISSING:
+            return self.unknown_metric(gate, threshold)
+        if entry is None:
+            return self.verdict(
+                gate,
+                False,
+                threshold=threshold,
+                decided_on="nothing: the metric is undefined",
+                detail=f"{gate.metric} is undefined on this test set (e.g. a class is absent)",
+            )
+        if _is_number(entry):
+            # Nested metrics (per class) are stored as point estimates: there is no interval to use.
+            point = float(entry)
+            passed = point >= threshold if is_min else point <= threshold
+            return self.verdict(
+                gate,
+                passed,
+                threshold=threshold,
+                observed=point,
+                decided_on="point estimate (per-class metrics carry no interval)",
+                detail=f"point estimate {_fmt(point)} {op if passed else 'fails ' + op} {threshold:g}",
+            )
+        if not (isinstance(entry, Mapping) and "value" in entry):
+            return self.verdict(
+                gate,
+                False,
+                threshold=threshold,
+                decided_on="nothing: not a single metric",
+                detail=f"{gate.metric!r} names a group of values, not one metric",
+            )
+        value, low, high = entry.get("value"), entry.get("low"), entry.get("high")
+        decided = low if is_min else high
+        decided_on = f"{side} bound of {self.level} interval"
+        if decided is None:
+            return self.verdict(
+                gate,
+                False,
+                threshold=threshold,
+                observed=value,
+                low=low,
+                high=high,
+                decided_on=decided_on,
+                detail=f"{gate.metric} has no {side} bound",
+            )
+        passed = decided >= threshold if is_min else decided <= threshold
+        detail = f"{side} bound {_fmt(decided)} {op if passed else 'fails ' + op} {threshold:g}"
+        detail += f" (point estimate {_fmt(value)})"
+        if not passed and value is not None and (value >= threshold if is_min else value <= threshold):
+            detail += "; the point estimate alone would pass, but the interval is too wide to be sure"
+        return self.verdict(
+            gate,
+            passed,
+            threshold=threshold,
+            observed=value,
+            low=low,
+            high=high,
+            decided_on=decided_on,
+            detail=detail,
+        )
+
+    def beats(self, gate: GateSpec) -> dict[str, Any]:
+        baseline, lower = gate.beats, is_lower_better(gate.metric)
+        assert baseline is not None
+        threshold = -gate.by if lower else gate.by
+        side, op = ("upper", "<=") if lower else ("lower", ">=")
+        decided_on = f"{side} bound of {self.level} paired bootstrap difference (model - {baseline})"
+        if lower:
+            decided_on += f"; lower {gate.metric} is better"
+        if baseline not in self.comparisons:
+            known = ", ".join(sorted(self.comparisons)) or "none"
+            return self.verdict(
+                gate,
+                False,
+                threshold=threshold,
+                decided_on="nothing: the baseline was not found",
+                detail=f"baseline {baseline!r} was not evaluated; evaluated: {known}",
+            )
+        comparison = _lookup(self.comparisons[baseline], gate.metric)
+        if comparison is _MISSING:
+            if _lookup(self.model, gate.metric) is _MISSING:
+                return self.unknown_metric(gate, threshold)
+            return self.verdict(
+                gate,
+                False,
+                threshold=threshold,
+                decided_on="nothing: no paired comparison",
+                detail=f"no paired comparison of {gate.metric!r} with {baseline}; "
+                "'beats' needs a top-level metric with an interval",
+            )
+        if not isinstance(comparison, Mapping) or comparison.get("low" if not lower else "high") is None:
+            return self.verdict(
+                gate,
+                False,
+                threshold=threshold,
+                decided_on=decided_on,
+                detail=f"the difference in {gate.metric} is undefined on this test set",
+            )
+        diff, low, high = comparison.get("diff"), comparison["low"], comparison["high"]
+        decided = high if lower else low
+        passed = decided <= threshold if lower else decided >= threshold
+        detail = (
+            f"{side} bound of difference {_fmt(decided)} {op if passed else 'fails ' + op} {threshold:g} "
+            f"(difference {_fmt(diff)})"
+        )
+        return self.verdict(
+            gate,
+            passed,
+            threshold=threshold,
+            observed=diff,
+            low=low,
+            high=high,
+            decided_on=decided_on,
+            detail=detail,
+        )
+
+    def slice_floor(self, gate: GateSpec) -> dict[str, Any]:
+        floor = gate.slice_min
+        assert floor is not None
+        decided_on = "point estimate of every slice (slices are too small for useful intervals)"
+        if not self.slices:
+            return self.verdict(
+                gate,
+                False,
+                threshold=floor,
+                decided_on=decided_on,
+                detail="no slices were evaluated, so there is nothing to check",
+            )
+        values: list[tuple[str, int, float]] = []
+        missing: list[str] = []
+        for s in self.slices:
+            v = _lookup(s.get("metrics") or {}, gate.metric)
+            if _is_number(v):
+                values.append((str(s.get("name")), int(s.get("n", 0)), float(v)))
+            else:
+                missing.append(str(s.get("name")))
+        if missing:
+            return self.verdict(
+                gate,
+                False,
+                threshold=floor,
+                decided_on=decided_on,
+                detail=f"slices lack metric {gate.metric!r}: {', '.join(missing)}",
+            )
+        below = [f"{name} (n={n}): {_fmt(v)}" for name, n, v in values if v < floor]
+        worst = min(v for _, _, v in values)
+        detail = (
+            f"below {floor:g}: {'; '.join(below)}"
+            if below
+            else f"all {len(values)} slices >= {floor:g} (lowest {_fmt(worst)})"
+        )
+        return self.verdict(
+            gate, not below, threshold=floor, observed=worst, decided_on=decided_on, detail=detail
+        )
+
+
+def _kind(gate: GateSpec) -> str:
+    for kind in ("min", "max", "beats", "slice_min"):
+        if getattr(gate, kind) is not None:
+            return kind
+    raise ValueError("gate has no kind")  # GateSpec's validator makes this unreachable
+
+
+def check_gates(gates: Sequence[GateSpec], metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """Decide every gate against a ``metrics.json`` dict; the result is the ``gates.json`` layout.
+
+    ``min``: the interval's lower bound >= threshold. ``max``: its upper bound <= threshold.
+    ``beats``: the paired difference's lower bound >= ``by`` (upper bound <= ``-by`` for metrics in
+    ``LOWER_IS_BETTER``). ``slice_min``: every slice's point estimate >= floor. Nested names such as
+    ``per_class.fresh.f1`` have point estimates only, and the verdict says so.
+    """
+    judge = _Judge(metrics)
+    verdicts = []
+    for gate in gates:
+        kind = _kind(gate)
+        if kind in ("min", "max"):
+            verdicts.append(judge.bound(gate))
+        elif kind == "beats":
+            verdicts.append(judge.beats(gate))
+        else:
+            verdicts.append(judge.slice_floor(gate))
+    return {"passed": all(v["passed"] for v in verdicts), "verdicts": verdicts}
+
+
+def _known(name: str, known: Collection[str]) -> bool:
+    # Exact names first: a label may contain fnmatch characters such as '['; only '*' entries are patterns.
+    return name in known or any("*" in k and fnmatchcase(name, k) for k in known)
+
+
+def validate_gate_names(
+    gates: Sequence[GateSpec],
+    known_metrics: Collection[str],
+    known_baselines: Collection[str],
+    slice_metrics: Collection[str] | None = None,
+) -> list[Problem]:
+    """Problems with the names gates refer to, found before any training, with paths like ``gates[1].metric``.
+
+    ``known_metrics`` may hold ``*`` patterns (``per_class.*.f1``) when the labels are not known yet.
+    ``slice_metrics``, when given, lists the metrics slices report, for checking ``slice_min`` gates.
+    """
+    problems: list[Problem] = []
+    plain = sorted(k for k in known_metrics if "*" not in k and "." not in k)
+    for i, gate in enumerate(gates):
+        where = f"gates[{i}]"
+        if not _known(gate.metric, known_metrics):
+            hint = difflib.get_close_matches(gate.metric, [k for k in known_metrics if "*" not in k], n=1)
+            msg = f"unknown metric {gate.metric!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+            problems.append(Problem(f"{where}.metric", f"{msg}; known: {', '.join(plain)}"))
+        if gate.beats is not None:
+            if gate.beats not in known_baselines:
+                known = ", ".join(sorted(known_baselines)) or "none"
+                problems.append(
+                    Problem(
+                        f"{where}.beats",
+                        f"baseline {gate.beats!r} is not evaluated; evaluate.baselines: {known}",
+                    )
+                )
+            if "." in gate.metric:
+                problems.append(
+                    Problem(
+                        f"{where}.metric",
+                        f"'beats' needs a top-level metric with a paired "
+                        f"comparison; {gate.metric!r} is a point estimate only",
+                    )
+                )
+        if gate.slice_min is not None and slice_metrics is not None and gate.metric not in slice_metrics:
+            problems.append(
+                Problem(
+                    f"{where}.metric", f"slices report only {', '.join(slice_metrics)}, not {gate.metric!r}"
+                )
+            )
+    return problems
