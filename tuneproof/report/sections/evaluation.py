@@ -1,0 +1,240 @@
+"""Test-set evidence: metrics next to baselines, paired differences, errors, calibration, slices."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tuneproof.report import plots
+from tuneproof.report.fmt import (
+    as_count,
+    comparison_outcome,
+    fmt_interval,
+    fmt_num,
+    interval,
+    lower_is_better,
+    metric_names,
+)
+from tuneproof.report.markup import Cell, Safe, chip, details, join, note, para, table
+from tuneproof.report.run_data import RunData, dig, mapping, number, sequence
+
+OUTCOME_KIND = {"better": "pass", "worse": "fail", "inconclusive": "neutral"}
+# Slices smaller than this get a warning chip: their point estimates swing widely.
+SMALL_SLICE = 100
+
+
+def _metric_label(name: str) -> str:
+    return f"{name} ↓" if lower_is_better(name) else name
+
+
+def test_metrics(run: RunData) -> str | None:
+    if not run.metrics:
+        return note("No test metrics: metrics.json is absent.")
+    model, baselines = run.model_metrics, run.baselines
+    names = metric_names(model, *baselines.values())
+    n, samples = run.metrics.get("n"), run.metrics.get("bootstrap_samples")
+    intro = f"Split '{run.metrics.get('split', 'test')}'"
+    if number(n) is not None:
+        intro += f", n = {fmt_num(n)}"
+    intro += f"; {run.confidence:.0%} bootstrap intervals"
+    if number(samples) is not None:
+        intro += f" ({fmt_num(samples)} resamples)"
+    intro += ". ↓ marks metrics where lower is better."
+    if not names:
+        return join([para(intro), note("metrics.json holds no scalar metrics.")])
+    rows: list[list[Cell]] = []
+    for name in names:
+        rows.append(
+            [
+                _metric_label(name),
+                Safe(f"<strong>{fmt_interval(model.get(name))}</strong>"),
+                *(fmt_interval(b.get(name)) for b in baselines.values()),
+            ]
+        )
+    groups = []
+    for name in names:
+        entries = [("model", model.get(name), plots.MODEL_COLOR)]
+        entries += [
+            (b, values.get(name), plots.baseline_color(i)) for i, (b, values) in enumerate(baselines.items())
+        ]
+        points = []
+        for who, value, color in entries:
+            point, low, high = interval(value)
+            if point is not None:
+                points.append(plots.IntervalRow(who, point, low, high, color))
+        groups.append(plots.IntervalGroup(_metric_label(name), tuple(points)))
+    return join(
+        [
+            para(intro),
+            table(["metric", "model", *baselines], rows),
+            plots.interval_plot(groups, salt="metrics"),
+        ]
+    )
+
+
+def comparisons(run: RunData) -> str | None:
+    comps = run.comparisons
+    if not comps:
+        return note("No paired comparisons with baselines were computed.") if run.metrics else None
+    rows: list[list[Cell]] = []
+    by_metric: dict[str, list[plots.IntervalRow]] = {}
+    for baseline, diffs in comps.items():
+        for metric, diff in diffs.items():
+            point, low, high = interval(diff)
+            if point is None:
+                continue
+            outcome = comparison_outcome(metric, diff)
+            rows.append(
+                [
+                    _metric_label(metric),
+                    baseline,
+                    fmt_interval(diff, signed=True),
+                    chip(f"model {outcome}" if outcome != "inconclusive" else outcome, OUTCOME_KIND[outcome]),
+                ]
+            )
+            color = {"better": plots.PASS_COLOR, "worse": plots.FAIL_COLOR}.get(outcome, plots.NEUTRAL_COLOR)
+            by_metric.setdefault(metric, []).append(plots.IntervalRow(baseline, point, low, high, color))
+    if not rows:
+        return None
+    groups = [plots.IntervalGroup(_metric_label(m), tuple(r)) for m, r in by_metric.items()]
+    return join(
+        [
+            para(
+                "Model minus baseline on the same test rows (paired bootstrap). An interval that excludes "
+                "zero on the good side means the model is better; one that includes zero means no "
+                "difference was established."
+            ),
+            table(["metric", "baseline", "difference", "outcome"], rows, numeric_from=2),
+            plots.interval_plot(groups, reference=0.0, salt="differences"),
+        ]
+    )
+
+
+def _matrix(value: Any) -> list[list[float]] | None:
+    rows = sequence(value)
+    out = []
+    for row in rows:
+        cells = [number(c) for c in sequence(row)]
+        if not cells or any(c is None for c in cells):
+            return None
+        out.append([c for c in cells if c is not None])
+    return out or None
+
+
+def confusion_matrix(run: RunData) -> str | None:
+    matrix = _matrix(run.model_metrics.get("confusion_matrix"))
+    if matrix is None:
+        return None
+    labels = run.labels
+    if len(labels) != len(matrix):
+        labels = [str(i) for i in range(len(matrix))]
+    return join(
+        [
+            para(
+                "Rows are true labels, columns predicted labels; colour is the share of the true class, "
+                "numbers are counts."
+            ),
+            plots.confusion_heatmap(matrix, labels),
+        ]
+    )
+
+
+def calibration(run: RunData) -> str | None:
+    bins = []
+    for raw in sequence(dig(run.metrics, "calibration", "bins")):
+        b = mapping(raw)
+        low, high = number(b.get("low")), number(b.get("high"))
+        if low is None or high is None or high <= low:
+            continue
+        bins.append(
+            plots.CalibrationBin(
+                low,
+                high,
+                number(b.get("count")) or 0.0,
+                number(b.get("confidence")),
+                number(b.get("accuracy")),
+            )
+        )
+    if not bins:
+        return None
+    text = (
+        "How often the model is right when it is this confident. Bars under the diagonal mean "
+        "over-confidence."
+    )
+    ece = run.model_metrics.get("ece")
+    if interval(ece)[0] is not None:
+        text += f" Expected calibration error (ECE): {fmt_interval(ece)}."
+    rows = [[f"{b.low:.2f}–{b.high:.2f}", as_count(b.count), b.confidence, b.accuracy] for b in bins]
+    return join(
+        [
+            para(text),
+            plots.reliability_diagram(bins),
+            details("bins", table(["confidence bin", "predictions", "mean confidence", "accuracy"], rows)),
+        ]
+    )
+
+
+def _columns(rows: dict[str, dict[str, Any]]) -> list[str]:
+    seen: dict[str, None] = {}
+    for row in rows.values():
+        for key in row:
+            seen.setdefault(str(key), None)
+    return list(seen)
+
+
+def per_class(run: RunData) -> str | None:
+    classes = {str(k): mapping(v) for k, v in mapping(run.model_metrics.get("per_class")).items()}
+    if not classes:
+        return None
+    columns = _columns(classes)
+    return table(
+        ["class", *columns], ([label, *(row.get(c) for c in columns)] for label, row in classes.items())
+    )
+
+
+def _slice_floors(run: RunData) -> dict[str, float]:
+    """Floors from ``slice_min`` gates, so the table can flag the slices that broke them."""
+    floors: dict[str, float] = {}
+    for gate in sequence(run.protocol.get("gates")):
+        metric, floor = mapping(gate).get("metric"), number(mapping(gate).get("slice_min"))
+        if isinstance(metric, str) and floor is not None:
+            floors[metric] = max(floor, floors.get(metric, floor))
+    return floors
+
+
+def slices(run: RunData) -> str | None:
+    items = [mapping(s) for s in sequence(run.metrics.get("slices"))]
+    items = [s for s in items if s]
+    if not items:
+        return None
+    columns: dict[str, None] = {}
+    for s in items:
+        for key in mapping(s.get("metrics")):
+            columns.setdefault(str(key), None)
+    floors = _slice_floors(run)
+    rows: list[list[Cell]] = [
+        [
+            Safe("<em>all test rows</em>"),
+            run.metrics.get("n"),
+            *(interval(run.model_metrics.get(c))[0] for c in columns),
+            "",
+        ]
+    ]
+    for s in items:
+        metrics = mapping(s.get("metrics"))
+        flags = []
+        n = number(s.get("n"))
+        if n is not None and n < SMALL_SLICE:
+            flags.append(chip("small", "warn"))
+        below = [c for c, floor in floors.items() if (v := number(metrics.get(c))) is not None and v < floor]
+        if below:
+            flags.append(chip("below floor: " + ", ".join(below), "fail"))
+        rows.append([s.get("name", "?"), s.get("n"), *(metrics.get(c) for c in columns), join(flags)])
+    return join(
+        [
+            para(
+                "Point estimates per slice of the test split "
+                "(slices are often too small for useful intervals)."
+            ),
+            table(["slice", "n", *columns, ""], rows),
+        ]
+    )
