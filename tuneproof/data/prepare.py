@@ -1,0 +1,389 @@
+"""The data stage: read, validate, clean, de-duplicate, split and check for leakage, with a report.
+
+Everything that removes a row is counted in the report; everything wrong with the input is
+collected and raised once as a :class:`DataValidationError` before any model is touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tuneproof.data.clean import (
+    NearDuplicateIndex,
+    dedup_key,
+    find_conflicts,
+    near_duplicate_description,
+    normalize_text,
+)
+from tuneproof.data.locate import resolve_location
+from tuneproof.data.readers import ReadResult, read_file
+from tuneproof.data.split import find_leaks, split_indices
+from tuneproof.errors import DataValidationError, Problem
+from tuneproof.protocol.schema import Protocol
+
+SPLITS = ("train", "validation", "test")
+TargetCheck = Callable[[Any], tuple[Any, str | None]]
+# A hook that rewrites texts before de-duplication (the PII step); returns new texts and a report.
+TextHook = Callable[[list[str], list[str]], tuple[list[str], dict[str, Any]]]
+
+
+def categorical_target(allowed: Sequence[str] | None) -> TargetCheck:
+    """Labels as strings; JSON numbers and booleans are accepted and turned into their text."""
+
+    def check(value: Any) -> tuple[Any, str | None]:
+        if value is None or (isinstance(value, float) and math.isnan(value)) or value == "":
+            return None, "missing label"
+        if isinstance(value, dict | list):
+            return None, f"label must be a single value, got {type(value).__name__}"
+        label = str(value).strip()
+        if allowed is not None and label not in allowed:
+            return None, f"unknown label {label!r} (allowed: {', '.join(allowed)})"
+        return label, None
+
+    return check
+
+
+@dataclass
+class PreparedData:
+    splits: dict[str, pd.DataFrame]  # columns: row_id, text, label, metadata...
+    report: dict[str, Any]
+    input_hashes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def labels(self) -> list[str]:
+        return sorted({lab for df in self.splits.values() for lab in df["label"]})
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    if path.is_dir():
+        for p in sorted(path.rglob("*")):
+            if p.is_file():
+                h.update(str(p.relative_to(path)).encode())
+                h.update(sha256_file(p).encode())
+        return h.hexdigest()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def split_hash(df: pd.DataFrame) -> str:
+    """Content hash of a prepared split, independent of the file format it is stored in."""
+    h = hashlib.sha256()
+    for rec in df[["row_id", "text", "label"]].itertuples(index=False):
+        h.update(json.dumps(list(rec), ensure_ascii=False, default=str).encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+class _Stages:
+    def __init__(self) -> None:
+        self.stages: list[dict[str, Any]] = []
+        self.removed: Counter[str] = Counter()
+
+    def record(self, stage: str, rows: int, removed: int = 0, detail: str = "") -> None:
+        self.stages.append({"stage": stage, "rows": rows, "removed": removed, "detail": detail})
+        if removed:
+            self.removed[stage] += removed
+
+
+def _read_sources(
+    protocol: Protocol, base_dir: Path
+) -> tuple[list[tuple[str | None, Path, ReadResult]], list[Problem], dict[str, str]]:
+    data = protocol.data
+    entries: list[tuple[str | None, str, Any]] = []
+    if data.files is not None:
+        entries = [(None, f"data.files[{i}]", loc) for i, loc in enumerate(data.files)]
+    else:
+        assert data.splits is not None
+        for split, locs in data.splits.items():
+            entries += [(split, f"data.splits.{split}[{i}]", loc) for i, loc in enumerate(locs)]
+    problems: list[Problem] = []
+    out = []
+    hashes: dict[str, str] = {}
+    for split, where, loc in entries:
+        path, problem = resolve_location(loc, base_dir, where)
+        if problem is not None:
+            problems.append(problem)
+            continue
+        assert path is not None
+        result = read_file(path, data.format, data.encoding)
+        problems += result.problems
+        hashes[str(path)] = sha256_file(path)
+        out.append((split, path, result))
+    return out, problems, hashes
+
+
+def _check_columns(protocol: Protocol, path: Path, columns: list[str], extra: Sequence[str]) -> list[Problem]:
+    data = protocol.data
+    wanted = {"data.text_column": data.text_column}
+    if data.label_column is not None:
+        wanted["data.label_column"] = data.label_column
+    for col in data.keep_if:
+        wanted[f"data.keep_if.{col}"] = col
+    for i, col in enumerate(data.metadata_columns):
+        wanted[f"data.metadata_columns[{i}]"] = col
+    for i, col in enumerate(extra):
+        wanted[f"evaluate.slices[{i}].column"] = col
+    return [
+        Problem(f"{path}", f"column {col!r} (from {key}) not found; columns are: {', '.join(columns)}")
+        for key, col in wanted.items()
+        if col not in columns
+    ]
+
+
+def prepare_data(
+    protocol: Protocol,
+    base_dir: Path,
+    token_lengths: Callable[[list[str]], list[int]] | None = None,
+    target_check: TargetCheck | None = None,
+    text_hook: TextHook | None = None,
+    stratify: bool = True,
+) -> PreparedData:
+    data, cleaning = protocol.data, protocol.cleaning
+    target_check = target_check or categorical_target(data.labels)
+    stages = _Stages()
+    sources, problems, hashes = _read_sources(protocol, base_dir)
+    slice_columns = [s.column for s in protocol.evaluate.slices if s.by == "column"]
+
+    rows: list[dict[str, Any]] = []
+    empty_lines: list[str] = []
+    kept_out = 0
+    for split, path, result in sources:
+        col_problems = _check_columns(protocol, path, result.columns, slice_columns) if result.rows else []
+        problems += col_problems
+        if col_problems:
+            continue
+        prefix = f"{split}/" if split else ""
+        for raw in result.rows:
+            where = f"{path}:{raw['_line']}"
+            if any(str(raw.get(c)) not in set(v) for c, v in data.keep_if.items()):
+                kept_out += 1
+                continue
+            text = raw.get(data.text_column)
+            if text is None or (isinstance(text, str) and not text.strip()):
+                if cleaning.drop_empty:
+                    empty_lines.append(where)
+                    continue
+                problems.append(Problem(where, f"empty text in column {data.text_column!r}"))
+                continue
+            if not isinstance(text, str):
+                problems.append(Problem(where, f"text must be a string, got {type(text).__name__}"))
+                continue
+            label = None
+            if data.label_column is not None:
+                label, err = target_check(raw.get(data.label_column))
+                if err is not None:
+                    problems.append(Problem(where, err))
+                    continue
+            row = {"row_id": f"{prefix}{path.name}:{raw['_line']}", "split": split, "text": text, "label": label}
+            for col in [*data.metadata_columns, *slice_columns]:
+                row[col] = raw.get(col)
+            rows.append(row)
+    read_total = sum(len(r.rows) for _, _, r in sources)
+    stages.record("read", read_total)
+    if data.keep_if:
+        detail = "; ".join(f"{c} in [{', '.join(v)}]" for c, v in data.keep_if.items())
+        stages.record("keep_if", read_total - kept_out, kept_out, detail)
+    stages.record("empty", read_total - kept_out - len(empty_lines), len(empty_lines),
+                  ", ".join(empty_lines[:5]) + (" ..." if len(empty_lines) > 5 else ""))
+
+    if not problems and rows and data.label_column is not None and stratify:
+        counts = Counter(r["label"] for r in rows)
+        if len(counts) < 2:
+            problems.append(Problem(f"data.label_column ({data.label_column})",
+                                    f"only one class ({next(iter(counts))!r}); a classifier needs two or more"))
+        elif data.files is not None:
+            need = 3 if protocol.split.validation > 0 else 2
+            for lab, n in sorted(counts.items()):
+                if n < need:
+                    problems.append(Problem(f"data.label_column ({data.label_column})",
+                                            f"class {lab!r} has {n} row(s); a stratified split needs >= {need}"))
+    if not rows and not problems:
+        problems.append(Problem("data", "no rows left to train on"))
+    if problems:
+        raise DataValidationError(problems, "data")
+
+    return _clean_and_split(protocol, rows, stages, hashes, token_lengths, text_hook, stratify, sources)
+
+
+def _clean_and_split(
+    protocol: Protocol,
+    rows: list[dict[str, Any]],
+    stages: _Stages,
+    hashes: dict[str, str],
+    token_lengths: Callable[[list[str]], list[int]] | None,
+    text_hook: TextHook | None,
+    stratify: bool,
+    sources: list[tuple[str | None, Path, ReadResult]],
+) -> PreparedData:
+    cleaning = protocol.cleaning
+    df = pd.DataFrame(rows)
+    df["text"] = [normalize_text(t, cleaning) for t in df["text"]]
+    pii_report = None
+    if text_hook is not None:
+        new_texts, pii_report = text_hook(list(df["text"]), list(df["row_id"]))
+        df["text"] = new_texts
+    before = len(df)
+    df = df[df["text"].str.len() > 0] if cleaning.drop_empty else df
+    stages.record("empty_after_normalisation", len(df), before - len(df))
+
+    # Conflicts are resolved before de-duplication, or dropping duplicates would hide them.
+    keys = [dedup_key(t) for t in df["text"]]
+    df = df.assign(_key=keys)
+    if protocol.data.label_column is not None and stratify:
+        conflicts = find_conflicts(keys, [str(x) for x in df["label"]])
+        if conflicts and cleaning.conflicting_labels == "fail":
+            bad = df[df["_key"].isin(conflicts)]["row_id"].tolist()
+            raise DataValidationError(
+                [Problem(rid, "text appears with conflicting labels") for rid in bad], "data"
+            )
+        before = len(df)
+        df = df[~df["_key"].isin(conflicts)]
+        stages.record("conflicting_labels", len(df), before - len(df), f"{len(conflicts)} distinct texts")
+
+    # Within one given split or the pooled files; across given splits it is leakage, handled below.
+    group = df["split"].fillna("")
+    if cleaning.drop_exact_duplicates:
+        before = len(df)
+        df = df[~pd.DataFrame({"g": group, "k": df["_key"]}).duplicated()]
+        stages.record("exact_duplicates", len(df), before - len(df))
+    if cleaning.near_duplicates.enabled:
+        keep = []
+        indexes: dict[str, NearDuplicateIndex] = {}
+        for rid, text, g in zip(df["row_id"], df["text"], df["split"].fillna(""), strict=True):
+            if g not in indexes:
+                indexes[g] = NearDuplicateIndex(cleaning.near_duplicates)
+            index = indexes[g]
+            dup = bool(index.query(text))
+            if not dup:
+                index.add(rid, text)
+            keep.append(not dup)
+        before = len(df)
+        df = df[np.asarray(keep, dtype=bool)]
+        stages.record("near_duplicates", len(df), before - len(df),
+                      near_duplicate_description(cleaning.near_duplicates))
+
+    truncation: dict[str, Any] = {"max_length": protocol.model.max_length, "policy": cleaning.over_length}
+    lengths = None
+    if token_lengths is not None:
+        lengths = np.asarray(token_lengths(list(df["text"])))
+        over = lengths > protocol.model.max_length
+        truncation.update(over_length=int(over.sum()), rate=float(over.mean()) if len(over) else 0.0)
+        if cleaning.over_length == "drop":
+            before = len(df)
+            df, lengths = df[~over], lengths[~over]
+            stages.record("over_length", len(df), before - len(df), f"> {protocol.model.max_length} tokens")
+    df = df.assign(_len=lengths if lengths is not None else df["text"].str.split().str.len())
+
+    splits = _assign_splits(protocol, df, stratify)
+    leak_report = _leakage(protocol, splits, stages)
+
+    meta_cols = list(dict.fromkeys([*protocol.data.metadata_columns,
+                                    *[s.column for s in protocol.evaluate.slices if s.by == "column"]]))
+    out = {
+        name: part[["row_id", "text", "label", *meta_cols]].reset_index(drop=True)
+        for name, part in splits.items()
+    }
+    all_lengths = np.concatenate([p["_len"].to_numpy() for p in splits.values()]) if len(df) else np.array([0])
+    if protocol.data.label_column is not None and stratify:
+        label_dist = {n: dict(sorted(Counter(p["label"]).items())) for n, p in out.items()}
+    else:
+        label_dist = {}
+    report = {
+        "sources": [
+            {"file": str(path), "split": split, "sha256": hashes.get(str(path)), "rows": len(res.rows)}
+            for split, path, res in sources
+        ],
+        "stages": stages.stages,
+        "removed": dict(stages.removed),
+        "near_duplicates": {
+            "enabled": cleaning.near_duplicates.enabled,
+            "method": near_duplicate_description(cleaning.near_duplicates),
+            "threshold": cleaning.near_duplicates.threshold,
+        },
+        "truncation": truncation,
+        "label_distribution": label_dist,
+        "length_histogram": _histogram(all_lengths, "tokens" if lengths is not None else "words"),
+        "length_stats": {
+            "mean": float(np.mean(all_lengths)),
+            "p50": float(np.percentile(all_lengths, 50)),
+            "p90": float(np.percentile(all_lengths, 90)),
+            "max": int(np.max(all_lengths)),
+        },
+        "leakage": leak_report,
+        "splits": {n: {"rows": len(p), "sha256": split_hash(p)} for n, p in out.items()},
+        "imbalance": {"strategy": protocol.imbalance.strategy},
+        "pii": pii_report,
+    }
+    return PreparedData(out, report, hashes)
+
+
+def _assign_splits(protocol: Protocol, df: pd.DataFrame, stratify: bool) -> dict[str, pd.DataFrame]:
+    if protocol.data.splits is not None:
+        return {s: df[df["split"] == s] for s in SPLITS if s in protocol.data.splits}
+    strat = protocol.split.stratify and stratify and protocol.data.label_column is not None
+    labels = [str(x) for x in df["label"]] if strat else None
+    idx = split_indices(len(df), labels, protocol.split, protocol.seed)
+    parts = {s: df.iloc[i] for s, i in idx.items()}
+    return {s: p for s, p in parts.items() if len(p) or s != "validation"}
+
+
+def _leakage(protocol: Protocol, splits: dict[str, pd.DataFrame], stages: _Stages) -> dict[str, Any]:
+    spec = protocol.leakage
+    if not (spec.exact or spec.near):
+        return {"exact": 0, "near": 0, "action": spec.action, "removed": {}, "examples": [], "checked": False}
+    res = find_leaks(
+        {s: list(p["text"]) for s, p in splits.items()},
+        {s: list(p["row_id"]) for s, p in splits.items()},
+        spec,
+        protocol.cleaning.near_duplicates,
+    )
+    report: dict[str, Any] = {
+        "checked": True, "exact": res.exact, "near": res.near, "action": spec.action,
+        "removed": {}, "examples": res.examples,
+    }
+    if (res.exact or res.near) and spec.action == "fail":
+        raise DataValidationError(
+            [Problem(e["b"], f"{e['kind']} duplicate of {e['a']} (leak across splits)") for e in res.examples],
+            "data: leakage across splits",
+        )
+    if spec.action == "remove":
+        for s, positions in res.leaked.items():
+            if positions and s in splits:
+                mask = np.ones(len(splits[s]), dtype=bool)
+                mask[list(positions)] = False
+                splits[s] = splits[s][mask]
+                report["removed"][s] = len(positions)
+        total = sum(report["removed"].values())
+        stages.record("leakage", sum(len(p) for p in splits.values()), total,
+                      f"{res.exact} exact, {res.near} near; removed from evaluation splits")
+    return report
+
+
+def _histogram(lengths: np.ndarray, unit: str) -> dict[str, Any]:
+    top = int(max(1, lengths.max()))
+    edges = np.unique(np.linspace(0, top + 1, num=min(21, top + 2)).astype(int))
+    counts, edges = np.histogram(lengths, bins=edges)
+    return {"unit": unit, "edges": edges.tolist(), "counts": counts.tolist()}
+
+
+def write_splits(prepared: PreparedData, out_dir: Path) -> dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, df in prepared.splits.items():
+        path = out_dir / f"{name}.parquet"
+        df.to_parquet(path, index=False)
+        paths[name] = path
+    return paths
