@@ -19,7 +19,7 @@ import os
 import re
 import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -48,7 +48,7 @@ _FAIL_ROWS_SHOWN = 5
 
 
 def _redact_everything() -> dict[EntityType, Policy]:
-    return dict.fromkeys(get_args(EntityType), "redact")  # type: ignore[arg-type]
+    return dict.fromkeys(get_args(EntityType), "redact")
 
 
 class PiiSpec(BaseModel):
@@ -83,8 +83,8 @@ class PiiFieldResult:
     min_score: float
     found: dict[str, int]
     remaining: dict[str, int]
-    examples: dict[str, list[str]] = field(default_factory=dict)
-    limitations: list[str] = field(default_factory=list)
+    examples: dict[str, list[str]]
+    limitations: list[str]
 
 
 def key_from_env(spec: PiiSpec) -> bytes:
@@ -175,7 +175,9 @@ def _engines() -> _Engines:
             "PHONE_NUMBER uses libphonenumber for the regions US, GB, DE, FR, IL, IN, CA and BR, plus "
             "any number written in international +CC form."
         ),
-        "US_SSN": "US_SSN counts only the dashed or spaced 3-2-4 form unless 'SSN'/'social security' is near.",
+        "US_SSN": (
+            "US_SSN counts only the dashed or spaced 3-2-4 form unless 'SSN'/'social security' is near."
+        ),
     }
     return _Engines(analyzer=analyzer, anonymizer=AnonymizerEngine(), limitations=limitations)
 
@@ -198,7 +200,7 @@ class Detection:
 def detect(texts: Sequence[str], spec: PiiSpec) -> list[list[Detection]]:
     """The detections ``scrub`` would act on, per text: the types in ``spec``, at or above
     ``spec.min_score``, overlaps resolved. For evaluation and debugging; changes nothing."""
-    entities = [t for t in ENTITY_TYPES if t in spec.entities]
+    entities: list[str] = [t for t in ENTITY_TYPES if t in spec.entities]
     return [
         [Detection(d.entity_type, d.start, d.end, float(d.score)) for d in dets]
         for dets in _analyze(texts, entities, spec.min_score)
@@ -271,7 +273,7 @@ def scrub(
     """
     if len(texts) != len(row_ids):
         raise ValueError(f"{len(texts)} texts but {len(row_ids)} row ids for field {field!r}")
-    policy: dict[str, str] = dict(spec.entities)
+    policy: dict[str, str] = {str(t): str(p) for t, p in spec.entities.items()}
     entities = [t for t in ENTITY_TYPES if t in policy]
     detections = _analyze(texts, entities, spec.min_score)
 

@@ -74,7 +74,7 @@ class BlankEnglishNlpEngine(NlpEngine):
     def process_text(self, text: str, language: str) -> NlpArtifacts:
         return self._artifacts(self.nlp(text), language)
 
-    def process_batch(  # type: ignore[override]
+    def process_batch(
         self,
         texts: Iterable[str],
         language: str,
@@ -138,7 +138,7 @@ class ValidatedPhoneRecognizer(PhoneRecognizer):
     ) -> list[RecognizerResult]:
         if sum(c.isdigit() for c in text) < self._MIN_DIGITS:
             return []
-        results = super().analyze(text, entities, nlp_artifacts)
+        results = super().analyze(text, entities, nlp_artifacts)  # type: ignore[arg-type]
         return [r for r in results if not self._LABELLED.search(text[max(0, r.start - 30) : r.start])]
 
 
@@ -289,7 +289,7 @@ _NAME_LOCALES = (
 )  # fmt: skip
 
 # First names that are also everyday English words, months, places or brands: on their own they are
-# far more often the word than the name, so they count only after a title or a cue.
+# far more often the word than the name, so they count only after a title or before a known surname.
 _AMBIGUOUS_FIRST = frozenset(
     """
     april may june july august january march autumn summer winter spring dawn eve sunday monday
@@ -454,7 +454,7 @@ class PersonNameRecognizer(EntityRecognizer):
             end=end,
             score=score,
             recognition_metadata={
-                RecognizerResult.RECOGNIZER_NAME_KEY: self.name,
+                RecognizerResult.RECOGNIZER_NAME_KEY: "PersonNameRecognizer",
                 RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id,
             },
         )

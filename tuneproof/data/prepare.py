@@ -151,6 +151,14 @@ def prepare_data(
     text_hook: TextHook | None = None,
     stratify: bool = True,
 ) -> PreparedData:
+    rows, stages, hashes, sources = read_and_validate(protocol, base_dir, target_check, stratify)
+    return _clean_and_split(protocol, rows, stages, hashes, token_lengths, text_hook, stratify, sources)
+
+
+def read_and_validate(
+    protocol: Protocol, base_dir: Path, target_check: TargetCheck | None = None, stratify: bool = True
+) -> tuple[list[dict[str, Any]], _Stages, dict[str, str], list[tuple[str | None, Path, ReadResult]]]:
+    """Read every source and check every row; raise one DataValidationError listing all problems."""
     data, cleaning = protocol.data, protocol.cleaning
     target_check = target_check or categorical_target(data.labels)
     stages = _Stages()
@@ -214,8 +222,7 @@ def prepare_data(
         problems.append(Problem("data", "no rows left to train on"))
     if problems:
         raise DataValidationError(problems, "data")
-
-    return _clean_and_split(protocol, rows, stages, hashes, token_lengths, text_hook, stratify, sources)
+    return rows, stages, hashes, sources
 
 
 def _clean_and_split(

@@ -1,0 +1,133 @@
+"""The command line: a thin table of commands, each a call into one stage. Nothing runs at import."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tuneproof.errors import GateFailed, TuneproofError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Run fine-tuning protocols with evidence.")
+
+EXIT_OK = 0
+
+
+def _fail(exc: TuneproofError) -> None:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(exc.exit_code)
+
+
+@app.command()
+def validate(
+    protocol: Path,
+    no_data: Annotated[bool, typer.Option("--no-data", help="check the schema only, do not read the data")] = False,
+) -> None:
+    """Check a protocol (schema, model, gates and every data row) and report every problem at once."""
+    from tuneproof.errors import ProtocolError
+    from tuneproof.protocol.check import check_protocol
+
+    _, problems = check_protocol(protocol, read_data=not no_data)
+    if problems:
+        _fail(ProtocolError(problems, str(protocol)))
+    typer.echo(f"{protocol}: valid")
+
+
+@app.command("run")
+def run_cmd(
+    protocol: Annotated[Path | None, typer.Argument(help="protocol file")] = None,
+    resume: Annotated[Path | None, typer.Option(help="resume the unfinished run in this folder")] = None,
+    output_dir: Annotated[Path | None, typer.Option(help="parent folder of the run folder")] = None,
+) -> None:
+    """Run a protocol: prepare -> train -> evaluate -> gates -> package. Exit 4 when a gate fails."""
+    from tuneproof.runner import run
+
+    if (protocol is None) == (resume is None):
+        typer.echo("error: give a protocol file or --resume RUN_DIR", err=True)
+        raise typer.Exit(2)
+    try:
+        outcome = run(protocol, output_dir=output_dir, resume_dir=resume)
+    except TuneproofError as exc:
+        _fail(exc)
+        return
+    typer.echo(str(outcome.run_dir))
+    if outcome.status != "passed":
+        failed = [v["gate"] for v in (outcome.gates or {}).get("verdicts", []) if not v["passed"]]
+        _fail(GateFailed(f"run rejected, gates failed: {'; '.join(failed)} (model kept, not deployable)"))
+
+
+@app.command()
+def predict(
+    run_dir: Path,
+    input: Annotated[Path, typer.Option("--input", "-i", help="JSONL with a 'text' field, or plain text lines")],
+    text_field: str = "text",
+    batch_size: int = 64,
+) -> None:
+    """Predict with a run's model: one JSON line per input, in input order."""
+    from tuneproof.serve.predict import Predictor, read_inputs
+
+    try:
+        texts = read_inputs(input, text_field)
+        predictor = Predictor.load(run_dir, batch_size=batch_size)
+    except TuneproofError as exc:
+        _fail(exc)
+        return
+    for start in range(0, len(texts), 1024):  # bounded memory on large inputs
+        for rec in predictor.predict(texts[start : start + 1024]):
+            sys.stdout.write(json.dumps(rec, ensure_ascii=False) + "\n")
+
+
+@app.command()
+def show(run_dir: Path) -> None:
+    """Summarise a run in the terminal: data, metrics with intervals, gate verdicts."""
+    from tuneproof.report import summarize
+
+    if not (run_dir / "manifest.json").is_file():
+        typer.echo(f"error: {run_dir} is not a run folder", err=True)
+        raise typer.Exit(8)
+    typer.echo(summarize(run_dir))
+
+
+@app.command()
+def verify(run_dir: Path) -> None:
+    """Re-hash a run folder and say whether anything changed since it was written."""
+    from tuneproof.export.manifest import verify as verify_run
+
+    try:
+        diff = verify_run(run_dir)
+    except TuneproofError as exc:
+        _fail(exc)
+        return
+    bad = False
+    for kind, files in diff.items():
+        for f in files:
+            bad = True
+            typer.echo(f"{kind}: {f}")
+    if bad:
+        raise typer.Exit(9)
+    typer.echo(f"{run_dir}: every file matches its manifest hash")
+
+
+@app.command()
+def serve(
+    run_dir: Path,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+) -> None:
+    """Serve a run's model over HTTP (POST /predict)."""
+    import uvicorn
+
+    from tuneproof.serve.app import create_app
+
+    uvicorn.run(create_app(run_dir), host=host, port=port)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

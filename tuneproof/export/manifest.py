@@ -1,0 +1,90 @@
+"""The manifest: hashes of everything a run read and wrote, the environment, and the run's status.
+
+``verify`` re-hashes the folder and lists what changed, appeared or disappeared since.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import sys
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from tuneproof.errors import RunFolderError
+from tuneproof.fsutil import atomic_write_json
+
+MANIFEST = "manifest.json"
+# Checkpoints rotate during training; they carry their own checkpoint.json hashes.
+_UNHASHED_DIRS = ("checkpoints",)
+_LIBRARIES = ("tuneproof", "torch", "transformers", "peft", "accelerate", "datasets", "scikit-learn",
+              "numpy", "safetensors", "tokenizers", "trl", "optuna")
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def sha256_path(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def environment(threads: int, precision: str, device: str) -> dict[str, Any]:
+    env: dict[str, Any] = {
+        "python": platform.python_version(), "platform": platform.platform(), "machine": platform.machine(),
+        "processor": platform.processor(), "cpu_count": os.cpu_count(), "threads": threads,
+        "precision": precision, "device": device, "argv": sys.argv[1:],
+    }
+    for lib in _LIBRARIES:
+        try:
+            env[lib] = metadata.version(lib)
+        except metadata.PackageNotFoundError:
+            env[lib] = None
+    return env
+
+
+def hash_run_files(run_dir: Path) -> dict[str, str]:
+    out = {}
+    for p in sorted(run_dir.rglob("*")):
+        rel = p.relative_to(run_dir)
+        if not p.is_file() or rel.as_posix() == MANIFEST or rel.parts[0] in _UNHASHED_DIRS:
+            continue
+        if any(part.startswith(".tmp-") or part.startswith(".old-") for part in rel.parts):
+            continue
+        out[rel.as_posix()] = sha256_path(p)
+    return out
+
+
+def write_manifest(run_dir: Path, manifest: dict[str, Any], hash_files: bool = True) -> None:
+    if hash_files:
+        manifest["files"] = hash_run_files(run_dir)
+    atomic_write_json(run_dir / MANIFEST, manifest)
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / MANIFEST
+    if not path.is_file():
+        raise RunFolderError(f"{run_dir} is not a run folder (no {MANIFEST})")
+    try:
+        return json.loads(path.read_text())  # type: ignore[no-any-return]
+    except ValueError as exc:
+        raise RunFolderError(f"{path} is not valid JSON: {exc}") from None
+
+
+def verify(run_dir: Path) -> dict[str, list[str]]:
+    """Files changed, missing, or added since the manifest was written."""
+    recorded = read_manifest(run_dir).get("files", {})
+    current = hash_run_files(run_dir)
+    return {
+        "changed": sorted(f for f in recorded if f in current and current[f] != recorded[f]),
+        "missing": sorted(f for f in recorded if f not in current),
+        "added": sorted(f for f in current if f not in recorded),
+    }

@@ -1,0 +1,32 @@
+"""The package stage: the model as safetensors with its tokenizer and a description, ready to serve."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from tuneproof.fsutil import replace_dir
+
+MODEL_INFO = "tuneproof_model.json"
+
+
+def package_model(model: nn.Module, tokenizer: Any, info: dict[str, Any], out_dir: Path) -> Path:
+    """Write ``out_dir`` atomically: a failed write (full disk) leaves any previous model intact."""
+    if hasattr(model, "merge_and_unload"):  # a PEFT model: serve the merged weights, no peft needed
+        model = model.merge_and_unload()
+    tmp = out_dir.with_name(f".tmp-{out_dir.name}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)  # type: ignore[operator]
+        tokenizer.save_pretrained(tmp)
+        (tmp / MODEL_INFO).write_text(json.dumps(info, indent=1))
+        replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir

@@ -1,0 +1,42 @@
+"""`tuneproof validate`: everything that can be checked before training, reported at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tuneproof.errors import DataValidationError, Problem, ProtocolError, TuneproofError
+from tuneproof.protocol.loader import LoadedProtocol, load_protocol
+
+
+def check_protocol(path: Path, read_data: bool = True) -> tuple[LoadedProtocol | None, list[Problem]]:
+    """Schema, model source, gate names and (optionally) every data row; never trains."""
+    from tuneproof.data.prepare import read_and_validate
+    from tuneproof.gates import validate_gate_names
+    from tuneproof.tasks.base import get_task
+    from tuneproof.train.model_source import resolve_model
+
+    try:
+        loaded = load_protocol(path)
+    except ProtocolError as exc:
+        return None, exc.problems
+    protocol = loaded.protocol
+    problems: list[Problem] = []
+    try:
+        task = get_task(protocol)
+    except ProtocolError as exc:
+        return loaded, exc.problems
+    try:
+        resolve_model(protocol.model, loaded.base_dir)
+    except ProtocolError as exc:
+        problems += exc.problems
+    except TuneproofError as exc:
+        problems.append(Problem("model.source", str(exc)))
+    problems += validate_gate_names(
+        protocol.gates, task.metric_names(), protocol.evaluate.baselines  # type: ignore[attr-defined]
+    )
+    if read_data:
+        try:
+            read_and_validate(protocol, loaded.base_dir, task.target_check(), task.stratify)
+        except DataValidationError as exc:
+            problems += exc.problems
+    return loaded, problems

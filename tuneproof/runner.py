@@ -1,0 +1,258 @@
+"""Run a protocol end to end: prepare -> train -> evaluate -> gates -> package -> report.
+
+Each stage is a call into its own package; this module only orders them, writes the run folder,
+and keeps the manifest's status truthful when something fails.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tuneproof.data.prepare import PreparedData, prepare_data, write_splits
+from tuneproof.errors import RunFolderError, TuneproofError
+from tuneproof.export.manifest import environment, now, read_manifest, write_manifest
+from tuneproof.export.package import package_model
+from tuneproof.fsutil import atomic_write_json, atomic_write_text
+from tuneproof.gates import check_gates
+from tuneproof.protocol import LoadedProtocol, dump_protocol, load_protocol
+from tuneproof.protocol.schema import Protocol
+from tuneproof.tasks.base import Task, get_task
+from tuneproof.train.features import cached_features, tokenizer_fingerprint
+from tuneproof.train.fit import build_features, fit, set_threads
+from tuneproof.train.model_source import load_tokenizer, resolve_model
+from tuneproof.train.precision import choose_precision
+
+
+@dataclass
+class RunOutcome:
+    run_dir: Path
+    status: str  # passed | rejected | failed
+    gates: dict[str, Any] | None
+
+
+def quiet_libraries() -> None:
+    """tuneproof prints its own progress; the libraries' bars and load reports would drown it."""
+    import datasets
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+
+
+def stage(name: str, message: str) -> None:
+    print(f"[{name}] {message}", file=sys.stderr, flush=True)
+
+
+def token_lengths_fn(tokenizer: Any, cache: Path | None) -> Any:
+    def lengths(texts: list[str]) -> list[int]:
+        digest = hashlib.sha256("\x1e".join(texts).encode()).hexdigest()
+
+        def encode(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+            return {"n": [len(x) for x in tokenizer(batch["text"], add_special_tokens=True)["input_ids"]]}
+
+        rows = cached_features({"text": texts}, encode, ["lengths", tokenizer_fingerprint(tokenizer), digest], cache)
+        return [r["n"] for r in rows]
+
+    return lengths
+
+
+def _new_run_dir(protocol: Protocol, base_dir: Path, output_dir: Path | None) -> Path:
+    root = output_dir or (base_dir / protocol.output_dir if not Path(protocol.output_dir).is_absolute()
+                          else Path(protocol.output_dir))
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    run_dir = root / f"{protocol.name}-{stamp}"
+    i = 1
+    while run_dir.exists():
+        i += 1
+        run_dir = root / f"{protocol.name}-{stamp}-{i}"
+    run_dir.mkdir(parents=True)
+    return run_dir
+
+
+def _text_hook(protocol: Protocol) -> Any:
+    pii = getattr(protocol, "pii", None)
+    if pii is None:
+        return None
+    from tuneproof.data.pii_step import pii_text_hook
+
+    return pii_text_hook(pii)
+
+
+def run(
+    protocol_path: Path | None = None,
+    output_dir: Path | None = None,
+    resume_dir: Path | None = None,
+    cache_dir: Path | None = None,
+) -> RunOutcome:
+    """Run a protocol file, or resume the unfinished run in ``resume_dir``."""
+    quiet_libraries()
+    if resume_dir is not None:
+        manifest = read_manifest(resume_dir)
+        if manifest.get("status") in ("passed", "rejected"):
+            raise RunFolderError(f"{resume_dir} already finished ({manifest['status']}); nothing to resume")
+        loaded = load_protocol(resume_dir / "protocol.source.yaml")
+        base_dir = Path(manifest["protocol_dir"])
+        run_dir = resume_dir
+    else:
+        assert protocol_path is not None
+        loaded = load_protocol(protocol_path)
+        base_dir = loaded.base_dir
+        manifest = {}
+        run_dir = None
+    protocol = loaded.protocol
+    task = get_task(protocol)
+    threads = set_threads(protocol)
+    precision, why = choose_precision(protocol.train.precision)
+    ref = resolve_model(protocol.model, base_dir)
+    tokenizer = load_tokenizer(ref)
+
+    stage("prepare", "reading, validating and cleaning data")
+    prepared = prepare_data(
+        protocol, base_dir, token_lengths=token_lengths_fn(tokenizer, cache_dir),
+        target_check=task.target_check(), text_hook=_text_hook(protocol), stratify=task.stratify,
+    )
+    if run_dir is None:
+        run_dir = _new_run_dir(protocol, base_dir, output_dir)
+        manifest = _start_manifest(loaded, run_dir, prepared, threads, precision, why, ref.name_or_path)
+        write_manifest(run_dir, manifest, hash_files=False)
+        atomic_write_text(run_dir / "protocol.yaml", dump_protocol(protocol))
+        atomic_write_text(run_dir / "protocol.source.yaml", loaded.text)
+        write_splits(prepared, run_dir / "data")
+        atomic_write_json(run_dir / "data_report.json", prepared.report)
+    else:
+        _check_same_data(run_dir, prepared)
+        manifest["resumed_at"] = [*manifest.get("resumed_at", []), now()]
+        manifest["status"] = "running"
+        write_manifest(run_dir, manifest, hash_files=False)
+    stage("prepare", " ".join(f"{k}={v['rows']}" for k, v in prepared.report["splits"].items()))
+    try:
+        outcome = _train_evaluate_package(task, protocol, prepared, ref, tokenizer, run_dir, precision,
+                                          cache_dir, manifest, resume=resume_dir is not None)
+    except BaseException as exc:
+        manifest.update(status="failed", error=f"{type(exc).__name__}: {exc}", finished_at=now())
+        _finish(run_dir, manifest)
+        raise
+    return outcome
+
+
+def _start_manifest(
+    loaded: LoadedProtocol, run_dir: Path, prepared: PreparedData, threads: int, precision: str,
+    why: str, model: str,
+) -> dict[str, Any]:
+    return {
+        "tuneproof_version": "0.1.0", "status": "running", "deployable": False,
+        "protocol": loaded.protocol.name, "task": loaded.protocol.task,
+        "protocol_path": str(loaded.path), "protocol_dir": str(loaded.base_dir),
+        "protocol_sha256": loaded.sha256, "inputs": prepared.input_hashes, "base_model": model,
+        "splits": {k: v["sha256"] for k, v in prepared.report["splits"].items()},
+        "environment": environment(threads, precision, "cpu"), "precision_reason": why,
+        "seed": loaded.protocol.seed, "started_at": now(), "finished_at": None, "error": None,
+        "lineage": {"base_model": model, "protocol_sha256": loaded.sha256},
+    }
+
+
+def _check_same_data(run_dir: Path, prepared: PreparedData) -> None:
+    recorded = read_manifest(run_dir).get("splits", {})
+    current = {k: v["sha256"] for k, v in prepared.report["splits"].items()}
+    if recorded != current:
+        raise RunFolderError(f"the data changed since {run_dir} started; start a new run instead of resuming")
+
+
+def _train_evaluate_package(
+    task: Task, protocol: Protocol, prepared: PreparedData, ref: Any, tokenizer: Any, run_dir: Path,
+    precision: str, cache_dir: Path | None, manifest: dict[str, Any], resume: bool,
+) -> RunOutcome:
+    task.set_labels(prepared)
+    features = build_features(task, prepared.splits, tokenizer, cache_dir)
+    writer = _tensorboard(protocol, run_dir)
+
+    def on_log(entry: dict[str, Any]) -> None:
+        if writer is not None:
+            for k, v in entry.items():
+                if k not in ("step", "epoch") and isinstance(v, int | float):
+                    writer.add_scalar(k.replace("eval_", "validation/") if k.startswith("eval_") else f"train/{k}",
+                                      v, entry["step"])
+
+    stage("train", f"{protocol.train.method} fine-tuning, precision {precision}, {len(features['train'])} examples")
+    result = fit(task, protocol, ref, tokenizer, features, run_dir / "checkpoints", precision, resume, on_log)
+    if writer is not None:
+        writer.close()
+    if result.train.skipped_checkpoints:
+        stage("train", "ignored incomplete checkpoints: " + "; ".join(result.train.skipped_checkpoints))
+    atomic_write_json(run_dir / "training" / "log_history.json", result.train.log_history)
+    atomic_write_json(run_dir / "training" / "summary.json", {
+        "steps": result.train.steps, "best_step": result.train.best_step, "best_metric": result.train.best_metric,
+        "stopped_early": result.train.stopped_early, "resumed_from": result.train.resumed_from,
+        "skipped_checkpoints": result.train.skipped_checkpoints,
+        "padding_efficiency": result.train.padding_efficiency, "real_tokens": result.train.real_tokens,
+        "padded_tokens": result.train.padded_tokens, "train_seconds": result.train.train_seconds,
+    })
+
+    stage("evaluate", "scoring the test split, the baselines and the bootstrap intervals")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    val_feats = features.get("validation") or []
+    validation = (task.validation_metrics(result.model, val_feats, pad_id, protocol.evaluate.batch_size, precision)
+                  if val_feats else None)
+    # The test split is read here, once, after training and model selection are over.
+    test = prepared.splits["test"]
+    outputs = task.predict(result.model, features["test"], pad_id, protocol.evaluate.batch_size, precision)
+    (run_dir / "predictions").mkdir(exist_ok=True)
+    task.prediction_frame(test, outputs).to_parquet(run_dir / "predictions" / "test.parquet", index=False)
+    metrics = task.evaluate(test, outputs, task.baselines(prepared, test), validation)
+    metrics["padding_efficiency"] = result.train.padding_efficiency
+    atomic_write_json(run_dir / "metrics.json", _jsonable(metrics))
+
+    gates = check_gates(protocol.gates, metrics)
+    atomic_write_json(run_dir / "gates.json", gates)
+    for v in gates["verdicts"]:
+        stage("gates", f"{'PASS' if v['passed'] else 'FAIL'} {v['gate']}: {v.get('detail', '')}")
+
+    stage("package", "writing the model as safetensors")
+    info = {"task": protocol.task, "labels": task.labels, "max_length": protocol.model.max_length,
+            "precision": precision, "method": protocol.train.method, "base_model": ref.name_or_path,
+            "deployable": gates["passed"]}
+    package_model(result.model, tokenizer, info, run_dir / "model")
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    status = "passed" if gates["passed"] else "rejected"
+    manifest.update(status=status, deployable=gates["passed"], finished_at=now())
+    _finish(run_dir, manifest)
+    stage("done", f"{status}: {run_dir}")
+    return RunOutcome(run_dir, status, gates)
+
+
+def _finish(run_dir: Path, manifest: dict[str, Any]) -> None:
+    """Write the evidence a person reads, then the manifest last (it hashes everything else)."""
+    from tuneproof.report import write_model_card, write_report
+
+    write_manifest(run_dir, manifest, hash_files=False)  # the report reads status and error from it
+    for writer in (write_report, write_model_card):
+        try:
+            writer(run_dir)
+        except Exception as exc:  # the evidence of a failed run must not hide the original error
+            stage("report", f"could not write {writer.__name__}: {exc}")
+    write_manifest(run_dir, manifest)
+
+
+def _tensorboard(protocol: Protocol, run_dir: Path) -> Any:
+    if not protocol.tracking.tensorboard:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=str(run_dir / "training" / "tensorboard"))
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=lambda o: o.item() if isinstance(o, np.generic) else str(o)))
+
+
+__all__ = ["RunOutcome", "TuneproofError", "run"]

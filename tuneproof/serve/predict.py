@@ -1,0 +1,81 @@
+"""Load a packaged model and predict: used by `tuneproof predict` and by the HTTP server."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from tuneproof.errors import DataValidationError, Problem, RunFolderError
+from tuneproof.export.package import MODEL_INFO
+from tuneproof.protocol import load_protocol
+from tuneproof.tasks.base import Task, get_task
+
+
+@dataclass
+class Predictor:
+    task: Task
+    model: Any
+    tokenizer: Any
+    info: dict[str, Any]
+    batch_size: int = 64
+
+    @classmethod
+    def load(cls, run_dir: Path, batch_size: int = 64) -> Predictor:
+        from transformers import AutoTokenizer
+
+        model_dir = run_dir / "model"
+        info_path = model_dir / MODEL_INFO
+        if not info_path.is_file():
+            raise RunFolderError(f"{run_dir} has no packaged model ({info_path} is missing)")
+        info = json.loads(info_path.read_text())
+        protocol = load_protocol(run_dir / "protocol.source.yaml").protocol
+        task = get_task(protocol)
+        task.labels = list(info.get("labels") or [])
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        model = task.load_packaged(model_dir)  # type: ignore[attr-defined]
+        model.eval()
+        return cls(task, model, tokenizer, info, batch_size)
+
+    @property
+    def precision(self) -> str:
+        return str(self.info.get("precision", "fp32"))
+
+    def predict(self, texts: list[str]) -> list[dict[str, Any]]:
+        df = pd.DataFrame({"row_id": [str(i) for i in range(len(texts))], "text": texts, "label": [None] * len(texts)})
+        feats = self.task.features_for_inference(df, self.tokenizer)  # type: ignore[attr-defined]
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        with torch.inference_mode():
+            outputs = self.task.predict(self.model, feats, pad_id, self.batch_size, self.precision)
+        return self.task.format_prediction(np.asarray(outputs))
+
+
+def read_inputs(path: Path, text_field: str = "text") -> list[str]:
+    """Texts from JSONL (one object with ``text_field`` per line) or plain text (one per line)."""
+    problems: list[Problem] = []
+    texts: list[str] = []
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            if path.suffix in (".jsonl", ".json", ".ndjson"):
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    problems.append(Problem(f"{path}:{lineno}", f"malformed JSON: {exc.msg}"))
+                    continue
+                value = obj.get(text_field) if isinstance(obj, dict) else None
+                if not isinstance(value, str):
+                    problems.append(Problem(f"{path}:{lineno}", f"needs a string field {text_field!r}"))
+                    continue
+                texts.append(value)
+            else:
+                texts.append(line.rstrip("\n"))
+    if problems:
+        raise DataValidationError(problems, str(path))
+    return texts

@@ -1,0 +1,217 @@
+"""Text classification (one label per text, binary or multi-class) as a task module.
+
+A task module supplies what differs between tasks: how targets are validated, how a model is
+built, how rows become features, the loss, how predictions are made and scored, and the baselines.
+The stages (data, train, evaluate, gates, export, report) stay the same for every task.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from tuneproof.data.prepare import PreparedData, TargetCheck, categorical_target
+from tuneproof.evaluate.baselines import majority_probs, tfidf_logreg_probs
+from tuneproof.evaluate.classification import column_slices, evaluate_classification, length_slices
+from tuneproof.protocol.schema import Protocol
+from tuneproof.train.features import cached_features, inference_batches, pad_collate, tokenizer_fingerprint
+from tuneproof.train.loop import LossFn
+from tuneproof.train.model_source import ModelRef, load_pretrained
+
+
+class ClassificationTask:
+    name = "classification"
+    selection_metric = "macro_f1"
+    stratify = True
+
+    def __init__(self, protocol: Protocol) -> None:
+        self.protocol = protocol
+        self.labels: list[str] = list(protocol.data.labels or [])
+
+    # -- data ------------------------------------------------------------------------------------
+    def target_check(self) -> TargetCheck:
+        return categorical_target(self.protocol.data.labels)
+
+    def set_labels(self, prepared: PreparedData) -> None:
+        if not self.labels:
+            self.labels = sorted(set(prepared.splits["train"]["label"]))
+
+    def features(self, df: pd.DataFrame, tokenizer: Any, cache_dir: Path | None) -> list[dict[str, Any]]:
+        label2id = {lab: i for i, lab in enumerate(self.labels)}
+        max_length = self.protocol.model.max_length
+
+        def encode(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+            enc = tokenizer(batch["text"], truncation=True, max_length=max_length)
+            return {
+                "input_ids": enc["input_ids"],
+                "labels": [label2id.get(lab, -1) for lab in batch["label"]],
+                "length": [len(x) for x in enc["input_ids"]],
+            }
+
+        key = [
+            "classification", tokenizer_fingerprint(tokenizer), str(max_length),
+            ",".join(self.labels), _frame_hash(df),
+        ]
+        return cached_features(
+            {"row_id": df["row_id"].tolist(), "text": df["text"].tolist(), "label": df["label"].tolist()},
+            encode, key, cache_dir,
+        )
+
+    # -- model -----------------------------------------------------------------------------------
+    def build_model(self, ref: ModelRef) -> nn.Module:
+        from transformers import AutoModelForSequenceClassification
+
+        model = load_pretrained(
+            AutoModelForSequenceClassification, ref, num_labels=len(self.labels),
+            id2label=dict(enumerate(self.labels)), label2id={lab: i for i, lab in enumerate(self.labels)},
+        )
+        if model.config.pad_token_id is None and model.config.eos_token_id is not None:
+            model.config.pad_token_id = model.config.eos_token_id
+        return model
+
+    def load_packaged(self, model_dir: Path) -> nn.Module:
+        from transformers import AutoModelForSequenceClassification
+
+        return AutoModelForSequenceClassification.from_pretrained(model_dir, use_safetensors=True)
+
+    def features_for_inference(self, df: pd.DataFrame, tokenizer: Any) -> list[dict[str, Any]]:
+        enc = tokenizer(df["text"].tolist(), truncation=True, max_length=self.protocol.model.max_length)
+        return [{"input_ids": ids, "row_id": rid} for ids, rid in zip(enc["input_ids"], df["row_id"], strict=True)]
+
+    def metric_names(self) -> list[str]:
+        from tuneproof.evaluate.classification import classification_metric_names
+
+        return classification_metric_names(self.protocol.data.labels)
+
+    def peft_task_type(self) -> str:
+        return "SEQ_CLS"
+
+    def loss_fn(self, train_features: list[dict[str, Any]]) -> LossFn:
+        weight = None
+        if self.protocol.imbalance.strategy == "class_weights":
+            weight = torch.tensor(self.class_weights(train_features), dtype=torch.float32)
+        ce = nn.CrossEntropyLoss(weight=weight, reduction="sum", label_smoothing=self.protocol.train.label_smoothing)
+
+        def loss(model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, int]:
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            labels = batch["labels"]
+            if weight is not None:
+                # Weighted CE is normalised by total weight, which accumulation must see step-wide;
+                # scaling each example's loss by its weight keeps the sum/count contract instead.
+                per = nn.functional.cross_entropy(
+                    logits.float(), labels, reduction="none", label_smoothing=self.protocol.train.label_smoothing
+                )
+                return (per * weight.to(per.device)[labels]).sum(), len(labels)
+            return ce(logits.float(), labels), len(labels)
+
+        return loss
+
+    def class_weights(self, train_features: list[dict[str, Any]]) -> list[float]:
+        counts = Counter(f["labels"] for f in train_features)
+        n, k = sum(counts.values()), len(self.labels)
+        return [n / (k * counts[i]) if counts[i] else 0.0 for i in range(k)]
+
+    def resample(self, train_features: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
+        """Random oversampling of minority classes up to the majority count (train split only)."""
+        if self.protocol.imbalance.strategy != "oversample":
+            return train_features
+        rng = np.random.default_rng(seed)
+        by_class: dict[int, list[int]] = {}
+        for i, f in enumerate(train_features):
+            by_class.setdefault(f["labels"], []).append(i)
+        target = max(len(v) for v in by_class.values())
+        extra: list[dict[str, Any]] = []
+        for _cls, idx in sorted(by_class.items()):
+            for j in rng.choice(idx, size=target - len(idx), replace=True):
+                extra.append({**train_features[j], "row_id": f"{train_features[j]['row_id']}#dup"})
+        return train_features + extra
+
+    # -- inference and evaluation ----------------------------------------------------------------
+    def collate(self, pad_id: int) -> Any:
+        return pad_collate(pad_id)
+
+    def predict(
+        self, model: nn.Module, features: list[dict[str, Any]], pad_id: int, batch_size: int, precision: str
+    ) -> np.ndarray:
+        """Probabilities in the order of ``features`` (batches are length-sorted, then restored)."""
+        collate = pad_collate(pad_id)
+        lengths = np.array([len(f["input_ids"]) for f in features])
+        out = np.zeros((len(features), len(self.labels)), dtype=np.float64)
+        device = next(model.parameters()).device
+        was_training = model.training
+        model.eval()
+        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            for idx in inference_batches(lengths, batch_size):
+                b = collate([features[i] for i in idx])
+                logits = model(input_ids=b["input_ids"].to(device), attention_mask=b["attention_mask"].to(device)).logits
+                out[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+        model.train(was_training)
+        return out
+
+    def validation_metrics(
+        self, model: nn.Module, features: list[dict[str, Any]], pad_id: int, batch_size: int, precision: str
+    ) -> dict[str, float]:
+        from sklearn.metrics import accuracy_score, f1_score
+
+        probs = self.predict(model, features, pad_id, batch_size, precision)
+        y = np.array([f["labels"] for f in features])
+        pred = probs.argmax(1)
+        p_true = np.clip(probs[np.arange(len(y)), y], 1e-12, 1.0)
+        return {
+            "loss": float(-np.log(p_true).mean()),
+            "accuracy": float(accuracy_score(y, pred)),
+            "macro_f1": float(f1_score(y, pred, average="macro", zero_division=0)),
+        }
+
+    def baselines(self, prepared: PreparedData, test: pd.DataFrame) -> dict[str, np.ndarray]:
+        train = prepared.splits["train"]
+        label2id = {lab: i for i, lab in enumerate(self.labels)}
+        y_train = np.array([label2id[x] for x in train["label"]])
+        out: dict[str, np.ndarray] = {}
+        k = len(self.labels)
+        for name in self.protocol.evaluate.baselines:
+            if name == "majority":
+                out[name] = majority_probs(y_train, len(test), k)
+            elif name == "tfidf_logreg":
+                out[name] = tfidf_logreg_probs(train["text"].tolist(), y_train, test["text"].tolist(), k, self.protocol.seed)
+        return out
+
+    def evaluate(
+        self, test: pd.DataFrame, probs: np.ndarray, baselines: dict[str, np.ndarray], validation: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        label2id = {lab: i for i, lab in enumerate(self.labels)}
+        y = np.array([label2id[x] for x in test["label"]])
+        slices: dict[str, np.ndarray] = {}
+        for s in self.protocol.evaluate.slices:
+            if s.by == "length":
+                slices.update(length_slices(test["text"].tolist(), s.edges))
+            else:
+                slices.update(column_slices(test[s.column].tolist(), s.column))
+        return evaluate_classification(
+            y, probs, baselines, self.labels, self.protocol.evaluate, self.protocol.seed, slices or None, validation
+        )
+
+    def prediction_frame(self, df: pd.DataFrame, probs: np.ndarray) -> pd.DataFrame:
+        out = pd.DataFrame({"row_id": df["row_id"].to_numpy(), "label": df["label"].to_numpy(),
+                            "pred": [self.labels[i] for i in probs.argmax(1)]})
+        for j, lab in enumerate(self.labels):
+            out[f"prob_{lab}"] = probs[:, j]
+        return out
+
+    def format_prediction(self, probs: np.ndarray) -> list[dict[str, Any]]:
+        return [
+            {"label": self.labels[int(p.argmax())], "probabilities": {lab: round(float(v), 6) for lab, v in zip(self.labels, p, strict=True)}}
+            for p in probs
+        ]
+
+
+def _frame_hash(df: pd.DataFrame) -> str:
+    from tuneproof.data.prepare import split_hash
+
+    return split_hash(df)

@@ -1,0 +1,89 @@
+"""The train stage: build the model for the protocol's method, tokenise, run the loop."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from tuneproof.protocol.schema import Protocol
+from tuneproof.tasks.base import Task
+from tuneproof.train.loop import LoopConfig, TrainResult, train_loop
+from tuneproof.train.model_source import ModelRef
+
+
+@dataclass
+class FitResult:
+    model: nn.Module
+    train: TrainResult
+    features: dict[str, list[dict[str, Any]]]
+
+
+def set_threads(protocol: Protocol) -> int:
+    threads = protocol.train.threads or int(os.environ.get("TUNEPROOF_THREADS", 0)) or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    return threads
+
+
+def apply_method(model: nn.Module, protocol: Protocol, task: Task) -> nn.Module:
+    spec = protocol.train
+    if spec.dropout is not None:
+        for module in model.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = spec.dropout
+    if spec.method == "head":
+        # The head is whatever the pretrained checkpoint did not have: parameters outside base_model.
+        base = getattr(model, "base_model", None)
+        base_ids = {id(p) for p in base.parameters()} if base is not None and base is not model else set()
+        for p in model.parameters():
+            p.requires_grad = id(p) not in base_ids
+    elif spec.method == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        cfg = LoraConfig(
+            task_type=task.peft_task_type(), r=spec.lora.r, lora_alpha=spec.lora.alpha,
+            lora_dropout=spec.lora.dropout, target_modules=spec.lora.target_modules,
+        )
+        model = get_peft_model(model, cfg)
+    return model
+
+
+def build_features(task: Task, prepared_splits: dict[str, Any], tokenizer: Any, cache: Path | None) -> dict[str, list[dict[str, Any]]]:
+    return {name: task.features(df, tokenizer, cache) for name, df in prepared_splits.items()}
+
+
+def fit(
+    task: Task,
+    protocol: Protocol,
+    ref: ModelRef,
+    tokenizer: Any,
+    features: dict[str, list[dict[str, Any]]],
+    checkpoint_dir: Path,
+    precision: str,
+    resume: bool = False,
+    on_log: Any = None,
+) -> FitResult:
+    torch.manual_seed(protocol.seed)  # the new head's initial weights depend on it
+    model = apply_method(task.build_model(ref), protocol, task)
+    train_feats = task.resample(features["train"], protocol.seed)
+    val = features.get("validation") or []
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    def eval_fn(m: nn.Module) -> dict[str, float]:
+        return task.validation_metrics(m, val, pad_id, protocol.evaluate.batch_size, precision)
+
+    es = protocol.train.early_stopping
+    selection = (es.metric if es else task.selection_metric) if val else None
+    cfg = LoopConfig(
+        spec=protocol.train, seed=protocol.seed, checkpoint_dir=checkpoint_dir,
+        lengths=np.array([len(f["input_ids"]) for f in train_feats]),
+        row_ids=[str(f["row_id"]) for f in train_feats],
+        selection_metric=selection, eval_fn=eval_fn if val else None, on_log=on_log, precision=precision,
+    )
+    result = train_loop(model, train_feats, task.collate(pad_id), task.loss_fn(train_feats), cfg, resume=resume)
+    return FitResult(model, result, features)

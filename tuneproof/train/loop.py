@@ -1,0 +1,320 @@
+"""The training loop: length-grouped batches, gradient accumulation, bf16 autocast, validation,
+early stopping, crash-consistent checkpoints, exact resume, and a hard stop on non-finite values.
+
+Hand-written on top of accelerate rather than transformers' Trainer because the guarantees tuneproof
+makes are not Trainer's: Trainer replaces a NaN loss in its logs with a running average and keeps
+going, writes checkpoints in place and as pickles, and cannot say which examples a step saw. The
+loop stays small because accelerate owns devices, autocast and process groups, and the task owns
+the model's forward pass and loss.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from tuneproof.errors import TrainingDiverged, TuneproofError
+from tuneproof.protocol.schema import TrainSpec
+from tuneproof.train.checkpoint import (
+    CheckpointContents,
+    latest_complete,
+    load_checkpoint,
+    rotate,
+    save_checkpoint,
+)
+
+Batch = dict[str, Any]
+# (model, batch) -> (sum of per-example or per-token losses, number of terms in that sum)
+LossFn = Callable[[nn.Module, Batch], tuple[torch.Tensor, int]]
+EvalFn = Callable[[nn.Module], dict[str, float]]
+LOWER_IS_BETTER = {"loss", "ece", "log_loss", "mae", "rmse", "mse", "perplexity"}
+
+
+class Interrupted(TuneproofError):
+    """Training was stopped by a signal after saving a checkpoint; resume with `run --resume`."""
+
+    exit_code = 130
+
+
+@dataclass
+class LoopConfig:
+    spec: TrainSpec
+    seed: int
+    checkpoint_dir: Path
+    lengths: np.ndarray  # token length of each training example, for length-grouped batches
+    row_ids: list[str]
+    selection_metric: str | None = None  # validation metric that picks the final model
+    eval_fn: EvalFn | None = None
+    on_log: Callable[[dict[str, Any]], None] | None = None
+    precision: str = "fp32"
+
+
+@dataclass
+class TrainResult:
+    log_history: list[dict[str, Any]]
+    steps: int
+    best_step: int | None
+    best_metric: float | None
+    stopped_early: bool
+    resumed_from: str | None
+    skipped_checkpoints: list[str]
+    real_tokens: int
+    padded_tokens: int
+    train_seconds: float
+    seen_row_ids: list[list[str]] = field(default_factory=list)
+
+    @property
+    def padding_efficiency(self) -> float:
+        return self.real_tokens / self.padded_tokens if self.padded_tokens else 1.0
+
+
+def epoch_batches(
+    n: int, lengths: np.ndarray, batch: int, seed: int, epoch: int, group_by_length: bool
+) -> list[np.ndarray]:
+    """The optimizer-step batches of one epoch, a pure function of (seed, epoch).
+
+    Grouping is done on whole optimizer steps (batch x accumulation), so changing how a step is cut
+    into micro-batches never changes which examples it sees. Like transformers' LengthGroupedSampler:
+    shuffle, sort within mega-batches of 50 steps by length, then shuffle the order of the steps.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    perm = rng.permutation(n)
+    if group_by_length:
+        mega = batch * 50
+        chunks = [perm[i : i + mega] for i in range(0, n, mega)]
+        perm = np.concatenate([c[np.argsort(-lengths[c], kind="stable")] for c in chunks])
+    steps = [perm[i : i + batch] for i in range(0, n, batch)]
+    if group_by_length:
+        order = rng.permutation(len(steps))
+        steps = [steps[i] for i in order]
+    return steps
+
+
+class _StopFlag:
+    """Turns SIGINT/SIGTERM into a flag checked between steps, so a checkpoint is saved first."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopFlag:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not in the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signal is not None:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _improved(value: float, best: float | None, metric: str, min_delta: float) -> bool:
+    if best is None:
+        return True
+    if metric.removeprefix("eval_") in LOWER_IS_BETTER:
+        return value < best - min_delta
+    return value > best + min_delta
+
+
+def _format_eta(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def build_optimizer(model: nn.Module, spec: TrainSpec) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise TuneproofError("no trainable parameters: check train.method and lora.target_modules")
+    if spec.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=spec.learning_rate, momentum=0.9, weight_decay=spec.weight_decay)
+    return torch.optim.AdamW(params, lr=spec.learning_rate, weight_decay=spec.weight_decay)
+
+
+def train_loop(
+    model: nn.Module,
+    features: list[Batch],
+    collate: Callable[[list[Batch]], Batch],
+    loss_fn: LossFn,
+    cfg: LoopConfig,
+    resume: bool = False,
+) -> TrainResult:
+    from accelerate import Accelerator
+    from transformers import get_scheduler
+
+    spec = cfg.spec
+    accelerator = Accelerator(mixed_precision="bf16" if cfg.precision == "bf16" else "no")
+    n = len(features)
+    step_batch = spec.batch_size * spec.gradient_accumulation
+    steps_per_epoch = math.ceil(n / step_batch)
+    total_steps = spec.max_steps or math.ceil(spec.epochs * steps_per_epoch)
+    eval_every = spec.eval_every_steps or steps_per_epoch
+    ckpt_every = spec.checkpoint_every_steps or eval_every
+
+    optimizer = build_optimizer(model, spec)
+    sched_name = {"constant": "constant_with_warmup"}.get(spec.scheduler, spec.scheduler)
+    scheduler = get_scheduler(
+        sched_name, optimizer, num_warmup_steps=int(spec.warmup_ratio * total_steps),
+        num_training_steps=total_steps,
+    )
+    model, optimizer = accelerator.prepare(model, optimizer)
+    trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+    state: dict[str, Any] = {
+        "step": 0, "best_metric": None, "best_step": None, "bad_evals": 0, "stopped_early": False,
+        "log_history": [], "real_tokens": 0, "padded_tokens": 0, "seen": [],
+    }
+    resumed_from = None
+    skipped: list[str] = []
+    if resume:
+        path, skipped = latest_complete(cfg.checkpoint_dir)
+        if path is not None:
+            ck = load_checkpoint(path)
+            missing = set(trainable) - set(ck.model)
+            if missing:
+                raise TuneproofError(f"checkpoint {path} lacks trainable weights: {sorted(missing)[:5]}")
+            with torch.no_grad():
+                for name, tensor in ck.model.items():
+                    trainable[name].copy_(tensor)
+            optimizer.load_state_dict(ck.optimizer)
+            scheduler.load_state_dict(ck.scheduler)
+            torch.set_rng_state(ck.rng)
+            state = ck.state
+            resumed_from = str(path)
+    else:
+        torch.manual_seed(cfg.seed)
+
+    def checkpoint() -> None:
+        contents = CheckpointContents(
+            model={k: v for k, v in trainable.items()},
+            optimizer=optimizer.state_dict(),
+            scheduler=scheduler.state_dict(),
+            rng=torch.get_rng_state(),
+            state=state,
+        )
+        save_checkpoint(cfg.checkpoint_dir, state["step"], contents)
+        protect = {state["best_step"]} if state["best_step"] is not None else set()
+        rotate(cfg.checkpoint_dir, spec.keep_checkpoints, protect)
+
+    def log(entry: dict[str, Any]) -> None:
+        state["log_history"].append(entry)
+        if cfg.on_log:
+            cfg.on_log(entry)
+
+    def batches_from(step: int) -> Iterator[tuple[int, np.ndarray]]:
+        epoch = step // steps_per_epoch
+        offset = step % steps_per_epoch
+        while True:
+            for i, idx in enumerate(epoch_batches(n, cfg.lengths, step_batch, cfg.seed, epoch, spec.group_by_length)):
+                if i >= offset:
+                    yield epoch, idx
+            epoch, offset = epoch + 1, 0
+
+    model.train()
+    started = time.monotonic()
+    start_step = state["step"]
+    last_print = 0.0
+    with _StopFlag() as stop:
+        for epoch, idx in batches_from(state["step"]):
+            if state["step"] >= total_steps or state["stopped_early"]:
+                break
+            ids = [cfg.row_ids[i] for i in idx]
+            micro = [idx[i : i + spec.batch_size] for i in range(0, len(idx), spec.batch_size)]
+            # Normalise by the whole step's count, so accumulation never changes the loss or gradient.
+            prepared = [collate([features[i] for i in m]) for m in micro]
+            total_count = sum(int(b.pop("_count")) for b in prepared)
+            step_loss = 0.0
+            for b in prepared:
+                b = {k: v.to(accelerator.device) if isinstance(v, torch.Tensor) else v for k, v in b.items()}
+                state["real_tokens"] += int(b.pop("_real_tokens"))
+                state["padded_tokens"] += int(b.pop("_padded_tokens"))
+                with accelerator.autocast():
+                    loss_sum, _ = loss_fn(model, b)
+                if not torch.isfinite(loss_sum):
+                    raise TrainingDiverged(
+                        f"non-finite loss ({loss_sum.item()}) at step {state['step'] + 1}; "
+                        f"batch example ids: {', '.join(ids)}"
+                    )
+                accelerator.backward(loss_sum / max(total_count, 1))
+                step_loss += loss_sum.item()
+            norm = torch.nn.utils.clip_grad_norm_(
+                list(trainable.values()), spec.max_grad_norm if spec.max_grad_norm else float("inf")
+            )
+            if not torch.isfinite(norm):
+                raise TrainingDiverged(
+                    f"non-finite gradient norm at step {state['step'] + 1}; batch example ids: {', '.join(ids)}"
+                )
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state["step"] += 1
+            state["seen"].append(ids)
+            step = state["step"]
+            entry = {
+                "step": step, "epoch": round(step / steps_per_epoch, 4), "loss": step_loss / max(total_count, 1),
+                "learning_rate": scheduler.get_last_lr()[0], "grad_norm": float(norm),
+            }
+            log(entry)
+            now = time.monotonic()
+            if now - last_print > 5 or step == total_steps:
+                last_print = now
+                rate = (step - start_step) / max(now - started, 1e-9)
+                print(
+                    f"[train] step {step}/{total_steps} epoch {entry['epoch']:.2f} loss {entry['loss']:.4f} "
+                    f"| {rate:.2f} steps/s | ETA {_format_eta((total_steps - step) / max(rate, 1e-9))}",
+                    file=sys.stderr, flush=True,
+                )
+            evaluated = False
+            if cfg.eval_fn is not None and (step % eval_every == 0 or step == total_steps):
+                model.eval()
+                with accelerator.autocast():
+                    metrics = cfg.eval_fn(model)
+                model.train()
+                evaluated = True
+                log({"step": step, "epoch": entry["epoch"], **{f"eval_{k}": v for k, v in metrics.items()}})
+                if cfg.selection_metric is not None:
+                    value = metrics[cfg.selection_metric]
+                    es = spec.early_stopping
+                    if _improved(value, state["best_metric"], cfg.selection_metric, es.min_delta if es else 0.0):
+                        state.update(best_metric=value, best_step=step, bad_evals=0)
+                    else:
+                        state["bad_evals"] += 1
+                        if es is not None and state["bad_evals"] >= es.patience:
+                            state["stopped_early"] = True
+            if evaluated or step % ckpt_every == 0 or stop.signal is not None:
+                checkpoint()
+            if stop.signal is not None:
+                raise Interrupted(
+                    f"stopped by signal {stop.signal} after step {step}; checkpoint saved in {cfg.checkpoint_dir}"
+                )
+    if state["best_step"] is not None and state["best_step"] != state["step"]:
+        _load_best(cfg.checkpoint_dir, state["best_step"], trainable)
+    return TrainResult(
+        log_history=state["log_history"], steps=state["step"], best_step=state["best_step"],
+        best_metric=state["best_metric"], stopped_early=state["stopped_early"], resumed_from=resumed_from,
+        skipped_checkpoints=skipped, real_tokens=state["real_tokens"], padded_tokens=state["padded_tokens"],
+        train_seconds=time.monotonic() - started, seen_row_ids=state["seen"],
+    )
+
+
+def _load_best(root: Path, step: int, trainable: dict[str, nn.Parameter]) -> None:
+    ck = load_checkpoint(root / f"checkpoint-{step}")
+    with torch.no_grad():
+        for name, tensor in ck.model.items():
+            trainable[name].copy_(tensor)
