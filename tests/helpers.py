@@ -8,8 +8,28 @@ from pathlib import Path
 
 POSITIVE = ["good", "great", "fine", "superb", "lovely", "brilliant", "moving", "funny", "warm", "sharp"]
 NEGATIVE = ["bad", "awful", "dull", "boring", "weak", "messy", "tedious", "flat", "stale", "clumsy"]
-NEUTRAL = ["the", "film", "movie", "plot", "cast", "was", "is", "a", "very", "story", "and", "it", "acting",
-           "quite", "really", "script", "scenes", "ending", "director", "music"]
+NEUTRAL = [
+    "the",
+    "film",
+    "movie",
+    "plot",
+    "cast",
+    "was",
+    "is",
+    "a",
+    "very",
+    "story",
+    "and",
+    "it",
+    "acting",
+    "quite",
+    "really",
+    "script",
+    "scenes",
+    "ending",
+    "director",
+    "music",
+]
 WORDS = POSITIVE + NEGATIVE + NEUTRAL
 
 
@@ -22,8 +42,14 @@ def write_tiny_bert(path: Path, seed: int = 0) -> Path:
     tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True)
     tok.save_pretrained(path)
     torch.manual_seed(seed)
-    cfg = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=128)
+    cfg = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
     # Saved as a bare encoder, like a real pretrained checkpoint: the task adds its own head.
     BertForSequenceClassification(cfg).bert.save_pretrained(path)
     return path
@@ -40,7 +66,9 @@ def toy_reviews(n: int, seed: int = 0, noise: float = 0.1) -> list[dict[str, str
             words.insert(rng.randrange(len(words) + 1), rng.choice(POSITIVE if label == "pos" else NEGATIVE))
         if rng.random() < noise:
             label = "neg" if label == "pos" else "pos"
-        rows.append({"text": " ".join(words) + f" {i}", "label": label, "genre": rng.choice(["drama", "comedy"])})
+        rows.append(
+            {"text": " ".join(words) + f" {i}", "label": label, "genre": rng.choice(["drama", "comedy"])}
+        )
     return rows
 
 

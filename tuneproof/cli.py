@@ -24,7 +24,9 @@ def _fail(exc: TuneproofError) -> None:
 @app.command()
 def validate(
     protocol: Path,
-    no_data: Annotated[bool, typer.Option("--no-data", help="check the schema only, do not read the data")] = False,
+    no_data: Annotated[
+        bool, typer.Option("--no-data", help="check the schema only, do not read the data")
+    ] = False,
 ) -> None:
     """Check a protocol (schema, model, gates and every data row) and report every problem at once."""
     from tuneproof.errors import ProtocolError
@@ -62,7 +64,9 @@ def run_cmd(
 @app.command()
 def predict(
     run_dir: Path,
-    input: Annotated[Path, typer.Option("--input", "-i", help="JSONL with a 'text' field, or plain text lines")],
+    input: Annotated[
+        Path, typer.Option("--input", "-i", help="JSONL with a 'text' field, or plain text lines")
+    ],
     text_field: str = "text",
     batch_size: int = 64,
 ) -> None:

@@ -60,15 +60,20 @@ def token_lengths_fn(tokenizer: Any, cache: Path | None) -> Any:
         def encode(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
             return {"n": [len(x) for x in tokenizer(batch["text"], add_special_tokens=True)["input_ids"]]}
 
-        rows = cached_features({"text": texts}, encode, ["lengths", tokenizer_fingerprint(tokenizer), digest], cache)
+        rows = cached_features(
+            {"text": texts}, encode, ["lengths", tokenizer_fingerprint(tokenizer), digest], cache
+        )
         return [r["n"] for r in rows]
 
     return lengths
 
 
 def _new_run_dir(protocol: Protocol, base_dir: Path, output_dir: Path | None) -> Path:
-    root = output_dir or (base_dir / protocol.output_dir if not Path(protocol.output_dir).is_absolute()
-                          else Path(protocol.output_dir))
+    root = output_dir or (
+        base_dir / protocol.output_dir
+        if not Path(protocol.output_dir).is_absolute()
+        else Path(protocol.output_dir)
+    )
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     run_dir = root / f"{protocol.name}-{stamp}"
     i = 1
@@ -83,9 +88,9 @@ def _text_hook(protocol: Protocol) -> Any:
     pii = getattr(protocol, "pii", None)
     if pii is None:
         return None
-    from tuneproof.data.pii_step import pii_text_hook
+    from tuneproof.data.pii_step import pii_frame_hook
 
-    return pii_text_hook(pii)
+    return pii_frame_hook(pii, protocol.data.text_column)
 
 
 def run(
@@ -118,8 +123,12 @@ def run(
 
     stage("prepare", "reading, validating and cleaning data")
     prepared = prepare_data(
-        protocol, base_dir, token_lengths=token_lengths_fn(tokenizer, cache_dir),
-        target_check=task.target_check(), text_hook=_text_hook(protocol), stratify=task.stratify,
+        protocol,
+        base_dir,
+        token_lengths=token_lengths_fn(tokenizer, cache_dir),
+        target_check=task.target_check(),
+        text_hook=_text_hook(protocol),
+        stratify=task.stratify,
     )
     if run_dir is None:
         run_dir = _new_run_dir(protocol, base_dir, output_dir)
@@ -136,8 +145,18 @@ def run(
         write_manifest(run_dir, manifest, hash_files=False)
     stage("prepare", " ".join(f"{k}={v['rows']}" for k, v in prepared.report["splits"].items()))
     try:
-        outcome = _train_evaluate_package(task, protocol, prepared, ref, tokenizer, run_dir, precision,
-                                          cache_dir, manifest, resume=resume_dir is not None)
+        outcome = _train_evaluate_package(
+            task,
+            protocol,
+            prepared,
+            ref,
+            tokenizer,
+            run_dir,
+            precision,
+            cache_dir,
+            manifest,
+            resume=resume_dir is not None,
+        )
     except BaseException as exc:
         manifest.update(status="failed", error=f"{type(exc).__name__}: {exc}", finished_at=now())
         _finish(run_dir, manifest)
@@ -146,17 +165,32 @@ def run(
 
 
 def _start_manifest(
-    loaded: LoadedProtocol, run_dir: Path, prepared: PreparedData, threads: int, precision: str,
-    why: str, model: str,
+    loaded: LoadedProtocol,
+    run_dir: Path,
+    prepared: PreparedData,
+    threads: int,
+    precision: str,
+    why: str,
+    model: str,
 ) -> dict[str, Any]:
     return {
-        "tuneproof_version": "0.1.0", "status": "running", "deployable": False,
-        "protocol": loaded.protocol.name, "task": loaded.protocol.task,
-        "protocol_path": str(loaded.path), "protocol_dir": str(loaded.base_dir),
-        "protocol_sha256": loaded.sha256, "inputs": prepared.input_hashes, "base_model": model,
+        "tuneproof_version": "0.1.0",
+        "status": "running",
+        "deployable": False,
+        "protocol": loaded.protocol.name,
+        "task": loaded.protocol.task,
+        "protocol_path": str(loaded.path),
+        "protocol_dir": str(loaded.base_dir),
+        "protocol_sha256": loaded.sha256,
+        "inputs": prepared.input_hashes,
+        "base_model": model,
         "splits": {k: v["sha256"] for k, v in prepared.report["splits"].items()},
-        "environment": environment(threads, precision, "cpu"), "precision_reason": why,
-        "seed": loaded.protocol.seed, "started_at": now(), "finished_at": None, "error": None,
+        "environment": environment(threads, precision, "cpu"),
+        "precision_reason": why,
+        "seed": loaded.protocol.seed,
+        "started_at": now(),
+        "finished_at": None,
+        "error": None,
         "lineage": {"base_model": model, "protocol_sha256": loaded.sha256},
     }
 
@@ -169,8 +203,16 @@ def _check_same_data(run_dir: Path, prepared: PreparedData) -> None:
 
 
 def _train_evaluate_package(
-    task: Task, protocol: Protocol, prepared: PreparedData, ref: Any, tokenizer: Any, run_dir: Path,
-    precision: str, cache_dir: Path | None, manifest: dict[str, Any], resume: bool,
+    task: Task,
+    protocol: Protocol,
+    prepared: PreparedData,
+    ref: Any,
+    tokenizer: Any,
+    run_dir: Path,
+    precision: str,
+    cache_dir: Path | None,
+    manifest: dict[str, Any],
+    resume: bool,
 ) -> RunOutcome:
     task.set_labels(prepared)
     features = build_features(task, prepared.splits, tokenizer, cache_dir)
@@ -180,29 +222,46 @@ def _train_evaluate_package(
         if writer is not None:
             for k, v in entry.items():
                 if k not in ("step", "epoch") and isinstance(v, int | float):
-                    writer.add_scalar(k.replace("eval_", "validation/") if k.startswith("eval_") else f"train/{k}",
-                                      v, entry["step"])
+                    writer.add_scalar(
+                        k.replace("eval_", "validation/") if k.startswith("eval_") else f"train/{k}",
+                        v,
+                        entry["step"],
+                    )
 
-    stage("train", f"{protocol.train.method} fine-tuning, precision {precision}, {len(features['train'])} examples")
+    stage(
+        "train",
+        f"{protocol.train.method} fine-tuning, precision {precision}, {len(features['train'])} examples",
+    )
     result = fit(task, protocol, ref, tokenizer, features, run_dir / "checkpoints", precision, resume, on_log)
     if writer is not None:
         writer.close()
     if result.train.skipped_checkpoints:
         stage("train", "ignored incomplete checkpoints: " + "; ".join(result.train.skipped_checkpoints))
     atomic_write_json(run_dir / "training" / "log_history.json", result.train.log_history)
-    atomic_write_json(run_dir / "training" / "summary.json", {
-        "steps": result.train.steps, "best_step": result.train.best_step, "best_metric": result.train.best_metric,
-        "stopped_early": result.train.stopped_early, "resumed_from": result.train.resumed_from,
-        "skipped_checkpoints": result.train.skipped_checkpoints,
-        "padding_efficiency": result.train.padding_efficiency, "real_tokens": result.train.real_tokens,
-        "padded_tokens": result.train.padded_tokens, "train_seconds": result.train.train_seconds,
-    })
+    atomic_write_json(
+        run_dir / "training" / "summary.json",
+        {
+            "steps": result.train.steps,
+            "best_step": result.train.best_step,
+            "best_metric": result.train.best_metric,
+            "stopped_early": result.train.stopped_early,
+            "resumed_from": result.train.resumed_from,
+            "skipped_checkpoints": result.train.skipped_checkpoints,
+            "padding_efficiency": result.train.padding_efficiency,
+            "real_tokens": result.train.real_tokens,
+            "padded_tokens": result.train.padded_tokens,
+            "train_seconds": result.train.train_seconds,
+        },
+    )
 
     stage("evaluate", "scoring the test split, the baselines and the bootstrap intervals")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     val_feats = features.get("validation") or []
-    validation = (task.validation_metrics(result.model, val_feats, pad_id, protocol.evaluate.batch_size, precision)
-                  if val_feats else None)
+    validation = (
+        task.validation_metrics(result.model, val_feats, pad_id, protocol.evaluate.batch_size, precision)
+        if val_feats
+        else None
+    )
     # The test split is read here, once, after training and model selection are over.
     test = prepared.splits["test"]
     outputs = task.predict(result.model, features["test"], pad_id, protocol.evaluate.batch_size, precision)
@@ -210,6 +269,10 @@ def _train_evaluate_package(
     task.prediction_frame(test, outputs).to_parquet(run_dir / "predictions" / "test.parquet", index=False)
     metrics = task.evaluate(test, outputs, task.baselines(prepared, test), validation)
     metrics["padding_efficiency"] = result.train.padding_efficiency
+    if prepared.report.get("pii"):
+        from tuneproof.data.pii_step import remaining_by_type
+
+        metrics.setdefault("model", {})["pii_remaining"] = remaining_by_type(prepared.report["pii"])
     atomic_write_json(run_dir / "metrics.json", _jsonable(metrics))
 
     gates = check_gates(protocol.gates, metrics)
@@ -218,9 +281,15 @@ def _train_evaluate_package(
         stage("gates", f"{'PASS' if v['passed'] else 'FAIL'} {v['gate']}: {v.get('detail', '')}")
 
     stage("package", "writing the model as safetensors")
-    info = {"task": protocol.task, "labels": task.labels, "max_length": protocol.model.max_length,
-            "precision": precision, "method": protocol.train.method, "base_model": ref.name_or_path,
-            "deployable": gates["passed"]}
+    info = {
+        "task": protocol.task,
+        "labels": task.labels,
+        "max_length": protocol.model.max_length,
+        "precision": precision,
+        "method": protocol.train.method,
+        "base_model": ref.name_or_path,
+        "deployable": gates["passed"],
+    }
     package_model(result.model, tokenizer, info, run_dir / "model")
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     status = "passed" if gates["passed"] else "rejected"

@@ -63,6 +63,9 @@ class PiiSpec(BaseModel):
     entities: dict[EntityType, Policy] = Field(default_factory=_redact_everything, min_length=1)
     min_score: float = Field(default=0.5, ge=0.0, le=1.0)
     secret_env: str = Field(default="TUNEPROOF_PII_SECRET", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    on_inputs: bool = Field(
+        default=False, description="also scrub `predict` and `serve` inputs before the model sees them"
+    )
 
     @field_validator("fields")
     @classmethod

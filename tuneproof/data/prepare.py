@@ -33,8 +33,8 @@ from tuneproof.protocol.schema import Protocol
 
 SPLITS = ("train", "validation", "test")
 TargetCheck = Callable[[Any], tuple[Any, str | None]]
-# A hook that rewrites texts before de-duplication (the PII step); returns new texts and a report.
-TextHook = Callable[[list[str], list[str]], tuple[list[str], dict[str, Any]]]
+# A hook that rewrites the rows before de-duplication (the PII step); returns them and a report.
+FrameHook = Callable[[pd.DataFrame], tuple[pd.DataFrame, dict[str, Any]]]
 
 
 def categorical_target(allowed: Sequence[str] | None) -> TargetCheck:
@@ -148,7 +148,7 @@ def prepare_data(
     base_dir: Path,
     token_lengths: Callable[[list[str]], list[int]] | None = None,
     target_check: TargetCheck | None = None,
-    text_hook: TextHook | None = None,
+    text_hook: FrameHook | None = None,
     stratify: bool = True,
 ) -> PreparedData:
     rows, stages, hashes, sources = read_and_validate(protocol, base_dir, target_check, stratify)
@@ -195,7 +195,12 @@ def read_and_validate(
                 if err is not None:
                     problems.append(Problem(where, err))
                     continue
-            row = {"row_id": f"{prefix}{path.name}:{raw['_line']}", "split": split, "text": text, "label": label}
+            row = {
+                "row_id": f"{prefix}{path.name}:{raw['_line']}",
+                "split": split,
+                "text": text,
+                "label": label,
+            }
             for col in [*data.metadata_columns, *slice_columns]:
                 row[col] = raw.get(col)
             rows.append(row)
@@ -204,20 +209,32 @@ def read_and_validate(
     if data.keep_if:
         detail = "; ".join(f"{c} in [{', '.join(v)}]" for c, v in data.keep_if.items())
         stages.record("keep_if", read_total - kept_out, kept_out, detail)
-    stages.record("empty", read_total - kept_out - len(empty_lines), len(empty_lines),
-                  ", ".join(empty_lines[:5]) + (" ..." if len(empty_lines) > 5 else ""))
+    stages.record(
+        "empty",
+        read_total - kept_out - len(empty_lines),
+        len(empty_lines),
+        ", ".join(empty_lines[:5]) + (" ..." if len(empty_lines) > 5 else ""),
+    )
 
     if not problems and rows and data.label_column is not None and stratify:
         counts = Counter(r["label"] for r in rows)
         if len(counts) < 2:
-            problems.append(Problem(f"data.label_column ({data.label_column})",
-                                    f"only one class ({next(iter(counts))!r}); a classifier needs two or more"))
+            problems.append(
+                Problem(
+                    f"data.label_column ({data.label_column})",
+                    f"only one class ({next(iter(counts))!r}); a classifier needs two or more",
+                )
+            )
         elif data.files is not None:
             need = 3 if protocol.split.validation > 0 else 2
             for lab, n in sorted(counts.items()):
                 if n < need:
-                    problems.append(Problem(f"data.label_column ({data.label_column})",
-                                            f"class {lab!r} has {n} row(s); a stratified split needs >= {need}"))
+                    problems.append(
+                        Problem(
+                            f"data.label_column ({data.label_column})",
+                            f"class {lab!r} has {n} row(s); a stratified split needs >= {need}",
+                        )
+                    )
     if not rows and not problems:
         problems.append(Problem("data", "no rows left to train on"))
     if problems:
@@ -231,7 +248,7 @@ def _clean_and_split(
     stages: _Stages,
     hashes: dict[str, str],
     token_lengths: Callable[[list[str]], list[int]] | None,
-    text_hook: TextHook | None,
+    text_hook: FrameHook | None,
     stratify: bool,
     sources: list[tuple[str | None, Path, ReadResult]],
 ) -> PreparedData:
@@ -240,8 +257,7 @@ def _clean_and_split(
     df["text"] = [normalize_text(t, cleaning) for t in df["text"]]
     pii_report = None
     if text_hook is not None:
-        new_texts, pii_report = text_hook(list(df["text"]), list(df["row_id"]))
-        df["text"] = new_texts
+        df, pii_report = text_hook(df)
     before = len(df)
     df = df[df["text"].str.len() > 0] if cleaning.drop_empty else df
     stages.record("empty_after_normalisation", len(df), before - len(df))
@@ -279,8 +295,9 @@ def _clean_and_split(
             keep.append(not dup)
         before = len(df)
         df = df[np.asarray(keep, dtype=bool)]
-        stages.record("near_duplicates", len(df), before - len(df),
-                      near_duplicate_description(cleaning.near_duplicates))
+        stages.record(
+            "near_duplicates", len(df), before - len(df), near_duplicate_description(cleaning.near_duplicates)
+        )
 
     truncation: dict[str, Any] = {"max_length": protocol.model.max_length, "policy": cleaning.over_length}
     lengths = None
@@ -297,13 +314,21 @@ def _clean_and_split(
     splits = _assign_splits(protocol, df, stratify)
     leak_report = _leakage(protocol, splits, stages)
 
-    meta_cols = list(dict.fromkeys([*protocol.data.metadata_columns,
-                                    *[s.column for s in protocol.evaluate.slices if s.by == "column"]]))
+    meta_cols = list(
+        dict.fromkeys(
+            [
+                *protocol.data.metadata_columns,
+                *[s.column for s in protocol.evaluate.slices if s.by == "column"],
+            ]
+        )
+    )
     out = {
         name: part[["row_id", "text", "label", *meta_cols]].reset_index(drop=True)
         for name, part in splits.items()
     }
-    all_lengths = np.concatenate([p["_len"].to_numpy() for p in splits.values()]) if len(df) else np.array([0])
+    all_lengths = (
+        np.concatenate([p["_len"].to_numpy() for p in splits.values()]) if len(df) else np.array([0])
+    )
     if protocol.data.label_column is not None and stratify:
         label_dist = {n: dict(sorted(Counter(p["label"]).items())) for n, p in out.items()}
     else:
@@ -358,12 +383,19 @@ def _leakage(protocol: Protocol, splits: dict[str, pd.DataFrame], stages: _Stage
         protocol.cleaning.near_duplicates,
     )
     report: dict[str, Any] = {
-        "checked": True, "exact": res.exact, "near": res.near, "action": spec.action,
-        "removed": {}, "examples": res.examples,
+        "checked": True,
+        "exact": res.exact,
+        "near": res.near,
+        "action": spec.action,
+        "removed": {},
+        "examples": res.examples,
     }
     if (res.exact or res.near) and spec.action == "fail":
         raise DataValidationError(
-            [Problem(e["b"], f"{e['kind']} duplicate of {e['a']} (leak across splits)") for e in res.examples],
+            [
+                Problem(e["b"], f"{e['kind']} duplicate of {e['a']} (leak across splits)")
+                for e in res.examples
+            ],
             "data: leakage across splits",
         )
     if spec.action == "remove":
@@ -374,8 +406,12 @@ def _leakage(protocol: Protocol, splits: dict[str, pd.DataFrame], stages: _Stage
                 splits[s] = splits[s][mask]
                 report["removed"][s] = len(positions)
         total = sum(report["removed"].values())
-        stages.record("leakage", sum(len(p) for p in splits.values()), total,
-                      f"{res.exact} exact, {res.near} near; removed from evaluation splits")
+        stages.record(
+            "leakage",
+            sum(len(p) for p in splits.values()),
+            total,
+            f"{res.exact} exact, {res.near} near; removed from evaluation splits",
+        )
     return report
 
 

@@ -58,7 +58,11 @@ def _decoded_lines(path: Path, encoding: str, problems: list[Problem]) -> Iterat
     decoder_factory = codecs.getincrementaldecoder(encoding)
     with _open_text(path, encoding) as fh:
         for lineno, raw in enumerate(fh, start=1):
-            if lineno == 1 and raw.startswith(codecs.BOM_UTF8) and encoding.lower().replace("-", "") == "utf8":
+            if (
+                lineno == 1
+                and raw.startswith(codecs.BOM_UTF8)
+                and encoding.lower().replace("-", "") == "utf8"
+            ):
                 raw = raw[len(codecs.BOM_UTF8) :]
             try:
                 yield lineno, decoder_factory().decode(raw, final=True)
@@ -96,8 +100,11 @@ def read_csv(path: Path, encoding: str, delimiter: str = ",") -> ReadResult:
         except StopIteration:
             break
         except csv.Error as exc:
-            out.problems.append(Problem(f"{path}:{starts[consumed] if consumed < len(starts) else '?'}",
-                                        f"malformed CSV: {exc}"))
+            out.problems.append(
+                Problem(
+                    f"{path}:{starts[consumed] if consumed < len(starts) else '?'}", f"malformed CSV: {exc}"
+                )
+            )
             continue
         line = starts[consumed] if consumed < len(starts) else len(starts)
         if not values:
@@ -122,7 +129,9 @@ def read_jsonl(path: Path, encoding: str) -> ReadResult:
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as exc:
-            out.problems.append(Problem(f"{path}:{lineno}", f"malformed JSON: {exc.msg} (column {exc.colno})"))
+            out.problems.append(
+                Problem(f"{path}:{lineno}", f"malformed JSON: {exc.msg} (column {exc.colno})")
+            )
             continue
         if not isinstance(obj, dict):
             out.problems.append(Problem(f"{path}:{lineno}", "each line must be a JSON object"))

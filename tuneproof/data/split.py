@@ -12,9 +12,7 @@ from tuneproof.data.clean import NearDuplicateIndex, dedup_key
 from tuneproof.protocol.schema import LeakageSpec, NearDuplicateSpec, SplitSpec
 
 
-def split_indices(
-    n: int, labels: Sequence[str] | None, spec: SplitSpec, seed: int
-) -> dict[str, np.ndarray]:
+def split_indices(n: int, labels: Sequence[str] | None, spec: SplitSpec, seed: int) -> dict[str, np.ndarray]:
     """Indices of each split, seeded; stratified by ``labels`` when given."""
     idx = np.arange(n)
     strat = np.asarray(labels) if labels is not None else None

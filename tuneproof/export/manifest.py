@@ -21,8 +21,20 @@ from tuneproof.fsutil import atomic_write_json
 MANIFEST = "manifest.json"
 # Checkpoints rotate during training; they carry their own checkpoint.json hashes.
 _UNHASHED_DIRS = ("checkpoints",)
-_LIBRARIES = ("tuneproof", "torch", "transformers", "peft", "accelerate", "datasets", "scikit-learn",
-              "numpy", "safetensors", "tokenizers", "trl", "optuna")
+_LIBRARIES = (
+    "tuneproof",
+    "torch",
+    "transformers",
+    "peft",
+    "accelerate",
+    "datasets",
+    "scikit-learn",
+    "numpy",
+    "safetensors",
+    "tokenizers",
+    "trl",
+    "optuna",
+)
 
 
 def now() -> str:
@@ -39,9 +51,15 @@ def sha256_path(path: Path) -> str:
 
 def environment(threads: int, precision: str, device: str) -> dict[str, Any]:
     env: dict[str, Any] = {
-        "python": platform.python_version(), "platform": platform.platform(), "machine": platform.machine(),
-        "processor": platform.processor(), "cpu_count": os.cpu_count(), "threads": threads,
-        "precision": precision, "device": device, "argv": sys.argv[1:],
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "cpu_count": os.cpu_count(),
+        "threads": threads,
+        "precision": precision,
+        "device": device,
+        "argv": sys.argv[1:],
     }
     for lib in _LIBRARIES:
         try:

@@ -32,7 +32,9 @@ def check_protocol(path: Path, read_data: bool = True) -> tuple[LoadedProtocol |
     except TuneproofError as exc:
         problems.append(Problem("model.source", str(exc)))
     problems += validate_gate_names(
-        protocol.gates, task.metric_names(), protocol.evaluate.baselines  # type: ignore[attr-defined]
+        protocol.gates,
+        task.metric_names(),
+        protocol.evaluate.baselines,  # type: ignore[attr-defined]
     )
     if read_data:
         try:

@@ -29,9 +29,7 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
         if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
         seen.add(key)
     return loader.construct_mapping(node, deep=deep)
 
@@ -62,7 +60,7 @@ def problems_from_validation(err: ValidationError) -> list[Problem]:
     problems = []
     for e in err.errors():
         # pydantic appends the union member or discriminator tag to the path; drop those parts.
-        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p[:1].isupper() or "[" in str(p)))
+        loc = tuple(p for p in e["loc"] if not ((isinstance(p, str) and p[:1].isupper()) or "[" in str(p)))
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
@@ -72,7 +70,7 @@ def problems_from_validation(err: ValidationError) -> list[Problem]:
 
 def parse_protocol(text: str, source: str = "<string>") -> Protocol:
     try:
-        raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader derives from SafeLoader
+        raw = yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source

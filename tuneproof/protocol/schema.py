@@ -6,12 +6,17 @@ Cross-field rules live in ``model_validator``s next to the fields they relate.
 
 from __future__ import annotations
 
+import itertools
 import re
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
-TaskName = Literal["classification", "token_classification", "regression", "multilabel", "sft", "dapt", "seq2seq"]
+from tuneproof.data.pii import PiiSpec
+
+TaskName = Literal[
+    "classification", "token_classification", "regression", "multilabel", "sft", "dapt", "seq2seq"
+]
 SplitName = Literal["train", "validation", "test"]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -178,7 +183,7 @@ class LengthSlice(Strict):
     @field_validator("edges")
     @classmethod
     def _increasing(cls, v: list[int]) -> list[int]:
-        if not v or any(b <= a for a, b in zip(v, v[1:], strict=False)) or v[0] <= 0:
+        if not v or any(b <= a for a, b in itertools.pairwise(v)) or v[0] <= 0:
             raise ValueError("must be a non-empty, strictly increasing list of positive integers")
         return v
 
@@ -266,6 +271,7 @@ class Protocol(Strict):
     evaluate: EvaluateSpec = EvaluateSpec()
     gates: list[GateSpec] = Field(default_factory=list)
     tracking: TrackingSpec = TrackingSpec()
+    pii: PiiSpec | None = None
 
     @field_validator("name")
     @classmethod

@@ -24,7 +24,11 @@ def create_app(run_dir: Path) -> FastAPI:
 
     @app.get("/health")
     def health() -> dict[str, Any]:
-        return {"status": "ok", "task": predictor.info.get("task"), "deployable": predictor.info.get("deployable")}
+        return {
+            "status": "ok",
+            "task": predictor.info.get("task"),
+            "deployable": predictor.info.get("deployable"),
+        }
 
     @app.post("/predict")
     def predict(req: PredictRequest) -> dict[str, Any]:

@@ -23,6 +23,7 @@ class Predictor:
     model: Any
     tokenizer: Any
     info: dict[str, Any]
+    pii: Any = None  # the protocol's PiiSpec when it asks for inputs to be scrubbed too
     batch_size: int = 64
 
     @classmethod
@@ -40,14 +41,21 @@ class Predictor:
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         model = task.load_packaged(model_dir)  # type: ignore[attr-defined]
         model.eval()
-        return cls(task, model, tokenizer, info, batch_size)
+        pii = protocol.pii if protocol.pii is not None and protocol.pii.on_inputs else None
+        return cls(task, model, tokenizer, info, pii, batch_size)
 
     @property
     def precision(self) -> str:
         return str(self.info.get("precision", "fp32"))
 
     def predict(self, texts: list[str]) -> list[dict[str, Any]]:
-        df = pd.DataFrame({"row_id": [str(i) for i in range(len(texts))], "text": texts, "label": [None] * len(texts)})
+        if self.pii is not None:
+            from tuneproof.data.pii_step import scrub_inputs
+
+            texts = scrub_inputs(self.pii, texts)
+        df = pd.DataFrame(
+            {"row_id": [str(i) for i in range(len(texts))], "text": texts, "label": [None] * len(texts)}
+        )
         feats = self.task.features_for_inference(df, self.tokenizer)  # type: ignore[attr-defined]
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         with torch.inference_mode():

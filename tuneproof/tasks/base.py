@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol as TypingProtocol
+from typing import Any
+from typing import Protocol as TypingProtocol
 
 import numpy as np
 import pandas as pd
@@ -36,7 +37,10 @@ class Task(TypingProtocol):
     ) -> np.ndarray: ...
     def baselines(self, prepared: PreparedData, test: pd.DataFrame) -> dict[str, np.ndarray]: ...
     def evaluate(
-        self, test: pd.DataFrame, outputs: np.ndarray, baselines: dict[str, np.ndarray],
+        self,
+        test: pd.DataFrame,
+        outputs: np.ndarray,
+        baselines: dict[str, np.ndarray],
         validation: dict[str, Any] | None,
     ) -> dict[str, Any]: ...
     def format_prediction(self, outputs: np.ndarray) -> list[dict[str, Any]]: ...

@@ -55,12 +55,17 @@ class ClassificationTask:
             }
 
         key = [
-            "classification", tokenizer_fingerprint(tokenizer), str(max_length),
-            ",".join(self.labels), _frame_hash(df),
+            "classification",
+            tokenizer_fingerprint(tokenizer),
+            str(max_length),
+            ",".join(self.labels),
+            _frame_hash(df),
         ]
         return cached_features(
             {"row_id": df["row_id"].tolist(), "text": df["text"].tolist(), "label": df["label"].tolist()},
-            encode, key, cache_dir,
+            encode,
+            key,
+            cache_dir,
         )
 
     # -- model -----------------------------------------------------------------------------------
@@ -68,8 +73,11 @@ class ClassificationTask:
         from transformers import AutoModelForSequenceClassification
 
         model = load_pretrained(
-            AutoModelForSequenceClassification, ref, num_labels=len(self.labels),
-            id2label=dict(enumerate(self.labels)), label2id={lab: i for i, lab in enumerate(self.labels)},
+            AutoModelForSequenceClassification,
+            ref,
+            num_labels=len(self.labels),
+            id2label=dict(enumerate(self.labels)),
+            label2id={lab: i for i, lab in enumerate(self.labels)},
         )
         if model.config.pad_token_id is None and model.config.eos_token_id is not None:
             model.config.pad_token_id = model.config.eos_token_id
@@ -82,7 +90,9 @@ class ClassificationTask:
 
     def features_for_inference(self, df: pd.DataFrame, tokenizer: Any) -> list[dict[str, Any]]:
         enc = tokenizer(df["text"].tolist(), truncation=True, max_length=self.protocol.model.max_length)
-        return [{"input_ids": ids, "row_id": rid} for ids, rid in zip(enc["input_ids"], df["row_id"], strict=True)]
+        return [
+            {"input_ids": ids, "row_id": rid} for ids, rid in zip(enc["input_ids"], df["row_id"], strict=True)
+        ]
 
     def metric_names(self) -> list[str]:
         from tuneproof.evaluate.classification import classification_metric_names
@@ -96,7 +106,9 @@ class ClassificationTask:
         weight = None
         if self.protocol.imbalance.strategy == "class_weights":
             weight = torch.tensor(self.class_weights(train_features), dtype=torch.float32)
-        ce = nn.CrossEntropyLoss(weight=weight, reduction="sum", label_smoothing=self.protocol.train.label_smoothing)
+        ce = nn.CrossEntropyLoss(
+            weight=weight, reduction="sum", label_smoothing=self.protocol.train.label_smoothing
+        )
 
         def loss(model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, int]:
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
@@ -105,7 +117,10 @@ class ClassificationTask:
                 # Weighted CE is normalised by total weight, which accumulation must see step-wide;
                 # scaling each example's loss by its weight keeps the sum/count contract instead.
                 per = nn.functional.cross_entropy(
-                    logits.float(), labels, reduction="none", label_smoothing=self.protocol.train.label_smoothing
+                    logits.float(),
+                    labels,
+                    reduction="none",
+                    label_smoothing=self.protocol.train.label_smoothing,
                 )
                 return (per * weight.to(per.device)[labels]).sum(), len(labels)
             return ce(logits.float(), labels), len(labels)
@@ -146,10 +161,15 @@ class ClassificationTask:
         device = next(model.parameters()).device
         was_training = model.training
         model.eval()
-        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        with (
+            torch.inference_mode(),
+            torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"),
+        ):
             for idx in inference_batches(lengths, batch_size):
                 b = collate([features[i] for i in idx])
-                logits = model(input_ids=b["input_ids"].to(device), attention_mask=b["attention_mask"].to(device)).logits
+                logits = model(
+                    input_ids=b["input_ids"].to(device), attention_mask=b["attention_mask"].to(device)
+                ).logits
                 out[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
         model.train(was_training)
         return out
@@ -179,11 +199,17 @@ class ClassificationTask:
             if name == "majority":
                 out[name] = majority_probs(y_train, len(test), k)
             elif name == "tfidf_logreg":
-                out[name] = tfidf_logreg_probs(train["text"].tolist(), y_train, test["text"].tolist(), k, self.protocol.seed)
+                out[name] = tfidf_logreg_probs(
+                    train["text"].tolist(), y_train, test["text"].tolist(), k, self.protocol.seed
+                )
         return out
 
     def evaluate(
-        self, test: pd.DataFrame, probs: np.ndarray, baselines: dict[str, np.ndarray], validation: dict[str, Any] | None
+        self,
+        test: pd.DataFrame,
+        probs: np.ndarray,
+        baselines: dict[str, np.ndarray],
+        validation: dict[str, Any] | None,
     ) -> dict[str, Any]:
         label2id = {lab: i for i, lab in enumerate(self.labels)}
         y = np.array([label2id[x] for x in test["label"]])
@@ -194,19 +220,34 @@ class ClassificationTask:
             else:
                 slices.update(column_slices(test[s.column].tolist(), s.column))
         return evaluate_classification(
-            y, probs, baselines, self.labels, self.protocol.evaluate, self.protocol.seed, slices or None, validation
+            y,
+            probs,
+            baselines,
+            self.labels,
+            self.protocol.evaluate,
+            self.protocol.seed,
+            slices or None,
+            validation,
         )
 
     def prediction_frame(self, df: pd.DataFrame, probs: np.ndarray) -> pd.DataFrame:
-        out = pd.DataFrame({"row_id": df["row_id"].to_numpy(), "label": df["label"].to_numpy(),
-                            "pred": [self.labels[i] for i in probs.argmax(1)]})
+        out = pd.DataFrame(
+            {
+                "row_id": df["row_id"].to_numpy(),
+                "label": df["label"].to_numpy(),
+                "pred": [self.labels[i] for i in probs.argmax(1)],
+            }
+        )
         for j, lab in enumerate(self.labels):
             out[f"prob_{lab}"] = probs[:, j]
         return out
 
     def format_prediction(self, probs: np.ndarray) -> list[dict[str, Any]]:
         return [
-            {"label": self.labels[int(p.argmax())], "probabilities": {lab: round(float(v), 6) for lab, v in zip(self.labels, p, strict=True)}}
+            {
+                "label": self.labels[int(p.argmax())],
+                "probabilities": {lab: round(float(v), 6) for lab, v in zip(self.labels, p, strict=True)},
+            }
             for p in probs
         ]
 

@@ -136,7 +136,9 @@ def latest_complete(root: Path) -> tuple[Path | None, list[str]]:
     """The newest complete checkpoint, and a note for every newer one that was skipped."""
     skipped: list[str] = []
     if root.is_dir():
-        skipped += [f"{p.name}: temporary folder of an interrupted write" for p in root.glob(f".tmp-{PREFIX}*")]
+        skipped += [
+            f"{p.name}: temporary folder of an interrupted write" for p in root.glob(f".tmp-{PREFIX}*")
+        ]
     for _step, path in reversed(list_checkpoints(root)):
         ok, why = is_complete(path)
         if ok:

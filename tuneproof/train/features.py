@@ -24,7 +24,11 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     h = hashlib.sha256()
     h.update(type(tokenizer).__name__.encode())
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    h.update(backend.to_str().encode() if backend is not None else str(sorted(tokenizer.get_vocab().items())).encode())
+    h.update(
+        backend.to_str().encode()
+        if backend is not None
+        else str(sorted(tokenizer.get_vocab().items())).encode()
+    )
     h.update(json.dumps(tokenizer.special_tokens_map, sort_keys=True, default=str).encode())
     return h.hexdigest()
 
@@ -44,13 +48,20 @@ def cached_features(
     cache_dir.mkdir(parents=True, exist_ok=True)
     ds = Dataset.from_dict({k: list(v) for k, v in rows.items()})
     ds = ds.map(
-        encode, batched=True, batch_size=1000, cache_file_name=str(cache_dir / f"{key}.arrow"),
-        load_from_cache_file=True, new_fingerprint=key, remove_columns=[c for c in rows if c != "row_id"],
+        encode,
+        batched=True,
+        batch_size=1000,
+        cache_file_name=str(cache_dir / f"{key}.arrow"),
+        load_from_cache_file=True,
+        new_fingerprint=key,
+        remove_columns=[c for c in rows if c != "row_id"],
     )
     return ds.to_list()
 
 
-def pad_collate(pad_id: int, label_pad: int | None = None) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:
+def pad_collate(
+    pad_id: int, label_pad: int | None = None
+) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:
     """Dynamic padding to the longest sequence of the micro-batch, with token accounting."""
 
     def collate(features: list[dict[str, Any]]) -> dict[str, Any]:

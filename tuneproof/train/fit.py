@@ -46,14 +46,19 @@ def apply_method(model: nn.Module, protocol: Protocol, task: Task) -> nn.Module:
         from peft import LoraConfig, get_peft_model
 
         cfg = LoraConfig(
-            task_type=task.peft_task_type(), r=spec.lora.r, lora_alpha=spec.lora.alpha,
-            lora_dropout=spec.lora.dropout, target_modules=spec.lora.target_modules,
+            task_type=task.peft_task_type(),
+            r=spec.lora.r,
+            lora_alpha=spec.lora.alpha,
+            lora_dropout=spec.lora.dropout,
+            target_modules=spec.lora.target_modules,
         )
         model = get_peft_model(model, cfg)
     return model
 
 
-def build_features(task: Task, prepared_splits: dict[str, Any], tokenizer: Any, cache: Path | None) -> dict[str, list[dict[str, Any]]]:
+def build_features(
+    task: Task, prepared_splits: dict[str, Any], tokenizer: Any, cache: Path | None
+) -> dict[str, list[dict[str, Any]]]:
     return {name: task.features(df, tokenizer, cache) for name, df in prepared_splits.items()}
 
 
@@ -80,10 +85,17 @@ def fit(
     es = protocol.train.early_stopping
     selection = (es.metric if es else task.selection_metric) if val else None
     cfg = LoopConfig(
-        spec=protocol.train, seed=protocol.seed, checkpoint_dir=checkpoint_dir,
+        spec=protocol.train,
+        seed=protocol.seed,
+        checkpoint_dir=checkpoint_dir,
         lengths=np.array([len(f["input_ids"]) for f in train_feats]),
         row_ids=[str(f["row_id"]) for f in train_feats],
-        selection_metric=selection, eval_fn=eval_fn if val else None, on_log=on_log, precision=precision,
+        selection_metric=selection,
+        eval_fn=eval_fn if val else None,
+        on_log=on_log,
+        precision=precision,
     )
-    result = train_loop(model, train_feats, task.collate(pad_id), task.loss_fn(train_feats), cfg, resume=resume)
+    result = train_loop(
+        model, train_feats, task.collate(pad_id), task.loss_fn(train_feats), cfg, resume=resume
+    )
     return FitResult(model, result, features)

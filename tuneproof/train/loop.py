@@ -135,7 +135,11 @@ def _improved(value: float, best: float | None, metric: str, min_delta: float) -
 
 def _format_eta(seconds: float) -> str:
     seconds = int(max(0, seconds))
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+    return (
+        f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+        if seconds >= 3600
+        else f"{seconds // 60}m{seconds % 60:02d}s"
+    )
 
 
 def build_optimizer(model: nn.Module, spec: TrainSpec) -> torch.optim.Optimizer:
@@ -170,15 +174,24 @@ def train_loop(
     optimizer = build_optimizer(model, spec)
     sched_name = {"constant": "constant_with_warmup"}.get(spec.scheduler, spec.scheduler)
     scheduler = get_scheduler(
-        sched_name, optimizer, num_warmup_steps=int(spec.warmup_ratio * total_steps),
+        sched_name,
+        optimizer,
+        num_warmup_steps=int(spec.warmup_ratio * total_steps),
         num_training_steps=total_steps,
     )
     model, optimizer = accelerator.prepare(model, optimizer)
     trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
 
     state: dict[str, Any] = {
-        "step": 0, "best_metric": None, "best_step": None, "bad_evals": 0, "stopped_early": False,
-        "log_history": [], "real_tokens": 0, "padded_tokens": 0, "seen": [],
+        "step": 0,
+        "best_metric": None,
+        "best_step": None,
+        "bad_evals": 0,
+        "stopped_early": False,
+        "log_history": [],
+        "real_tokens": 0,
+        "padded_tokens": 0,
+        "seen": [],
     }
     resumed_from = None
     skipped: list[str] = []
@@ -221,7 +234,9 @@ def train_loop(
         epoch = step // steps_per_epoch
         offset = step % steps_per_epoch
         while True:
-            for i, idx in enumerate(epoch_batches(n, cfg.lengths, step_batch, cfg.seed, epoch, spec.group_by_length)):
+            for i, idx in enumerate(
+                epoch_batches(n, cfg.lengths, step_batch, cfg.seed, epoch, spec.group_by_length)
+            ):
                 if i >= offset:
                     yield epoch, idx
             epoch, offset = epoch + 1, 0
@@ -231,7 +246,7 @@ def train_loop(
     start_step = state["step"]
     last_print = 0.0
     with _StopFlag() as stop:
-        for epoch, idx in batches_from(state["step"]):
+        for _epoch, idx in batches_from(state["step"]):
             if state["step"] >= total_steps or state["stopped_early"]:
                 break
             ids = [cfg.row_ids[i] for i in idx]
@@ -258,7 +273,8 @@ def train_loop(
             )
             if not torch.isfinite(norm):
                 raise TrainingDiverged(
-                    f"non-finite gradient norm at step {state['step'] + 1}; batch example ids: {', '.join(ids)}"
+                    f"non-finite gradient norm at step {state['step'] + 1}; "
+                    f"batch example ids: {', '.join(ids)}"
                 )
             optimizer.step()
             scheduler.step()
@@ -267,8 +283,11 @@ def train_loop(
             state["seen"].append(ids)
             step = state["step"]
             entry = {
-                "step": step, "epoch": round(step / steps_per_epoch, 4), "loss": step_loss / max(total_count, 1),
-                "learning_rate": scheduler.get_last_lr()[0], "grad_norm": float(norm),
+                "step": step,
+                "epoch": round(step / steps_per_epoch, 4),
+                "loss": step_loss / max(total_count, 1),
+                "learning_rate": scheduler.get_last_lr()[0],
+                "grad_norm": float(norm),
             }
             log(entry)
             now = time.monotonic()
@@ -278,7 +297,8 @@ def train_loop(
                 print(
                     f"[train] step {step}/{total_steps} epoch {entry['epoch']:.2f} loss {entry['loss']:.4f} "
                     f"| {rate:.2f} steps/s | ETA {_format_eta((total_steps - step) / max(rate, 1e-9))}",
-                    file=sys.stderr, flush=True,
+                    file=sys.stderr,
+                    flush=True,
                 )
             evaluated = False
             if cfg.eval_fn is not None and (step % eval_every == 0 or step == total_steps):
@@ -291,7 +311,9 @@ def train_loop(
                 if cfg.selection_metric is not None:
                     value = metrics[cfg.selection_metric]
                     es = spec.early_stopping
-                    if _improved(value, state["best_metric"], cfg.selection_metric, es.min_delta if es else 0.0):
+                    if _improved(
+                        value, state["best_metric"], cfg.selection_metric, es.min_delta if es else 0.0
+                    ):
                         state.update(best_metric=value, best_step=step, bad_evals=0)
                     else:
                         state["bad_evals"] += 1
@@ -301,15 +323,23 @@ def train_loop(
                 checkpoint()
             if stop.signal is not None:
                 raise Interrupted(
-                    f"stopped by signal {stop.signal} after step {step}; checkpoint saved in {cfg.checkpoint_dir}"
+                    f"stopped by signal {stop.signal} after step {step}; "
+                    f"checkpoint saved in {cfg.checkpoint_dir}"
                 )
     if state["best_step"] is not None and state["best_step"] != state["step"]:
         _load_best(cfg.checkpoint_dir, state["best_step"], trainable)
     return TrainResult(
-        log_history=state["log_history"], steps=state["step"], best_step=state["best_step"],
-        best_metric=state["best_metric"], stopped_early=state["stopped_early"], resumed_from=resumed_from,
-        skipped_checkpoints=skipped, real_tokens=state["real_tokens"], padded_tokens=state["padded_tokens"],
-        train_seconds=time.monotonic() - started, seen_row_ids=state["seen"],
+        log_history=state["log_history"],
+        steps=state["step"],
+        best_step=state["best_step"],
+        best_metric=state["best_metric"],
+        stopped_early=state["stopped_early"],
+        resumed_from=resumed_from,
+        skipped_checkpoints=skipped,
+        real_tokens=state["real_tokens"],
+        padded_tokens=state["padded_tokens"],
+        train_seconds=time.monotonic() - started,
+        seen_row_ids=state["seen"],
     )
 
 

@@ -75,7 +75,9 @@ def resolve_model(spec: ModelSpec, base_dir: Path) -> ModelRef:
         check_folder_safety(local.resolve(), spec)
         return ModelRef(str(local.resolve()), True, spec)
     if src.count("/") > 1 or ".." in src:
-        raise ProtocolError([Problem("model.source", f"{src!r} is neither a folder nor a hub id (owner/name)")])
+        raise ProtocolError(
+            [Problem("model.source", f"{src!r} is neither a folder nor a hub id (owner/name)")]
+        )
     return ModelRef(src, False, spec)
 
 
