@@ -43,6 +43,7 @@ def run_cmd(
     protocol: Annotated[Path | None, typer.Argument(help="protocol file")] = None,
     resume: Annotated[Path | None, typer.Option(help="resume the unfinished run in this folder")] = None,
     output_dir: Annotated[Path | None, typer.Option(help="parent folder of the run folder")] = None,
+    fresh: Annotated[bool, typer.Option(help="start a new run even if an unfinished one exists")] = False,
 ) -> None:
     """Run a protocol: prepare -> train -> evaluate -> gates -> package. Exit 4 when a gate fails."""
     from tuneproof.runner import run
@@ -51,7 +52,7 @@ def run_cmd(
         typer.echo("error: give a protocol file or --resume RUN_DIR", err=True)
         raise typer.Exit(2)
     try:
-        outcome = run(protocol, output_dir=output_dir, resume_dir=resume)
+        outcome = run(protocol, output_dir=output_dir, resume_dir=resume, fresh=fresh)
     except TuneproofError as exc:
         _fail(exc)
         return

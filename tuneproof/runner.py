@@ -28,6 +28,7 @@ from tuneproof.protocol.schema import Protocol
 from tuneproof.tasks.base import Task, get_task
 from tuneproof.train.features import cached_features, tokenizer_fingerprint
 from tuneproof.train.fit import build_features, fit, set_threads
+from tuneproof.train.loop import Interrupted
 from tuneproof.train.model_source import load_tokenizer, resolve_model
 from tuneproof.train.precision import choose_precision
 
@@ -69,11 +70,7 @@ def token_lengths_fn(tokenizer: Any, cache: Path | None) -> Any:
 
 
 def _new_run_dir(protocol: Protocol, base_dir: Path, output_dir: Path | None) -> Path:
-    root = output_dir or (
-        base_dir / protocol.output_dir
-        if not Path(protocol.output_dir).is_absolute()
-        else Path(protocol.output_dir)
-    )
+    root = runs_root(protocol, base_dir, output_dir)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     run_dir = root / f"{protocol.name}-{stamp}"
     i = 1
@@ -98,8 +95,13 @@ def run(
     output_dir: Path | None = None,
     resume_dir: Path | None = None,
     cache_dir: Path | None = None,
+    fresh: bool = False,
 ) -> RunOutcome:
-    """Run a protocol file, or resume the unfinished run in ``resume_dir``."""
+    """Run a protocol file, or resume the unfinished run in ``resume_dir``.
+
+    A run of the same protocol file (same hash) that was killed or interrupted is resumed
+    automatically unless ``fresh`` is set.
+    """
     quiet_libraries()
     if resume_dir is not None:
         manifest = read_manifest(resume_dir)
@@ -111,6 +113,10 @@ def run(
     else:
         assert protocol_path is not None
         loaded = load_protocol(protocol_path)
+        unfinished = None if fresh else find_unfinished(loaded, output_dir)
+        if unfinished is not None:
+            stage("resume", f"found the unfinished run {unfinished}; resuming it (--fresh starts a new one)")
+            return run(resume_dir=unfinished, cache_dir=cache_dir)
         base_dir = loaded.base_dir
         manifest = {}
         run_dir = None
@@ -158,10 +164,32 @@ def run(
             resume=resume_dir is not None,
         )
     except BaseException as exc:
-        manifest.update(status="failed", error=f"{type(exc).__name__}: {exc}", finished_at=now())
+        status = "interrupted" if isinstance(exc, Interrupted | KeyboardInterrupt) else "failed"
+        manifest.update(status=status, error=f"{type(exc).__name__}: {exc}", finished_at=now())
         _finish(run_dir, manifest)
         raise
     return outcome
+
+
+def runs_root(protocol: Protocol, base_dir: Path, output_dir: Path | None) -> Path:
+    if output_dir is not None:
+        return output_dir
+    out = Path(protocol.output_dir)
+    return out if out.is_absolute() else base_dir / out
+
+
+def find_unfinished(loaded: LoadedProtocol, output_dir: Path | None) -> Path | None:
+    """The newest run folder of this exact protocol file that was killed or interrupted."""
+    root = runs_root(loaded.protocol, loaded.base_dir, output_dir)
+    candidates = []
+    for d in root.glob(f"{loaded.protocol.name}-*"):
+        try:
+            m = json.loads((d / "manifest.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if m.get("status") in ("running", "interrupted") and m.get("protocol_sha256") == loaded.sha256:
+            candidates.append((m.get("started_at", ""), d))
+    return max(candidates)[1] if candidates else None
 
 
 def _start_manifest(

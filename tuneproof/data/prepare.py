@@ -367,7 +367,13 @@ def _assign_splits(protocol: Protocol, df: pd.DataFrame, stratify: bool) -> dict
         return {s: df[df["split"] == s] for s in SPLITS if s in protocol.data.splits}
     strat = protocol.split.stratify and stratify and protocol.data.label_column is not None
     labels = [str(x) for x in df["label"]] if strat else None
-    idx = split_indices(len(df), labels, protocol.split, protocol.seed)
+    try:
+        idx = split_indices(len(df), labels, protocol.split, protocol.seed)
+    except ValueError as exc:  # scikit-learn's message for classes too small to stratify
+        counts = dict(Counter(labels or []))
+        raise DataValidationError(
+            [Problem("split", f"cannot split {len(df)} rows after cleaning (per class: {counts}): {exc}")]
+        ) from None
     parts = {s: df.iloc[i] for s, i in idx.items()}
     return {s: p for s, p in parts.items() if len(p) or s != "validation"}
 

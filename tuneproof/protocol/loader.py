@@ -56,11 +56,14 @@ def _loc(loc: tuple[int | str, ...]) -> str:
     return out or "(root)"
 
 
+# Parts pydantic adds to an error path for union members and tags; they are not protocol keys.
+_UNION_PARTS = {"str", "int", "float", "bool", "list", "dict", "none", "Column", "Length", "PackageFile"}
+
+
 def problems_from_validation(err: ValidationError) -> list[Problem]:
     problems = []
     for e in err.errors():
-        # pydantic appends the union member or discriminator tag to the path; drop those parts.
-        loc = tuple(p for p in e["loc"] if not ((isinstance(p, str) and p[:1].isupper()) or "[" in str(p)))
+        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and (p in _UNION_PARTS or "[" in p)))
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
