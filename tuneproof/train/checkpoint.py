@@ -70,7 +70,9 @@ def optimizer_from_flat(tensors: dict[str, torch.Tensor], rest: dict[str, Any]) 
         state[int(pid)] = {
             name: tensors[v["tensor"]] if "tensor" in v else v["value"] for name, v in pstate.items()
         }
-    return {"state": state, "param_groups": rest["param_groups"]}
+    # JSON has no tuples; torch optimizers keep ``betas`` as one, so restore it exactly.
+    groups = [{k: tuple(v) if k == "betas" else v for k, v in g.items()} for g in rest["param_groups"]]
+    return {"state": state, "param_groups": groups}
 
 
 @dataclass
