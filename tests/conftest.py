@@ -12,7 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TUNEPROOF_THREADS", "1")
 
-from helpers import toy_reviews, write_jsonl, write_protocol, write_tiny_bert  # noqa: E402
+from helpers import toy_reviews, write_jsonl, write_protocol, write_tiny_bert
 
 
 @pytest.fixture(scope="session")

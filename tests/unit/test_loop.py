@@ -114,7 +114,8 @@ def test_resume_restores_data_order_mid_epoch(harness: Harness) -> None:
         harness.run("b", on_log=_stop_at(5, "crash"))
     resumed = harness.run("b", resume=True)
     assert resumed.seen_row_ids == straight.seen_row_ids
-    assert sorted(sum(straight.seen_row_ids[:6], [])) == sorted(f"r{i}" for i in range(48))
+    first_epoch = [rid for step in straight.seen_row_ids[:6] for rid in step]
+    assert sorted(first_epoch) == sorted(f"r{i}" for i in range(48))
 
 
 def test_accumulation_matches_a_larger_batch(tiny_bert: Path, tmp_path: Path) -> None:
@@ -156,19 +157,30 @@ def test_nan_loss_stops_at_that_step_with_example_ids(harness: Harness) -> None:
     assert [s for s, _ in list_checkpoints(harness.tmp / "a")] == [4]  # nothing after the last good step
 
 
+class _PoisonGrad(torch.autograd.Function):
+    """Zero in the forward pass, NaN in the backward pass: a finite loss with a poisoned gradient."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        ctx.shape = x.shape
+        return x.sum() * 0.0
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return torch.full(ctx.shape, float("nan"))
+
+
 def test_nan_gradient_stops_the_run(harness: Harness) -> None:
     def wrap(loss_fn: Any) -> Any:
         def loss(model: Any, batch: Any) -> Any:
             value, count = loss_fn(model, batch)
-            param = next(p for p in model.parameters() if p.requires_grad)
-            return value + (param.sum() * 0.0).masked_fill(
-                torch.tensor(True), float("nan")
-            ) * 0.0 + param.sum() * torch.tensor(float("inf")) * 0.0, count
+            return value + _PoisonGrad.apply(model.classifier.bias), count
 
         return loss
 
-    with pytest.raises(TrainingDiverged, match="non-finite"):
+    with pytest.raises(TrainingDiverged, match="non-finite gradient norm at step 1"):
         harness.run("a", loss_wrap=wrap)
+    assert list_checkpoints(harness.tmp / "a") == []
 
 
 def test_epoch_batches_cover_every_example_once_and_group_lengths() -> None:
