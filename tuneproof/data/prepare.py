@@ -33,6 +33,10 @@ from tuneproof.protocol.schema import Protocol
 
 SPLITS = ("train", "validation", "test")
 TargetCheck = Callable[[Any], tuple[Any, str | None]]
+# A target check that needs the whole row (token tags must match the tokens; spans need the text)
+# also has ``check_row(raw) -> (text, label, [(line or None, message), ...])``; it then replaces the
+# per-column text and label checks for every row.
+RowCheck = Callable[[dict[str, Any]], tuple[str | None, Any, list[tuple[int | None, str]]]]
 # A hook that rewrites the rows before de-duplication (the PII step); returns them and a report.
 FrameHook = Callable[[pd.DataFrame], tuple[pd.DataFrame, dict[str, Any]]]
 
@@ -161,6 +165,7 @@ def read_and_validate(
     """Read every source and check every row; raise one DataValidationError listing all problems."""
     data, cleaning = protocol.data, protocol.cleaning
     target_check = target_check or categorical_target(data.labels)
+    row_check: RowCheck | None = getattr(target_check, "check_row", None)
     stages = _Stages()
     sources, problems, hashes = _read_sources(protocol, base_dir)
     slice_columns = [s.column for s in protocol.evaluate.slices if s.by == "column"]
@@ -178,6 +183,14 @@ def read_and_validate(
             where = f"{path}:{raw['_line']}"
             if any(str(raw.get(c)) not in set(v) for c, v in data.keep_if.items()):
                 kept_out += 1
+                continue
+            if row_check is not None:
+                text, label, errors = row_check(raw)
+                problems += [Problem(f"{path}:{line or raw['_line']}", msg) for line, msg in errors]
+                if not errors:
+                    extra = {c: raw.get(c) for c in [*data.metadata_columns, *slice_columns]}
+                    rows.append({"row_id": f"{prefix}{path.name}:{raw['_line']}", "split": split,
+                                 "text": text, "label": label, **extra})
                 continue
             text = raw.get(data.text_column)
             if text is None or (isinstance(text, str) and not text.strip()):

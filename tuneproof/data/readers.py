@@ -203,6 +203,10 @@ def read_file(path: Path, fmt: str, encoding: str) -> ReadResult:
         return read_arrow_folder(path)
     if fmt == "text":
         return read_text(path, encoding)
+    if fmt == "conll":
+        from tuneproof.data.conll import read_conll
+
+        return read_conll(path, encoding)
     return ReadResult(problems=[Problem(str(path), f"unknown format {fmt!r}; set data.format")])
 
 

@@ -72,6 +72,12 @@ class DataSpec(Strict):
     )
     metadata_columns: list[str] = Field(default_factory=list)
     encoding: str = "utf-8"
+    label_separator: str | None = Field(
+        None, description="multilabel: the separator of several labels in one CSV field, e.g. ';'"
+    )
+    tag_scheme: Literal["auto", "iob2", "iob1", "bioes"] = Field(
+        "auto", description="token_classification: tag scheme of the input (auto: BIOES if E-/S- tags occur)"
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> DataSpec:
@@ -203,7 +209,9 @@ Slice = Annotated[
 class EvaluateSpec(Strict):
     confidence: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.95
     bootstrap_samples: Annotated[int, Field(ge=100, le=100_000)] = 1000
-    baselines: list[Literal["majority", "tfidf_logreg"]] = Field(
+    baselines: list[
+        Literal["majority", "tfidf_logreg", "mean", "tfidf_ridge", "most_frequent_tag"]
+    ] = Field(
         default_factory=lambda: ["majority", "tfidf_logreg"]
     )
     slices: list[Slice] = Field(default_factory=list)
@@ -255,6 +263,22 @@ class TrackingSpec(Strict):
     mlflow: bool = False
 
 
+# Per-task settings where the classification default would be wrong; filled in when a protocol leaves
+# them out, then checked after validation. Keys: baselines allowed (first list is the default),
+# validation metrics early stopping may select on (first is the default).
+TASK_BASELINES: dict[str, tuple[list[str], list[str]]] = {
+    "token_classification": (["most_frequent_tag"], ["most_frequent_tag"]),
+    "regression": (["mean", "tfidf_ridge"], ["mean", "tfidf_ridge"]),
+    "multilabel": (["majority", "tfidf_logreg"], ["majority", "tfidf_logreg"]),
+}
+TASK_SELECTION_METRICS: dict[str, list[str]] = {
+    "token_classification": ["f1", "precision", "recall", "loss"],
+    "regression": ["rmse", "mae", "mse", "r2", "spearman", "loss"],
+    # loss first: F1 at thresholds tuned on the same validation split flatters near-constant models.
+    "multilabel": ["loss", "micro_f1", "macro_f1", "subset_accuracy"],
+}
+
+
 class Protocol(Strict):
     version: Literal[1] = 1
     name: str
@@ -279,6 +303,53 @@ class Protocol(Strict):
         if not _NAME.fullmatch(v):
             raise ValueError("must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
         return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_defaults(cls, raw: object) -> object:
+        if not isinstance(raw, dict) or raw.get("task") not in TASK_BASELINES:
+            return raw
+        raw = dict(raw)
+        evaluate = raw.get("evaluate")
+        if evaluate is None or (isinstance(evaluate, dict) and "baselines" not in evaluate):
+            raw["evaluate"] = {**(evaluate or {}), "baselines": TASK_BASELINES[raw["task"]][0]}
+        train = raw.get("train")
+        stop = train.get("early_stopping") if isinstance(train, dict) else None
+        if isinstance(stop, dict) and "metric" not in stop:
+            stop = {**stop, "metric": TASK_SELECTION_METRICS[raw["task"]][0]}
+            raw["train"] = {**train, "early_stopping": stop}
+        return raw
+
+    @model_validator(mode="after")
+    def _task_settings(self) -> Protocol:
+        task, data = self.task, self.data
+        if data.label_separator is not None and task != "multilabel":
+            raise ValueError("data.label_separator applies only to task: multilabel")
+        if data.label_separator == "":
+            raise ValueError("data.label_separator must not be empty")
+        if data.tag_scheme != "auto" and task != "token_classification":
+            raise ValueError("data.tag_scheme applies only to task: token_classification")
+        if task == "regression" and data.labels is not None:
+            raise ValueError("data.labels does not apply to regression (the target is a number)")
+        if task in TASK_BASELINES:
+            allowed = TASK_BASELINES[task][1]
+            wrong = [b for b in self.evaluate.baselines if b not in allowed]
+            if wrong:
+                use = ", ".join(allowed)
+                raise ValueError(f"evaluate.baselines {wrong} do not apply to {task}; use: {use}")
+            stop = self.train.early_stopping
+            if stop is not None and stop.metric not in TASK_SELECTION_METRICS[task]:
+                raise ValueError(
+                    f"train.early_stopping.metric {stop.metric!r} is not a {task} validation metric; "
+                    f"use one of {', '.join(TASK_SELECTION_METRICS[task])}"
+                )
+            if self.imbalance.strategy == "oversample" or (
+                self.imbalance.strategy == "class_weights" and task != "multilabel"
+            ):
+                raise ValueError(f"imbalance.strategy {self.imbalance.strategy!r} does not apply to {task}")
+            if self.train.label_smoothing and task != "token_classification":
+                raise ValueError(f"train.label_smoothing does not apply to {task}")
+        return self
 
     @model_validator(mode="after")
     def _cross_fields(self) -> Protocol:

@@ -23,3 +23,6 @@ __all__ = [
     "write_model_card",
     "write_report",
 ]
+
+# Task-specific sections (per-entity scores, residuals, thresholds) register themselves on import.
+from tuneproof.report import task_sections as _task_sections  # noqa: F401

@@ -53,6 +53,9 @@ def get_task(protocol: Any) -> Task:
 
     modules = {
         "classification": ("tuneproof.tasks.classification", "ClassificationTask"),
+        "token_classification": ("tuneproof.tasks.token_classification", "TokenClassificationTask"),
+        "regression": ("tuneproof.tasks.regression", "RegressionTask"),
+        "multilabel": ("tuneproof.tasks.multilabel", "MultilabelTask"),
     }
     if protocol.task not in modules:
         from tuneproof.errors import Problem, ProtocolError
