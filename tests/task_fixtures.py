@@ -31,8 +31,9 @@ def toy_ner(n: int, seed: int = 0) -> list[tuple[list[str], list[str]]]:
 
 
 def write_conll(path: Path, sentences: list[tuple[list[str], list[str]]], sep: str = "\t") -> Path:
-    path.write_text("".join("".join(f"{w}{sep}{t}\n" for w, t in zip(ws, ts, strict=True)) + "\n"
-                            for ws, ts in sentences))
+    path.write_text(
+        "".join("".join(f"{w}{sep}{t}\n" for w, t in zip(ws, ts, strict=True)) + "\n" for ws, ts in sentences)
+    )
     return path
 
 
@@ -52,10 +53,10 @@ def toy_scores(n: int, seed: int = 0) -> list[dict[str, object]]:
 def toy_multilabel(n: int, seed: int = 0) -> list[dict[str, object]]:
     """Labels ``pos`` / ``neg`` when the text holds a positive / negative word: none, one or both."""
     rng = random.Random(seed)
-    rows = []
+    rows: list[dict[str, object]] = []
     for i in range(n):
         words = [rng.choice(NEUTRAL) for _ in range(rng.randint(2, 6))]
-        labels = []
+        labels: list[str] = []
         if rng.random() < 0.5:
             words.insert(rng.randrange(len(words) + 1), rng.choice(POSITIVE))
             labels.append("pos")
@@ -71,8 +72,15 @@ def write_rows(path: Path, rows: list[dict[str, object]]) -> Path:
     return path
 
 
-def protocol_text(task: str, model_dir: Path, data_block: str, extra: str = "", epochs: int = 6,
-                  lr: str = "0.003", gates: str = "") -> str:
+def protocol_text(
+    task: str,
+    model_dir: Path,
+    data_block: str,
+    extra: str = "",
+    epochs: int = 6,
+    lr: str = "0.003",
+    gates: str = "",
+) -> str:
     return f"""
 name: tiny-{task.replace("_", "-")}
 task: {task}

@@ -16,8 +16,16 @@ from collections import defaultdict
 from pathlib import Path
 
 CATEGORIES = {
-    "Positiv": "positive", "Negativ": "negative", "Strong": "strong", "Weak": "weak", "Active": "active",
-    "Passive": "passive", "Hostile": "hostile", "Virtue": "virtue", "Vice": "vice", "Econ@": "economic",
+    "Positiv": "positive",
+    "Negativ": "negative",
+    "Strong": "strong",
+    "Weak": "weak",
+    "Active": "active",
+    "Passive": "passive",
+    "Hostile": "hostile",
+    "Virtue": "virtue",
+    "Vice": "vice",
+    "Econ@": "economic",
 }
 OUT = Path(__file__).with_name("general-inquirer-10.csv")
 

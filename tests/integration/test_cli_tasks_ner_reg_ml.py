@@ -13,15 +13,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-
 from task_fixtures import protocol_text, toy_multilabel, toy_ner, toy_scores, write_conll, write_rows
 
 pytestmark = pytest.mark.integration
 
 
 def tp(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tuneproof", *args], cwd=cwd, env=dict(os.environ),
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "tuneproof", *args],
+        cwd=cwd,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def _run_dir(res: subprocess.CompletedProcess[str]) -> Path:
@@ -65,7 +70,10 @@ def test_ner_run_scores_entities_and_predicts_spans(ner_run: tuple[Path, Path]) 
     assert metrics["model"]["f1"]["low"] <= metrics["model"]["f1"]["value"] <= metrics["model"]["f1"]["high"]
     assert set(metrics["comparisons"]) == {"most_frequent_tag"}
     gates = json.loads((run_dir / "gates.json").read_text())
-    assert gates["passed"] and [v["decided_on"].startswith("lower bound") for v in gates["verdicts"]] == [True] * 2
+    assert (
+        gates["passed"]
+        and [v["decided_on"].startswith("lower bound") for v in gates["verdicts"]] == [True] * 2
+    )
     pred = _aligned(run_dir)
     # The reported F1 is the strict seqeval F1 of the saved predictions.
     from seqeval.metrics import f1_score
@@ -78,13 +86,20 @@ def test_ner_run_scores_entities_and_predicts_spans(ner_run: tuple[Path, Path]) 
     assert 'id="per_entity"' in html and "could not be rendered" not in html
     [out] = _predict(run_dir, ["the film was superb"], cwd)
     assert out["tags"] == ["O", "O", "O", "B-GOOD"]
-    assert out["entities"][0] | {"score": None} == {"type": "GOOD", "words": [3, 4], "text": "superb",
-                                                    "start": 13, "end": 19, "score": None}
+    assert out["entities"][0] | {"score": None} == {
+        "type": "GOOD",
+        "words": [3, 4],
+        "text": "superb",
+        "start": 13,
+        "end": 19,
+        "score": None,
+    }
 
 
 def test_a_bad_tag_stops_the_run_with_its_file_and_line(tmp_path: Path, tiny_bert: Path) -> None:
-    (tmp_path / "ner.conll").write_text("".join(f"film\tO\ngood\tB-GOOD\n\n" for _ in range(10))
-                                        + "the\tO\nawful\tI-BAD\n")
+    (tmp_path / "ner.conll").write_text(
+        "".join("film\tO\ngood\tB-GOOD\n\n" for _ in range(10)) + "the\tO\nawful\tI-BAD\n"
+    )
     data = "  files: [ner.conll]\n  format: conll\n  text_column: tokens\n  label_column: tags"
     (tmp_path / "p.yaml").write_text(protocol_text("token_classification", tiny_bert, data))
     res = tp("run", "p.yaml", cwd=tmp_path)
@@ -161,7 +176,9 @@ def test_multilabel_thresholds_are_tuned_on_validation_only(
     assert config["problem_type"] == "multi_label_classification"
     pred = _aligned(run_dir)
     on = np.stack([pred[f"prob_{lab}"] >= thresholds["values"][lab] for lab in labels], axis=1)
-    assert [[lab for lab, x in zip(labels, row, strict=True) if x] for row in on] == [list(p) for p in pred["pred"]]
+    assert [[lab for lab, x in zip(labels, row, strict=True) if x] for row in on] == [
+        list(p) for p in pred["pred"]
+    ]
     res = CliRunner().invoke(app, ["show", str(run_dir)])
     assert "micro_f1" in res.output
     html = (run_dir / "report.html").read_text()

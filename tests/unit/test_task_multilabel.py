@@ -36,7 +36,9 @@ leakage: {{exact: false, near: false}}
 
 
 def test_label_sets_from_lists_and_delimited_strings() -> None:
-    check = get_task(_protocol("  files: [x.csv]\n  label_separator: ';'\n  labels: [a, b, c]")).target_check()
+    check: Any = get_task(
+        _protocol("  files: [x.csv]\n  label_separator: ';'\n  labels: [a, b, c]")
+    ).target_check()
     assert check(["b", "a", "b"]) == (["a", "b"], None)
     assert check("c; a") == (["a", "c"], None)
     assert check("") == ([], None)  # a text with no label
@@ -44,16 +46,19 @@ def test_label_sets_from_lists_and_delimited_strings() -> None:
     assert check(None)[1] is not None and "missing" in check(None)[1]
     assert "unknown label 'z'" in check("a;z")[1]
     assert "empty label" in check("a;;b")[1]
-    no_sep = get_task(_protocol()).target_check()
+    no_sep: Any = get_task(_protocol()).target_check()
     assert "label_separator" in no_sep("a;b")[1]
 
 
 def test_csv_rows_are_read_with_the_separator(tmp_path: Path) -> None:
     path = tmp_path / "x.csv"
-    path.write_text("text,labels\n" + "".join(f"text {i},{'a;b' if i % 2 else ''}\n" for i in range(12))
-                    + "bad,a;q\n")
-    protocol = _protocol(f"  files: [{path}]\n  label_column: labels\n  label_separator: ';'\n  labels: [a, b]")
-    task = get_task(protocol)
+    path.write_text(
+        "text,labels\n" + "".join(f"text {i},{'a;b' if i % 2 else ''}\n" for i in range(12)) + "bad,a;q\n"
+    )
+    protocol = _protocol(
+        f"  files: [{path}]\n  label_column: labels\n  label_separator: ';'\n  labels: [a, b]"
+    )
+    task: Any = get_task(protocol)
     with pytest.raises(Exception) as err:
         prepare_data(protocol, tmp_path, target_check=task.target_check(), stratify=task.stratify)
     assert [p.where for p in err.value.problems] == [f"{path}:14"]  # type: ignore[attr-defined]
@@ -115,12 +120,14 @@ class _Probs(torch.nn.Module):
 
 
 def test_thresholds_come_from_validation_and_test_labels_never_move_them() -> None:
-    task = get_task(_protocol())
+    task: Any = get_task(_protocol())
     task.labels = ["a", "b"]
     logit = {1: [2.0, -2.0], 2: [1.0, 0.5], 3: [-1.0, 1.5], 4: [-3.0, -1.0]}
     model = _Probs(logit)
-    val = [{"input_ids": [i], "labels": lab, "row_id": str(i)}
-           for i, lab in [(1, [1.0, 0.0]), (2, [1.0, 1.0]), (3, [0.0, 1.0]), (4, [0.0, 0.0])]]
+    val = [
+        {"input_ids": [i], "labels": lab, "row_id": str(i)}
+        for i, lab in [(1, [1.0, 0.0]), (2, [1.0, 1.0]), (3, [0.0, 1.0]), (4, [0.0, 0.0])]
+    ]
     task.validation_metrics(model, val, 0, 8, "fp32")
     tuned = task.thresholds.copy()
     probs = 1 / (1 + np.exp(-np.array(list(logit.values()))))
@@ -138,9 +145,13 @@ def test_thresholds_come_from_validation_and_test_labels_never_move_them() -> No
 
 
 def test_without_validation_every_threshold_is_one_half() -> None:
-    task = get_task(_protocol())
-    task.set_labels(PreparedData({"train": pd.DataFrame({"label": [["a"], ["b", "c"]]}),
-                                  "test": pd.DataFrame({"label": [["d"]]})}, {}))
+    task: Any = get_task(_protocol())
+    task.set_labels(
+        PreparedData(
+            {"train": pd.DataFrame({"label": [["a"], ["b", "c"]]}), "test": pd.DataFrame({"label": [["d"]]})},
+            {},
+        )
+    )
     assert task.labels == ["a", "b", "c", "d"]  # a test-only label still counts (as always missed)
     test = pd.DataFrame({"row_id": ["t"], "text": ["x"], "label": [["d"]]})
     m = task.evaluate(test, np.array([[0.6, 0.4, 0.5, 0.49]]), {}, None)
@@ -155,8 +166,15 @@ def test_metrics_match_sklearn() -> None:
     rng = np.random.default_rng(0)
     y = (rng.random((200, 4)) < [0.5, 0.3, 0.2, 0.6]).astype(int)
     pred = np.where(rng.random((200, 4)) < 0.8, y, 1 - y)
-    m = evaluate_multilabel(y, pred, {"same": y}, ["a", "b", "c", "d"], EvaluateSpec(bootstrap_samples=300), 1,
-                            {"values": [0.5] * 4, "tuned_on": "validation"})
+    m = evaluate_multilabel(
+        y,
+        pred,
+        {"same": y},
+        ["a", "b", "c", "d"],
+        EvaluateSpec(bootstrap_samples=300),
+        1,
+        {"values": [0.5] * 4, "tuned_on": "validation"},
+    )
     model = m["model"]
     assert model["micro_f1"]["value"] == pytest.approx(f1_score(y, pred, average="micro"))
     assert model["macro_f1"]["value"] == pytest.approx(f1_score(y, pred, average="macro"))
@@ -174,8 +192,15 @@ def test_metrics_match_sklearn() -> None:
 
 def test_probabilities_must_be_thresholded_before_evaluation() -> None:
     with pytest.raises(ValueError, match="0/1"):
-        evaluate_multilabel(np.array([[1, 0]]), np.array([[0.7, 0.2]]), {}, ["a", "b"],
-                            EvaluateSpec(bootstrap_samples=100), 0, {"values": [0.5, 0.5]})
+        evaluate_multilabel(
+            np.array([[1, 0]]),
+            np.array([[0.7, 0.2]]),
+            {},
+            ["a", "b"],
+            EvaluateSpec(bootstrap_samples=100),
+            0,
+            {"values": [0.5, 0.5]},
+        )
 
 
 # --- baselines and loss ----------------------------------------------------------------------------
@@ -183,7 +208,7 @@ def test_probabilities_must_be_thresholded_before_evaluation() -> None:
 
 def test_majority_baseline_predicts_labels_on_in_most_training_texts() -> None:
     protocol = _protocol(extra="evaluate: {baselines: [majority]}")
-    task = get_task(protocol)
+    task: Any = get_task(protocol)
     train = pd.DataFrame({"text": ["w"] * 4, "label": [["a", "b"], ["a"], ["a", "c"], ["b"]]})
     task.set_labels(PreparedData({"train": train}, {}))
     out = task.baselines(PreparedData({"train": train}, {}), pd.DataFrame({"text": ["x", "y"]}))
@@ -196,14 +221,22 @@ def test_tfidf_baseline_tunes_its_thresholds_on_validation(monkeypatch: pytest.M
 
     seen: list[np.ndarray] = []
     real = ml.tune_thresholds
-    monkeypatch.setattr(ml, "tune_thresholds", lambda p, y: (seen.append(np.asarray(y)), real(p, y))[1])
-    task = get_task(_protocol(extra="evaluate: {baselines: [tfidf_logreg]}"))
+
+    def watched(p: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        seen.append(np.asarray(y))
+        return real(p, y)
+
+    monkeypatch.setattr(ml, "tune_thresholds", watched)
+    task: Any = get_task(_protocol(extra="evaluate: {baselines: [tfidf_logreg]}"))
     words = {"a": "good", "b": "bad"}
+
     def frame(n: int, seed: int) -> pd.DataFrame:
         rng = np.random.default_rng(seed)
         labels = [sorted({lab for lab in "ab" if rng.random() < 0.5}) for _ in range(n)]
-        return pd.DataFrame({"text": [" ".join(["the"] + [words[x] for x in lab]) for lab in labels],
-                             "label": labels})
+        return pd.DataFrame(
+            {"text": [" ".join(["the"] + [words[x] for x in lab]) for lab in labels], "label": labels}
+        )
+
     splits = {"train": frame(40, 0), "validation": frame(10, 1), "test": frame(10, 2)}
     task.set_labels(PreparedData(splits, {}))
     out = task.baselines(PreparedData(splits, {}), splits["test"])
@@ -212,11 +245,14 @@ def test_tfidf_baseline_tunes_its_thresholds_on_validation(monkeypatch: pytest.M
 
 
 def test_loss_is_the_mean_over_labels_summed_over_texts() -> None:
-    task = get_task(_protocol())
+    task: Any = get_task(_protocol())
     task.labels = ["a", "b"]
     model = _Probs({1: [0.0, 0.0], 2: [0.0, 0.0], 3: [0.0, 0.0]})
-    batch = {"input_ids": torch.tensor([[1], [2], [3]]), "attention_mask": torch.ones(3, 1),
-             "labels": torch.tensor([[1.0, 0.0], [0.0, 0.0], [1.0, 1.0]])}
+    batch = {
+        "input_ids": torch.tensor([[1], [2], [3]]),
+        "attention_mask": torch.ones(3, 1),
+        "labels": torch.tensor([[1.0, 0.0], [0.0, 0.0], [1.0, 1.0]]),
+    }
     total, count = task.loss_fn([{"labels": [1.0, 0.0]}])(model, batch)
     assert count == 3
     assert float(total.detach()) == pytest.approx(3 * np.log(2))  # logit 0: log 2 per label, mean over 2

@@ -103,16 +103,25 @@ def test_bad_tags_name_the_word_and_its_line(tags: list[str], scheme: str, word:
 
 def test_spans_become_word_tags_and_must_cover_whole_words() -> None:
     text = "Flights to New York, via Oslo."
-    words, tags, problems = spans_to_tags(text, [{"start": 11, "end": 19, "label": "LOC"},
-                                                 {"start": 25, "end": 29, "label": "LOC"}])
+    words, tags, problems = spans_to_tags(
+        text, [{"start": 11, "end": 19, "label": "LOC"}, {"start": 25, "end": 29, "label": "LOC"}]
+    )
     assert problems == []
     assert list(zip(words, tags, strict=True)) == [
-        ("Flights", "O"), ("to", "O"), ("New", "B-LOC"), ("York", "I-LOC"), (",", "O"), ("via", "O"),
-        ("Oslo", "B-LOC"), (".", "O")]
+        ("Flights", "O"),
+        ("to", "O"),
+        ("New", "B-LOC"),
+        ("York", "I-LOC"),
+        (",", "O"),
+        ("via", "O"),
+        ("Oslo", "B-LOC"),
+        (".", "O"),
+    ]
     _, _, problems = spans_to_tags(text, [{"start": 11, "end": 17, "label": "LOC"}])
     assert "cuts the word 'York'" in problems[0]
-    _, _, problems = spans_to_tags(text, [{"start": 11, "end": 19, "label": "LOC"},
-                                          {"start": 15, "end": 19, "label": "LOC"}])
+    _, _, problems = spans_to_tags(
+        text, [{"start": 11, "end": 19, "label": "LOC"}, {"start": 15, "end": 19, "label": "LOC"}]
+    )
     assert "overlaps" in problems[0]
     _, _, problems = spans_to_tags(text, [{"start": 25, "end": 99, "label": "LOC"}])
     assert "outside the text" in problems[0]
@@ -126,7 +135,7 @@ def test_data_stage_reports_a_bad_tag_with_its_file_and_line(tmp_path: Path) -> 
     good = "".join(f"w{i}\tO\nx{i}\tB-PER\n\n" for i in range(6))
     path.write_text(good + "Anna\tB-PER\nis\tO\nhere\tI-PER\n\n")  # the I-PER is on line 21
     protocol = _protocol(f"  files: [{path}]\n  format: conll\n  text_column: tokens\n  label_column: tags")
-    task = get_task(protocol)
+    task: Any = get_task(protocol)
     with pytest.raises(DataValidationError) as err:
         prepare_data(protocol, tmp_path, target_check=task.target_check(), stratify=task.stratify)
     [problem] = err.value.problems
@@ -136,20 +145,37 @@ def test_data_stage_reports_a_bad_tag_with_its_file_and_line(tmp_path: Path) -> 
 
 def test_data_stage_reads_tokens_jsonl_and_span_jsonl(tmp_path: Path) -> None:
     tokens = tmp_path / "tokens.jsonl"
-    tokens.write_text("".join(json.dumps({"tokens": ["Ann", f"w{i}"], "tags": ["S-PER", "O"]}) + "\n"
-                              for i in range(8)))
+    tokens.write_text(
+        "".join(json.dumps({"tokens": ["Ann", f"w{i}"], "tags": ["S-PER", "O"]}) + "\n" for i in range(8))
+    )
     protocol = _protocol(f"  files: [{tokens}]\n  text_column: tokens\n  label_column: tags")
-    task = get_task(protocol)
+    task: Any = get_task(protocol)
     prepared = prepare_data(protocol, tmp_path, target_check=task.target_check(), stratify=task.stratify)
     rows = prepared.splits["train"]
-    assert all(t.split(" ")[0] == "Ann" and list(tags) == ["B-PER", "O"] for t, tags in zip(rows["text"],
-                                                                                           rows["label"], strict=True))
+    assert all(
+        t.split(" ")[0] == "Ann" and list(tags) == ["B-PER", "O"]
+        for t, tags in zip(rows["text"], rows["label"], strict=True)
+    )
     spans = tmp_path / "spans.jsonl"
-    spans.write_text("".join(json.dumps({"text": f"Met Ann Lee in Oslo {i}", "spans": [
-        {"start": 4, "end": 11, "label": "PER"}, {"start": 15, "end": 19, "label": "LOC"}]}) + "\n"
-        for i in range(8)))
+    spans.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "text": f"Met Ann Lee in Oslo {i}",
+                    "spans": [
+                        {"start": 4, "end": 11, "label": "PER"},
+                        {"start": 15, "end": 19, "label": "LOC"},
+                    ],
+                }
+            )
+            + "\n"
+            for i in range(8)
+        )
+    )
     protocol = _protocol(f"  files: [{spans}]\n  text_column: text\n  label_column: spans")
-    prepared = prepare_data(protocol, tmp_path, target_check=get_task(protocol).target_check(), stratify=False)
+    prepared = prepare_data(
+        protocol, tmp_path, target_check=get_task(protocol).target_check(), stratify=False
+    )
     row = prepared.splits["test"].iloc[0]
     assert row["text"].split(" ")[:5] == ["Met", "Ann", "Lee", "in", "Oslo"]
     assert list(row["label"])[:5] == ["O", "B-PER", "I-PER", "O", "B-LOC"]
@@ -169,9 +195,22 @@ def test_protocol_defaults_and_checks_for_token_classification() -> None:
 
 
 def _wordpiece_tokenizer(tmp_path: Path) -> Any:
-    from transformers import BertTokenizerFast
+    from transformers import BertTokenizerFast  # type: ignore[attr-defined]
 
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "new", "york", "is", "big", "good", "##ness", "##s"]
+    vocab = [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+        "new",
+        "york",
+        "is",
+        "big",
+        "good",
+        "##ness",
+        "##s",
+    ]
     return BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True)
 
 
@@ -179,7 +218,15 @@ def test_only_the_first_sub_token_of_a_word_carries_its_tag(tmp_path: Path) -> N
     tok = _wordpiece_tokenizer(tmp_path)
     enc = tok([["goodness", "is", "big", "goods"]], is_split_into_words=True)
     assert tok.convert_ids_to_tokens(enc["input_ids"][0]) == [
-        "[CLS]", "good", "##ness", "is", "big", "good", "##s", "[SEP]"]
+        "[CLS]",
+        "good",
+        "##ness",
+        "is",
+        "big",
+        "good",
+        "##s",
+        "[SEP]",
+    ]
     labels, first = align_labels(enc.word_ids(0), [3, 0, 0, 1])
     assert labels == [IGNORE, 3, IGNORE, 0, 0, 1, IGNORE, IGNORE]
     assert first == [1, 3, 4, 5]
@@ -190,10 +237,15 @@ def test_task_features_align_tags_and_mark_truncated_words(tmp_path: Path) -> No
 
     tok = _wordpiece_tokenizer(tmp_path)
     protocol = _protocol("  files: [x.conll]", extra="")
-    task = get_task(protocol)
+    task: Any = get_task(protocol)
     task.labels = ["O", "B-LOC", "I-LOC", "B-X", "I-X"]
-    df = pd.DataFrame({"row_id": ["a", "b"], "text": ["new york is big", "goodness " * 20 + "big"],
-                       "label": [["B-LOC", "I-LOC", "O", "O"], ["B-X"] + ["O"] * 20]})
+    df = pd.DataFrame(
+        {
+            "row_id": ["a", "b"],
+            "text": ["new york is big", "goodness " * 20 + "big"],
+            "label": [["B-LOC", "I-LOC", "O", "O"], ["B-X"] + ["O"] * 20],
+        }
+    )
     feats = task.features(df, tok, tmp_path / "cache")
     assert feats[0]["labels"] == [IGNORE, 1, 2, 0, 0, IGNORE]
     assert feats[0]["first"] == [1, 2, 3, 4]
@@ -280,18 +332,21 @@ class _FixedLogits(torch.nn.Module):
 
 
 def test_loss_sums_over_labelled_tokens_and_counts_them() -> None:
-    task = get_task(_protocol("  files: [x.conll]"))
+    task: Any = get_task(_protocol("  files: [x.conll]"))
     task.labels = ["O", "B-X", "I-X"]
     logits = torch.zeros(2, 4, 3)
-    batch = {"input_ids": torch.ones(2, 4, dtype=torch.long), "attention_mask": torch.ones(2, 4),
-             "labels": torch.tensor([[IGNORE, 0, 1, IGNORE], [IGNORE, 2, IGNORE, IGNORE]])}
+    batch = {
+        "input_ids": torch.ones(2, 4, dtype=torch.long),
+        "attention_mask": torch.ones(2, 4),
+        "labels": torch.tensor([[IGNORE, 0, 1, IGNORE], [IGNORE, 2, IGNORE, IGNORE]]),
+    }
     total, count = task.loss_fn([])(_FixedLogits(logits), batch)
     assert count == 3
     assert float(total.detach()) == pytest.approx(3 * np.log(3))  # uniform logits: log(3) per labelled token
 
 
 def test_prediction_reads_each_words_first_sub_token_and_defaults_to_outside() -> None:
-    task = get_task(_protocol("  files: [x.conll]"))
+    task: Any = get_task(_protocol("  files: [x.conll]"))
     task.labels = ["O", "B-X", "I-X"]
     logits = torch.full((1, 5, 3), -5.0)
     logits[0, 1, 1] = 5.0  # word 0 -> B-X at position 1

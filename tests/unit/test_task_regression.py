@@ -39,10 +39,18 @@ def test_numeric_targets_are_parsed(raw: Any, value: float) -> None:
     assert numeric_target(raw) == (value, None)
 
 
-@pytest.mark.parametrize(("raw", "fragment"), [
-    (None, "missing"), ("", "missing"), ("high", "not a number"), (True, "must be a number"),
-    (float("nan"), "finite"), ("inf", "finite"), ([1], "must be a number"),
-])
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        (None, "missing"),
+        ("", "missing"),
+        ("high", "not a number"),
+        (True, "must be a number"),
+        (float("nan"), "finite"),
+        ("inf", "finite"),
+        ([1], "must be a number"),
+    ],
+)
 def test_bad_targets_are_refused(raw: Any, fragment: str) -> None:
     value, err = numeric_target(raw)
     assert value is None and err is not None and fragment in err
@@ -53,10 +61,12 @@ def test_data_stage_reports_bad_scores_with_file_and_line(tmp_path: Path) -> Non
     rows = [{"text": f"text {i}", "score": i / 10} for i in range(10)] + [{"text": "odd", "score": "n/a"}]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     protocol = _protocol(data=f"  files: [{path}]\n  label_column: score")
-    task = get_task(protocol)
+    task: Any = get_task(protocol)
     with pytest.raises(DataValidationError) as err:
         prepare_data(protocol, tmp_path, target_check=task.target_check(), stratify=task.stratify)
-    assert [(p.where, p.message) for p in err.value.problems] == [(f"{path}:11", "target 'n/a' is not a number")]
+    assert [(p.where, p.message) for p in err.value.problems] == [
+        (f"{path}:11", "target 'n/a' is not a number")
+    ]
 
 
 def test_schema_defaults_and_rules_for_regression() -> None:
@@ -71,7 +81,7 @@ def test_schema_defaults_and_rules_for_regression() -> None:
     ]:
         with pytest.raises(Exception, match=fragment):
             _protocol(extra)
-    with pytest.raises(Exception, match="data.labels does not apply"):
+    with pytest.raises(Exception, match=r"data\.labels does not apply"):
         _protocol(data="  files: [x.jsonl]\n  labels: [a, b]")
 
 
@@ -139,12 +149,18 @@ class _Constant(torch.nn.Module):
 
 
 def test_targets_are_standardised_for_training_and_restored_for_prediction(tmp_path: Path) -> None:
-    from helpers import write_tiny_bert
     from transformers import AutoTokenizer
 
-    task = get_task(_protocol())
-    train = pd.DataFrame({"row_id": ["a", "b", "c", "d"], "text": ["good", "bad", "fine", "dull"],
-                          "label": [10.0, 20.0, 30.0, 40.0]})
+    from helpers import write_tiny_bert
+
+    task: Any = get_task(_protocol())
+    train = pd.DataFrame(
+        {
+            "row_id": ["a", "b", "c", "d"],
+            "text": ["good", "bad", "fine", "dull"],
+            "label": [10.0, 20.0, 30.0, 40.0],
+        }
+    )
     task.set_labels(PreparedData({"train": train}, {}))
     assert (task.mean, task.std) == pytest.approx((25.0, np.std([10, 20, 30, 40])))
     tok = AutoTokenizer.from_pretrained(write_tiny_bert(tmp_path / "bert"))

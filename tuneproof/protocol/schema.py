@@ -314,10 +314,11 @@ class Protocol(Strict):
         if evaluate is None or (isinstance(evaluate, dict) and "baselines" not in evaluate):
             raw["evaluate"] = {**(evaluate or {}), "baselines": TASK_BASELINES[raw["task"]][0]}
         train = raw.get("train")
-        stop = train.get("early_stopping") if isinstance(train, dict) else None
-        if isinstance(stop, dict) and "metric" not in stop:
-            stop = {**stop, "metric": TASK_SELECTION_METRICS[raw["task"]][0]}
-            raw["train"] = {**train, "early_stopping": stop}
+        if isinstance(train, dict) and isinstance(train.get("early_stopping"), dict):
+            stop = train["early_stopping"]
+            if "metric" not in stop:
+                stop = {**stop, "metric": TASK_SELECTION_METRICS[raw["task"]][0]}
+                raw["train"] = {**train, "early_stopping": stop}
         return raw
 
     @model_validator(mode="after")

@@ -247,24 +247,19 @@ class MultilabelTask:
         train = prepared.splits["train"]
         y_train = self.multi_hot(list(train["label"]))
         val = prepared.splits.get("validation")
+        val = val if val is not None and len(val) else None
         out: dict[str, np.ndarray] = {}
         for name in self.protocol.evaluate.baselines:
             if name == "majority":
                 out[name] = np.tile((y_train.mean(axis=0) > 0.5).astype(np.int8), (len(test), 1))
             elif name == "tfidf_logreg":
-                texts = [test["text"].tolist()] + (
-                    [val["text"].tolist()] if val is not None and len(val) else []
-                )
+                texts = [test["text"].tolist()] + ([val["text"].tolist()] if val is not None else [])
                 probs = tfidf_ovr_probs(train["text"].tolist(), y_train, texts, self.protocol.seed)
                 # The baseline gets the same treatment as the model: thresholds tuned on validation.
-                thr = (
-                    tune_thresholds(probs[1], self.multi_hot(list(val["label"])))[0]
-                    if len(probs) > 1
-                    else None
-                )
-                out[name] = decide(
-                    probs[0], thr if thr is not None else np.full(len(self.labels), DEFAULT_THRESHOLD)
-                )
+                thresholds = np.full(len(self.labels), DEFAULT_THRESHOLD)
+                if val is not None:
+                    thresholds = tune_thresholds(probs[1], self.multi_hot(list(val["label"])))[0]
+                out[name] = decide(probs[0], thresholds)
         return out
 
     def evaluate(
