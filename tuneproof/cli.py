@@ -44,22 +44,70 @@ def run_cmd(
     resume: Annotated[Path | None, typer.Option(help="resume the unfinished run in this folder")] = None,
     output_dir: Annotated[Path | None, typer.Option(help="parent folder of the run folder")] = None,
     fresh: Annotated[bool, typer.Option(help="start a new run even if an unfinished one exists")] = False,
+    processes: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="data-parallel processes on this machine (DDP); with a search section: trial workers",
+        ),
+    ] = 1,
 ) -> None:
     """Run a protocol: prepare -> train -> evaluate -> gates -> package. Exit 4 when a gate fails."""
     from tuneproof.runner import run
+    from tuneproof.train import distributed
 
     if (protocol is None) == (resume is None):
         typer.echo("error: give a protocol file or --resume RUN_DIR", err=True)
         raise typer.Exit(2)
+    source = protocol if protocol is not None else resume / "protocol.source.yaml"  # type: ignore[operator]
+    has_search = _has_search(source)
+    if processes > 1 and not has_search and distributed.world_size() == 1:
+        # Re-run this same command as N ranks; each rank sees WORLD_SIZE/RANK and trains its share.
+        argv = ["run", *([str(protocol)] if protocol else []), *_run_options(resume, output_dir, fresh)]
+        raise typer.Exit(distributed.launch_local(argv, processes))
     try:
-        outcome = run(protocol, output_dir=output_dir, resume_dir=resume, fresh=fresh)
+        outcome = run(protocol, output_dir=output_dir, resume_dir=resume, fresh=fresh,
+                      search_workers=processes if has_search else 1)
     except TuneproofError as exc:
         _fail(exc)
+        return
+    if not distributed.is_main():
         return
     typer.echo(str(outcome.run_dir))
     if outcome.status != "passed":
         failed = [v["gate"] for v in (outcome.gates or {}).get("verdicts", []) if not v["passed"]]
         _fail(GateFailed(f"run rejected, gates failed: {'; '.join(failed)} (model kept, not deployable)"))
+
+
+def _has_search(path: Path) -> bool:
+    from tuneproof.protocol import load_protocol
+
+    try:
+        return load_protocol(path).protocol.search is not None
+    except TuneproofError:
+        return False  # the run itself reports the problem
+
+
+def _run_options(resume: Path | None, output_dir: Path | None, fresh: bool) -> list[str]:
+    out = ["--resume", str(resume)] if resume is not None else []
+    out += ["--output-dir", str(output_dir)] if output_dir is not None else []
+    return out + (["--fresh"] if fresh else [])
+
+
+@app.command("search-worker")
+def search_worker(
+    protocol: Annotated[Path, typer.Argument(help="the same protocol file the leading `tuneproof run` runs")],
+    storage: Annotated[str | None, typer.Option(help="Optuna RDB storage URL of the study")] = None,
+    study_name: Annotated[str | None, typer.Option(help="default: derived from the protocol")] = None,
+    seed: Annotated[int | None, typer.Option(help="sampler seed of this worker")] = None,
+) -> None:
+    """Join a protocol's search and run trials until its budget is spent (no run folder; test never read)."""
+    from tuneproof.search.entry import run_worker
+
+    try:
+        run_worker(protocol, storage=storage, study_name=study_name, seed=seed)
+    except TuneproofError as exc:
+        _fail(exc)
 
 
 @app.command()

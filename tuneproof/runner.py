@@ -26,6 +26,7 @@ from tuneproof.gates import check_gates
 from tuneproof.protocol import LoadedProtocol, dump_protocol, load_protocol
 from tuneproof.protocol.schema import Protocol
 from tuneproof.tasks.base import Task, get_task
+from tuneproof.train import distributed
 from tuneproof.train.features import cached_features, tokenizer_fingerprint
 from tuneproof.train.fit import build_features, fit, set_threads
 from tuneproof.train.loop import Interrupted
@@ -51,6 +52,8 @@ def quiet_libraries() -> None:
 
 
 def stage(name: str, message: str) -> None:
+    if not distributed.is_main():  # with several ranks, one voice
+        return
     print(f"[{name}] {message}", file=sys.stderr, flush=True)
 
 
@@ -96,6 +99,7 @@ def run(
     resume_dir: Path | None = None,
     cache_dir: Path | None = None,
     fresh: bool = False,
+    search_workers: int = 1,
 ) -> RunOutcome:
     """Run a protocol file, or resume the unfinished run in ``resume_dir``.
 
@@ -103,6 +107,7 @@ def run(
     automatically unless ``fresh`` is set.
     """
     quiet_libraries()
+    distributed.init_process_group()  # no-op for one process; ranks must agree on the run folder
     if resume_dir is not None:
         manifest = read_manifest(resume_dir)
         if manifest.get("status") in ("passed", "rejected"):
@@ -113,10 +118,10 @@ def run(
     else:
         assert protocol_path is not None
         loaded = load_protocol(protocol_path)
-        unfinished = None if fresh else find_unfinished(loaded, output_dir)
+        unfinished = distributed.broadcast_object(None if fresh else find_unfinished(loaded, output_dir))
         if unfinished is not None:
             stage("resume", f"found the unfinished run {unfinished}; resuming it (--fresh starts a new one)")
-            return run(resume_dir=unfinished, cache_dir=cache_dir)
+            return run(resume_dir=unfinished, cache_dir=cache_dir, search_workers=search_workers)
         base_dir = loaded.base_dir
         manifest = {}
         run_dir = None
@@ -128,6 +133,7 @@ def run(
     tokenizer = load_tokenizer(ref)
 
     stage("prepare", "reading, validating and cleaning data")
+    distributed.others_wait()  # with several ranks, rank 0 prepares first and fills the caches
     prepared = prepare_data(
         protocol,
         base_dir,
@@ -136,21 +142,34 @@ def run(
         text_hook=_text_hook(protocol),
         stratify=task.stratify,
     )
-    if run_dir is None:
+    distributed.main_done()
+    if run_dir is None and not distributed.is_main():
+        run_dir = distributed.broadcast_object(None)  # the folder rank 0 created
+    elif run_dir is None:
         run_dir = _new_run_dir(protocol, base_dir, output_dir)
         manifest = _start_manifest(loaded, run_dir, prepared, threads, precision, why, ref.name_or_path)
+        manifest["processes"] = distributed.world_size()
         write_manifest(run_dir, manifest, hash_files=False)
         atomic_write_text(run_dir / "protocol.yaml", dump_protocol(protocol))
         atomic_write_text(run_dir / "protocol.source.yaml", loaded.text)
         write_splits(prepared, run_dir / "data")
         atomic_write_json(run_dir / "data_report.json", prepared.report)
+        distributed.broadcast_object(run_dir)
     else:
         _check_same_data(run_dir, prepared)
         manifest["resumed_at"] = [*manifest.get("resumed_at", []), now()]
         manifest["status"] = "running"
-        write_manifest(run_dir, manifest, hash_files=False)
+        if distributed.is_main():
+            write_manifest(run_dir, manifest, hash_files=False)
     stage("prepare", " ".join(f"{k}={v['rows']}" for k, v in prepared.report["splits"].items()))
     try:
+        if protocol.search is not None:
+            from tuneproof.search.entry import lead_search
+
+            protocol, task = lead_search(
+                loaded, task, prepared, ref, tokenizer, run_dir, precision, cache_dir, manifest,
+                lambda m: stage("search", m.removeprefix("[search] ")), workers=search_workers,
+            )
         outcome = _train_evaluate_package(
             task,
             protocol,
@@ -243,7 +262,9 @@ def _train_evaluate_package(
     resume: bool,
 ) -> RunOutcome:
     task.set_labels(prepared)
+    distributed.others_wait()
     features = build_features(task, prepared.splits, tokenizer, cache_dir)
+    distributed.main_done()
     writer = _tensorboard(protocol, run_dir)
 
     def on_log(entry: dict[str, Any]) -> None:
@@ -263,6 +284,9 @@ def _train_evaluate_package(
     result = fit(task, protocol, ref, tokenizer, features, run_dir / "checkpoints", precision, resume, on_log)
     if writer is not None:
         writer.close()
+    if not distributed.is_main():  # rank 0 alone evaluates, packages and writes the evidence
+        distributed.finish()
+        return RunOutcome(run_dir, "worker", None)
     if result.train.skipped_checkpoints:
         stage("train", "ignored incomplete checkpoints: " + "; ".join(result.train.skipped_checkpoints))
     atomic_write_json(run_dir / "training" / "log_history.json", result.train.log_history)
@@ -329,6 +353,9 @@ def _train_evaluate_package(
 
 def _finish(run_dir: Path, manifest: dict[str, Any]) -> None:
     """Write the evidence a person reads, then the manifest last (it hashes everything else)."""
+    if not distributed.is_main():
+        return
+    import tuneproof.report.search_section  # noqa: F401  (registers the search section)
     from tuneproof.report import write_model_card, write_report
 
     write_manifest(run_dir, manifest, hash_files=False)  # the report reads status and error from it
@@ -341,7 +368,7 @@ def _finish(run_dir: Path, manifest: dict[str, Any]) -> None:
 
 
 def _tensorboard(protocol: Protocol, run_dir: Path) -> Any:
-    if not protocol.tracking.tensorboard:
+    if not protocol.tracking.tensorboard or not distributed.is_main():
         return None
     from torch.utils.tensorboard import SummaryWriter
 

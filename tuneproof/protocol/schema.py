@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from tuneproof.data.pii import PiiSpec
+from tuneproof.search.schema import SearchSpec, check_search
 
 TaskName = Literal[
     "classification", "token_classification", "regression", "multilabel", "sft", "dapt", "seq2seq"
@@ -296,6 +297,7 @@ class Protocol(Strict):
     gates: list[GateSpec] = Field(default_factory=list)
     tracking: TrackingSpec = TrackingSpec()
     pii: PiiSpec | None = None
+    search: SearchSpec | None = None
 
     @field_validator("name")
     @classmethod
@@ -359,4 +361,10 @@ class Protocol(Strict):
         if self.data.splits is not None and self.train.early_stopping is not None:
             if "validation" not in self.data.splits:
                 raise ValueError("train.early_stopping needs data.splits.validation")
+        return self
+
+    @model_validator(mode="after")
+    def _search_fits(self) -> Protocol:
+        if self.search is not None:
+            check_search(self)
         return self

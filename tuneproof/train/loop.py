@@ -32,6 +32,12 @@ from tuneproof.train.checkpoint import (
     rotate,
     save_checkpoint,
 )
+from tuneproof.train.distributed import (
+    accelerator_kwargs,
+    all_reduce_sum,
+    data_parallel_pass,
+    evaluate_on_main,
+)
 
 Batch = dict[str, Any]
 # (model, batch) -> (sum of per-example or per-token losses, number of terms in that sum)
@@ -163,7 +169,10 @@ def train_loop(
     from transformers import get_scheduler
 
     spec = cfg.spec
-    accelerator = Accelerator(mixed_precision="bf16" if cfg.precision == "bf16" else "no")
+    accelerator = Accelerator(
+        mixed_precision="bf16" if cfg.precision == "bf16" else "no", **accelerator_kwargs()
+    )
+    world = accelerator.num_processes  # >1 under `tuneproof run --processes`, torchrun or accelerate launch
     n = len(features)
     step_batch = spec.batch_size * spec.gradient_accumulation
     steps_per_epoch = math.ceil(n / step_batch)
@@ -180,7 +189,9 @@ def train_loop(
         num_training_steps=total_steps,
     )
     model, optimizer = accelerator.prepare(model, optimizer)
-    trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    # Names from the unwrapped model, so checkpoints do not depend on the process count ("module." prefix).
+    named = model.named_parameters() if world == 1 else accelerator.unwrap_model(model).named_parameters()
+    trainable = {name: p for name, p in named if p.requires_grad}
 
     state: dict[str, Any] = {
         "step": 0,
@@ -227,7 +238,7 @@ def train_loop(
 
     def log(entry: dict[str, Any]) -> None:
         state["log_history"].append(entry)
-        if cfg.on_log:
+        if cfg.on_log and accelerator.is_main_process:
             cfg.on_log(entry)
 
     def batches_from(step: int) -> Iterator[tuple[int, np.ndarray]]:
@@ -250,24 +261,40 @@ def train_loop(
             if state["step"] >= total_steps or state["stopped_early"]:
                 break
             ids = [cfg.row_ids[i] for i in idx]
-            micro = [idx[i : i + spec.batch_size] for i in range(0, len(idx), spec.batch_size)]
-            # Normalise by the whole step's count, so accumulation never changes the loss or gradient.
-            prepared = [collate([features[i] for i in m]) for m in micro]
-            total_count = sum(int(b.pop("_count")) for b in prepared)
-            step_loss = 0.0
-            for b in prepared:
-                b = {k: v.to(accelerator.device) if isinstance(v, torch.Tensor) else v for k, v in b.items()}
-                state["real_tokens"] += int(b.pop("_real_tokens"))
-                state["padded_tokens"] += int(b.pop("_padded_tokens"))
-                with accelerator.autocast():
-                    loss_sum, _ = loss_fn(model, b)
-                if not torch.isfinite(loss_sum):
+            if world > 1:
+                step_loss, total_count, real, padded = data_parallel_pass(
+                    accelerator, model, loss_fn, collate, features, idx, spec.batch_size, cfg.seed,
+                    state["step"],
+                )
+                state["real_tokens"] += real
+                state["padded_tokens"] += padded
+                if not math.isfinite(step_loss):  # all-reduced, so every rank stops at the same step
                     raise TrainingDiverged(
-                        f"non-finite loss ({loss_sum.item()}) at step {state['step'] + 1}; "
+                        f"non-finite loss ({step_loss}) at step {state['step'] + 1}; "
                         f"batch example ids: {', '.join(ids)}"
                     )
-                accelerator.backward(loss_sum / max(total_count, 1))
-                step_loss += loss_sum.item()
+            else:
+                micro = [idx[i : i + spec.batch_size] for i in range(0, len(idx), spec.batch_size)]
+                # Normalise by the whole step's count, so accumulation never changes the loss or gradient.
+                prepared = [collate([features[i] for i in m]) for m in micro]
+                total_count = sum(int(b.pop("_count")) for b in prepared)
+                step_loss = 0.0
+                for b in prepared:
+                    b = {
+                        k: v.to(accelerator.device) if isinstance(v, torch.Tensor) else v
+                        for k, v in b.items()
+                    }
+                    state["real_tokens"] += int(b.pop("_real_tokens"))
+                    state["padded_tokens"] += int(b.pop("_padded_tokens"))
+                    with accelerator.autocast():
+                        loss_sum, _ = loss_fn(model, b)
+                    if not torch.isfinite(loss_sum):
+                        raise TrainingDiverged(
+                            f"non-finite loss ({loss_sum.item()}) at step {state['step'] + 1}; "
+                            f"batch example ids: {', '.join(ids)}"
+                        )
+                    accelerator.backward(loss_sum / max(total_count, 1))
+                    step_loss += loss_sum.item()
             norm = torch.nn.utils.clip_grad_norm_(
                 list(trainable.values()), spec.max_grad_norm if spec.max_grad_norm else float("inf")
             )
@@ -291,7 +318,7 @@ def train_loop(
             }
             log(entry)
             now = time.monotonic()
-            if now - last_print > 5 or step == total_steps:
+            if accelerator.is_main_process and (now - last_print > 5 or step == total_steps):
                 last_print = now
                 rate = (step - start_step) / max(now - started, 1e-9)
                 print(
@@ -303,8 +330,11 @@ def train_loop(
             evaluated = False
             if cfg.eval_fn is not None and (step % eval_every == 0 or step == total_steps):
                 model.eval()
-                with accelerator.autocast():
-                    metrics = cfg.eval_fn(model)
+                if world > 1:
+                    metrics = evaluate_on_main(accelerator, model, cfg.eval_fn)
+                else:
+                    with accelerator.autocast():
+                        metrics = cfg.eval_fn(model)
                 model.train()
                 evaluated = True
                 log({"step": step, "epoch": entry["epoch"], **{f"eval_{k}": v for k, v in metrics.items()}})
@@ -319,15 +349,23 @@ def train_loop(
                         state["bad_evals"] += 1
                         if es is not None and state["bad_evals"] >= es.patience:
                             state["stopped_early"] = True
-            if evaluated or step % ckpt_every == 0 or stop.signal is not None:
-                checkpoint()
-            if stop.signal is not None:
+            stopping = stop.signal is not None
+            if world > 1:  # a signal may reach the ranks at different steps: stop together
+                stopping = all_reduce_sum([float(stopping)])[0] > 0
+            if evaluated or step % ckpt_every == 0 or stopping:
+                if accelerator.is_main_process:
+                    checkpoint()
+                if world > 1:
+                    accelerator.wait_for_everyone()
+            if stopping:
                 raise Interrupted(
                     f"stopped by signal {stop.signal} after step {step}; "
                     f"checkpoint saved in {cfg.checkpoint_dir}"
                 )
     if state["best_step"] is not None and state["best_step"] != state["step"]:
         _load_best(cfg.checkpoint_dir, state["best_step"], trainable)
+    if world > 1:  # rank 0 may delete the checkpoints once every rank has loaded the best one
+        accelerator.wait_for_everyone()
     return TrainResult(
         log_history=state["log_history"],
         steps=state["step"],

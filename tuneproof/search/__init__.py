@@ -1,0 +1,1 @@
+"""Hyper-parameter search: the protocol's ``search`` section as an Optuna study on the validation split."""
