@@ -31,11 +31,10 @@ def check_protocol(path: Path, read_data: bool = True) -> tuple[LoadedProtocol |
         problems += exc.problems
     except TuneproofError as exc:
         problems.append(Problem("model.source", str(exc)))
-    problems += validate_gate_names(
-        protocol.gates,
-        task.metric_names(),
-        protocol.evaluate.baselines,  # type: ignore[attr-defined]
-    )
+    known = list(task.metric_names())  # type: ignore[attr-defined]
+    if protocol.pii is not None:
+        known += [f"pii_remaining.{t}" for t in protocol.pii.entities]
+    problems += validate_gate_names(protocol.gates, known, protocol.evaluate.baselines)
     if read_data:
         try:
             read_and_validate(protocol, loaded.base_dir, task.target_check(), task.stratify)
