@@ -153,6 +153,7 @@ def _spawn_local_workers(
         return []
     import torch
 
+    (run_dir / SEARCH_DIR).mkdir(parents=True, exist_ok=True)
     url = storage_url(ctx.spec, run_dir)
     name = ctx.spec.study_name or default_study_name(ctx.protocol)
     # Create the study (and queue the default trial) before the workers can race for it.
