@@ -127,6 +127,8 @@ def run(
         run_dir = None
     protocol = loaded.protocol
     task = get_task(protocol)
+    if hasattr(task, "use_base_dir"):  # a task that reads further files named in the protocol (dapt)
+        task.use_base_dir(base_dir)
     threads = set_threads(protocol)
     precision, why = choose_precision(protocol.train.precision)
     ref = resolve_model(protocol.model, base_dir)
@@ -137,7 +139,9 @@ def run(
     prepared = prepare_data(
         protocol,
         base_dir,
-        token_lengths=token_lengths_fn(tokenizer, cache_dir),
+        # A task whose text is structured (chat messages as JSON) counts its own tokens.
+        token_lengths=(task.token_lengths(tokenizer) if hasattr(task, "token_lengths")
+                       else token_lengths_fn(tokenizer, cache_dir)),
         target_check=task.target_check(),
         text_hook=_text_hook(protocol),
         stratify=task.stratify,
@@ -238,8 +242,18 @@ def _start_manifest(
         "started_at": now(),
         "finished_at": None,
         "error": None,
-        "lineage": {"base_model": model, "protocol_sha256": loaded.sha256},
+        "lineage": _lineage(loaded, model),
     }
+
+
+def _lineage(loaded: LoadedProtocol, model: str) -> dict[str, Any]:
+    """The base model at the root of the chain, and the parent run when starting from one's model."""
+    from tuneproof.train.model_source import parent_run, resolve_model
+
+    parent = parent_run(resolve_model(loaded.protocol.model, loaded.base_dir))
+    if parent is None:
+        return {"base_model": model, "protocol_sha256": loaded.sha256}
+    return {"base_model": parent["base_model"], "protocol_sha256": loaded.sha256, "parent": parent}
 
 
 def _check_same_data(run_dir: Path, prepared: PreparedData) -> None:

@@ -318,6 +318,13 @@ def _clean_and_split(
         lengths = np.asarray(token_lengths(list(df["text"])))
         over = lengths > protocol.model.max_length
         truncation.update(over_length=int(over.sum()), rate=float(over.mean()) if len(over) else 0.0)
+        if cleaning.over_length == "fail" and over.any():
+            limit = protocol.model.max_length
+            raise DataValidationError(
+                [Problem(str(rid), f"{n} tokens, over model.max_length {limit}")
+                 for rid, n in zip(df["row_id"][over], lengths[over], strict=True)],
+                "data: rows over the token limit",
+            )
         if cleaning.over_length == "drop":
             before = len(df)
             df, lengths = df[~over], lengths[~over]

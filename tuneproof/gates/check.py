@@ -15,7 +15,9 @@ from tuneproof.errors import Problem
 from tuneproof.protocol.schema import GateSpec
 
 # For these, "beats" means a *lower* value: the difference model minus baseline must be below -by.
-LOWER_IS_BETTER = frozenset({"ece", "log_loss", "mae", "rmse", "mse", "perplexity", "loss"})
+LOWER_IS_BETTER = frozenset(
+    {"ece", "log_loss", "mae", "rmse", "mse", "perplexity", "loss", "general_perplexity", "general_loss"}
+)
 
 _MISSING = object()
 

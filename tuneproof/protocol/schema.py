@@ -109,7 +109,9 @@ class CleaningSpec(Strict):
     drop_empty: bool = True
     drop_exact_duplicates: bool = True
     near_duplicates: NearDuplicateSpec = NearDuplicateSpec()
-    over_length: Literal["truncate", "drop"] = "truncate"
+    over_length: Literal["truncate", "drop", "fail"] = Field(
+        "truncate", description="rows over model.max_length tokens: truncate, drop, or fail listing each row"
+    )
     conflicting_labels: Literal["drop", "fail"] = "drop"
 
 
@@ -211,7 +213,7 @@ class EvaluateSpec(Strict):
     confidence: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.95
     bootstrap_samples: Annotated[int, Field(ge=100, le=100_000)] = 1000
     baselines: list[
-        Literal["majority", "tfidf_logreg", "mean", "tfidf_ridge", "most_frequent_tag"]
+        Literal["majority", "tfidf_logreg", "mean", "tfidf_ridge", "most_frequent_tag", "base_model"]
     ] = Field(
         default_factory=lambda: ["majority", "tfidf_logreg"]
     )
@@ -264,6 +266,42 @@ class TrackingSpec(Strict):
     mlflow: bool = False
 
 
+class GenerationSpec(Strict):
+    """Greedy decoding on the test split, for the generation metrics of sft and seq2seq."""
+
+    max_new_tokens: Annotated[int, Field(ge=1, le=4096)] = 64
+    test_examples: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="generate for the first N test rows only (the split is shuffled); all if unset"
+    )
+    batch_size: Annotated[int, Field(ge=1, le=1024)] = 8
+    max_target_length: Annotated[int, Field(ge=1, le=32768)] = 128
+    samples_in_report: Annotated[int, Field(ge=0, le=200)] = 8
+
+
+class SftSpec(Strict):
+    packing: bool | None = Field(
+        None,
+        description="pack training examples into max_length rows, position ids restarting per example so no "
+        "attention crosses examples; default on with a CUDA device, off on CPU (slower there)",
+    )
+
+
+class DaptSpec(Strict):
+    """Domain-adaptive pretraining: fixed-length blocks, and a general text to measure forgetting on."""
+
+    block_size: Annotated[int, Field(ge=8, le=32768)] | None = Field(
+        None, description="tokens per block; default model.max_length"
+    )
+    general_text: list[Location] = Field(
+        default_factory=list, description="held-out general (non-domain) text files: plain lines or JSONL"
+    )
+    general_text_column: str = "text"
+    general_format: Literal["auto", "text", "jsonl", "csv", "parquet"] = "auto"
+    max_eval_blocks: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="cap on blocks scored per held-out set (the first N), to bound evaluation time"
+    )
+
+
 # Per-task settings where the classification default would be wrong; filled in when a protocol leaves
 # them out, then checked after validation. Keys: baselines allowed (first list is the default),
 # validation metrics early stopping may select on (first is the default).
@@ -271,12 +309,19 @@ TASK_BASELINES: dict[str, tuple[list[str], list[str]]] = {
     "token_classification": (["most_frequent_tag"], ["most_frequent_tag"]),
     "regression": (["mean", "tfidf_ridge"], ["mean", "tfidf_ridge"]),
     "multilabel": (["majority", "tfidf_logreg"], ["majority", "tfidf_logreg"]),
+    # Generative tasks are compared with the model they started from, evaluated the same way.
+    "sft": (["base_model"], ["base_model"]),
+    "dapt": (["base_model"], ["base_model"]),
+    "seq2seq": (["base_model"], ["base_model"]),
 }
 TASK_SELECTION_METRICS: dict[str, list[str]] = {
     "token_classification": ["f1", "precision", "recall", "loss"],
     "regression": ["rmse", "mae", "mse", "r2", "spearman", "loss"],
     # loss first: F1 at thresholds tuned on the same validation split flatters near-constant models.
     "multilabel": ["loss", "micro_f1", "macro_f1", "subset_accuracy"],
+    "sft": ["loss", "perplexity"],
+    "dapt": ["loss", "perplexity"],
+    "seq2seq": ["loss", "perplexity"],
 }
 
 
@@ -297,6 +342,9 @@ class Protocol(Strict):
     gates: list[GateSpec] = Field(default_factory=list)
     tracking: TrackingSpec = TrackingSpec()
     pii: PiiSpec | None = None
+    generation: GenerationSpec = GenerationSpec()
+    dapt: DaptSpec = DaptSpec()
+    sft: SftSpec = SftSpec()
     search: SearchSpec | None = None
 
     @field_validator("name")
@@ -305,6 +353,29 @@ class Protocol(Strict):
         if not _NAME.fullmatch(v):
             raise ValueError("must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
         return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _generative_defaults(cls, raw: object) -> object:
+        # Chat messages and raw domain text carry no separate target column unless one is named.
+        if isinstance(raw, dict) and raw.get("task") in ("sft", "dapt") and isinstance(raw.get("data"), dict):
+            if "label_column" not in raw["data"]:
+                raw = {**raw, "data": {**raw["data"], "label_column": None}}
+        return raw
+
+    @model_validator(mode="after")
+    def _generative_settings(self) -> Protocol:
+        if self.dapt != DaptSpec() and self.task != "dapt":
+            raise ValueError("the `dapt` section applies only to task: dapt")
+        if self.sft != SftSpec() and self.task != "sft":
+            raise ValueError("the `sft` section applies only to task: sft")
+        if self.task == "dapt" and self.data.label_column is not None:
+            raise ValueError("dapt trains on raw text: set data.label_column to null")
+        if self.task in ("sft", "dapt", "seq2seq") and self.train.method == "head":
+            raise ValueError(f"train.method 'head' does not apply to {self.task}; use full or lora")
+        if self.task == "seq2seq" and self.data.label_column is None:
+            raise ValueError("seq2seq needs data.label_column (the target text)")
+        return self
 
     @model_validator(mode="before")
     @classmethod

@@ -56,6 +56,9 @@ def get_task(protocol: Any) -> Task:
         "token_classification": ("tuneproof.tasks.token_classification", "TokenClassificationTask"),
         "regression": ("tuneproof.tasks.regression", "RegressionTask"),
         "multilabel": ("tuneproof.tasks.multilabel", "MultilabelTask"),
+        "sft": ("tuneproof.tasks.sft", "SftTask"),
+        "dapt": ("tuneproof.tasks.dapt", "DaptTask"),
+        "seq2seq": ("tuneproof.tasks.seq2seq", "Seq2SeqTask"),
     }
     if protocol.task not in modules:
         from tuneproof.errors import Problem, ProtocolError

@@ -72,6 +72,8 @@ def resolve_model(spec: ModelSpec, base_dir: Path) -> ModelRef:
     if src.startswith((".", "/", "~")) or local.is_dir():
         if not local.is_dir():
             raise ProtocolError([Problem("model.source", f"folder {local.resolve()} does not exist")])
+        if (local / "manifest.json").is_file() and (local / "model").is_dir():
+            local = local / "model"  # a previous run's folder: start from the model it packaged
         check_folder_safety(local.resolve(), spec)
         return ModelRef(str(local.resolve()), True, spec)
     if src.count("/") > 1 or ".." in src:
@@ -81,9 +83,52 @@ def resolve_model(spec: ModelSpec, base_dir: Path) -> ModelRef:
     return ModelRef(src, False, spec)
 
 
+def loadable(ref: ModelRef) -> ModelRef:
+    """A local GGUF model as its converted safetensors folder (converted once, cached); others as given."""
+    if not (ref.spec.gguf_file and ref.local):
+        return ref
+    from tuneproof.train.gguf_cache import converted_folder
+
+    folder = converted_folder(Path(ref.name_or_path), ref.spec.gguf_file)
+    return ModelRef(str(folder), True, ref.spec.model_copy(update={"gguf_file": None, "allow_pickle": False}))
+
+
+def parent_run(ref: ModelRef) -> dict[str, Any] | None:
+    """Lineage of a model packaged by an earlier tuneproof run, or None for any other model."""
+    from tuneproof.export.manifest import sha256_path, verify
+    from tuneproof.export.package import MODEL_INFO
+
+    folder = Path(ref.name_or_path)
+    run_dir = folder.parent
+    manifest_path = run_dir / "manifest.json"
+    if not (ref.local and (folder / MODEL_INFO).is_file() and manifest_path.is_file()):
+        return None
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except ValueError:
+        manifest = {}
+    diff = verify(run_dir)
+    prefix = f"{folder.name}/"
+    model_changes = [f for kind in ("changed", "missing") for f in diff[kind] if f.startswith(prefix)]
+    parent_lineage = manifest.get("lineage") or {}
+    return {
+        "run": str(run_dir),
+        "manifest_sha256": sha256_path(manifest_path),
+        "protocol_sha256": manifest.get("protocol_sha256"),
+        "task": manifest.get("task"),
+        "status": manifest.get("status"),
+        "deployable": manifest.get("deployable"),
+        # The root of the chain: the parent's own base model, or its parent's, and so on.
+        "base_model": parent_lineage.get("base_model") or manifest.get("base_model"),
+        "model_files_match_manifest": not model_changes,
+        "lineage": parent_lineage,
+    }
+
+
 def load_tokenizer(ref: ModelRef) -> Any:
     from transformers import AutoTokenizer
 
+    ref = loadable(ref)
     kw = ref.load_kwargs()
     kw.pop("use_safetensors", None)
     tok = AutoTokenizer.from_pretrained(ref.name_or_path, **kw)
@@ -93,6 +138,7 @@ def load_tokenizer(ref: ModelRef) -> Any:
 
 
 def load_pretrained(auto_cls: Any, ref: ModelRef, **kwargs: Any) -> Any:
+    ref = loadable(ref)
     try:
         return auto_cls.from_pretrained(ref.name_or_path, **ref.load_kwargs(), **kwargs)
     except ValueError as exc:
