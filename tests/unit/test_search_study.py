@@ -351,3 +351,22 @@ def test_ties_go_to_the_earliest_trial(tmp_path: Path) -> None:
     for v in (0.5, 0.7, 0.7):
         study.add_trial(optuna.create_trial(value=v, params={}, distributions={}))
     assert best_trial(study, "maximize").number == 1
+
+
+def test_grid_finds_the_default_among_its_points(fake_fit: FakeFit, tmp_path: Path) -> None:
+    space = "space: {train.learning_rate: {type: float, low: 0.0005, high: 0.0015, step: 0.0005}}"
+    on_grid = protocol_with(f"sampler: grid\n{space}")  # the protocol's 0.001 is a grid point
+    ctx = context(on_grid, tmp_path)
+    study = new_study(ctx, tmp_path, name="on")
+    default = enqueue_default(study, on_grid, on_grid.search, ctx.log)
+    loop = run_trials(study, ctx, leader=True)
+    summary, rows = summarise(study, ctx, "sqlite:///x.db", "on", 0, loop, default)
+    assert sorted(r["params"]["train.learning_rate"] for r in rows) == [0.0005, 0.001, 0.0015]  # each once
+    assert summary["default"]["params"] == {"train.learning_rate": 0.001}
+    assert [r["params"]["train.learning_rate"] for r in rows if r["default"]] == [0.001]
+
+    off_grid = protocol_with(
+        "sampler: grid\nspace: {train.learning_rate: {type: float, low: 0.0004, high: 0.0016, step: 0.0004}}"
+    )
+    ctx = context(off_grid, tmp_path)
+    assert enqueue_default(new_study(ctx, tmp_path, name="off"), off_grid, off_grid.search, ctx.log) is None

@@ -525,11 +525,18 @@ def best_trial(study: Any, direction: str) -> Any:
 def enqueue_default(study: Any, protocol: Any, spec: SearchSpec, log: Any) -> dict[str, Any] | None:
     """Queue the protocol's own values as a trial: the configuration the search has to beat."""
     values = current_values(protocol, spec)
-    outside = [k for k, v in values.items() if not contains(spec.space[k], v)]
+    outside = [
+        k
+        for k, v in values.items()
+        # A grid trial off the grid would use up one of the grid's points in the budget.
+        if not contains(spec.space[k], v) or (spec.sampler == "grid" and v not in spec.space[k].grid())
+    ]
     if outside:
-        log(f"[search] the protocol's own {', '.join(outside)} lie outside the space; not run as a trial")
+        log(f"[search] the protocol's own {', '.join(outside)} is outside the space; not run as a trial")
         return None
-    if not study.get_trials(deepcopy=False):
+    # A grid sampler does not count an enqueued trial as its grid point and would run it twice: the
+    # grid already holds the default, which the summary finds by its values.
+    if spec.sampler != "grid" and not study.get_trials(deepcopy=False):
         study.enqueue_trial(values, user_attrs={"default": True})
     return values
 
@@ -546,6 +553,12 @@ def summarise(
     trials = export_trials(study)
     best = best_trial(study, ctx.direction)
     default = next((t for t in trials if t["default"] and t["state"] == "complete"), None)
+    if default is None and default_values is not None:
+        default = next(
+            (t for t in trials if t["state"] == "complete" and t["params"] == default_values), None
+        )
+        if default is not None:
+            default["default"] = True
     imp, imp_note = importances(study, seed)
     states = ("complete", "pruned", "fail", "running", "waiting")
     counts = {s: sum(t["state"] == s for t in trials) for s in states}

@@ -51,6 +51,22 @@ def accelerator_kwargs() -> dict[str, Any]:
     return {} if torch.cuda.is_available() else {"cpu": True}
 
 
+def check_supported(accelerator: Any) -> None:
+    """Refuse sharded engines the loop cannot checkpoint yet, instead of training with wrong state.
+
+    The loop saves and restores the trainable weights and optimizer state as full tensors on rank 0;
+    under FSDP or DeepSpeed ZeRO those are shards, so a checkpoint would be incomplete.
+    """
+    kind = str(getattr(accelerator, "distributed_type", "")).rsplit(".", 1)[-1]
+    if kind in ("FSDP", "DEEPSPEED", "MEGATRON_LM"):
+        from tuneproof.errors import TuneproofError
+
+        raise TuneproofError(
+            f"{kind} is not supported yet: tuneproof trains data-parallel with DDP (one full copy of the "
+            "model per process); launch without an FSDP/DeepSpeed accelerate config"
+        )
+
+
 def init_process_group() -> None:
     """Join the process group early (before data preparation), so ranks can agree on the run folder."""
     if world_size() <= 1:

@@ -35,6 +35,7 @@ from tuneproof.train.checkpoint import (
 from tuneproof.train.distributed import (
     accelerator_kwargs,
     all_reduce_sum,
+    check_supported,
     data_parallel_pass,
     evaluate_on_main,
 )
@@ -173,6 +174,7 @@ def train_loop(
         mixed_precision="bf16" if cfg.precision == "bf16" else "no", **accelerator_kwargs()
     )
     world = accelerator.num_processes  # >1 under `tuneproof run --processes`, torchrun or accelerate launch
+    check_supported(accelerator)
     n = len(features)
     step_batch = spec.batch_size * spec.gradient_accumulation
     steps_per_epoch = math.ceil(n / step_batch)
