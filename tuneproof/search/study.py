@@ -43,9 +43,11 @@ LOWER_IS_BETTER = {"loss", "ece", "log_loss", "mae", "rmse", "mse", "perplexity"
 HEARTBEAT_S = 30
 GRACE_S = 120
 SELECTION_STATEMENT = (
-    "Trials were compared on the validation split only. The test split was neither tokenised nor read "
-    "while the search ran; it was opened once, after the search, to evaluate the chosen configuration."
+    "Trials were compared on the validation split only. No trial received the test split: the search "
+    "was handed the train and validation features and nothing else. The test split was tokenised and "
+    "scored once, after the search, for the chosen configuration."
 )
+MIN_TRIALS_FOR_IMPORTANCE = 5
 
 
 class SearchError(TuneproofError):
@@ -498,8 +500,8 @@ def importances(study: Any, seed: int) -> tuple[dict[str, float], str | None]:
     from optuna.trial import TrialState
 
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if len(complete) < 2:
-        return {}, f"needs at least 2 complete trials (there are {len(complete)})"
+    if len(complete) < MIN_TRIALS_FOR_IMPORTANCE:
+        return {}, f"needs at least {MIN_TRIALS_FOR_IMPORTANCE} complete trials (there are {len(complete)})"
     try:
         values = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=seed))
     except (RuntimeError, ValueError) as exc:
