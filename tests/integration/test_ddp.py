@@ -119,3 +119,64 @@ def test_two_processes_match_one_process(tiny_bert: Path, tmp_path: Path) -> Non
     assert s1["best_metric"] >= 0.7  # it learned (0.33 at the start): the weights compared have moved
     t1, t2 = (json.loads((d / "metrics.json").read_text()) for d in (one, two))
     assert t1["model"]["accuracy"]["value"] == pytest.approx(t2["model"]["accuracy"]["value"], abs=1e-9)
+
+
+@pytest.mark.integration
+def test_two_process_run_interrupted_and_resumed_equals_uninterrupted(
+    tiny_bert: Path, tmp_path: Path
+) -> None:
+    import signal
+    import time
+
+    from safetensors.torch import load_file
+
+    protocol = _protocol(tmp_path, tiny_bert)
+    text = protocol.read_text().replace("epochs: 3", "epochs: 12\n  checkpoint_every_steps: 10")
+    protocol.write_text(text)
+    full = _run(protocol, tmp_path / "full", 2)
+
+    env = {**os.environ, "TUNEPROOF_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "cut"
+    cmd = [
+        sys.executable,
+        "-m",
+        "tuneproof",
+        "run",
+        str(protocol),
+        "--output-dir",
+        str(out),
+        "--processes",
+        "2",
+    ]
+    # Its own session, so the SIGINT reaches the launcher and both ranks, like Ctrl-C in a terminal.
+    proc = subprocess.Popen(
+        cmd, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 600
+    while (
+        time.monotonic() < deadline
+        and proc.poll() is None
+        and not list(out.glob("*/checkpoints/checkpoint-*"))
+    ):
+        time.sleep(0.1)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-3000:]
+    cut = next(p for p in out.iterdir() if p.is_dir())
+    assert json.loads((cut / "manifest.json").read_text())["status"] == "interrupted"
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "tuneproof", "run", "--resume", str(cut), "--processes", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summary = json.loads((cut / "training" / "summary.json").read_text())
+    assert summary["resumed_from"] and summary["steps"] == 120
+    w_full, w_cut = (load_file(str(d / "model" / "model.safetensors")) for d in (full, cut))
+    noise_only = {k for k in w_full if k.endswith("attention.self.key.bias")}
+    diff = max(float((w_full[k] - w_cut[k]).abs().max()) for k in w_full if k not in noise_only)
+    assert diff <= WEIGHT_TOLERANCE, diff
