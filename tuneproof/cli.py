@@ -100,12 +100,15 @@ def search_worker(
     storage: Annotated[str | None, typer.Option(help="Optuna RDB storage URL of the study")] = None,
     study_name: Annotated[str | None, typer.Option(help="default: derived from the protocol")] = None,
     seed: Annotated[int | None, typer.Option(help="sampler seed of this worker")] = None,
+    base_dir: Annotated[
+        Path | None, typer.Option(help="folder the protocol's relative paths start from; default its own")
+    ] = None,
 ) -> None:
     """Join a protocol's search and run trials until its budget is spent (no run folder; test never read)."""
     from tuneproof.search.entry import run_worker
 
     try:
-        run_worker(protocol, storage=storage, study_name=study_name, seed=seed)
+        run_worker(protocol, storage=storage, study_name=study_name, seed=seed, base_dir=base_dir)
     except TuneproofError as exc:
         _fail(exc)
 

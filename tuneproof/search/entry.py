@@ -89,6 +89,8 @@ def lead_search(
 
     protocol = loaded.protocol
     spec = protocol.search
+    # On resume the protocol is read from the run folder; its relative paths are the original folder's.
+    base_dir = Path(manifest.get("protocol_dir") or loaded.base_dir)
     if world_size() > 1:
         raise SearchError(
             "a search runs its trials as separate single-process workers, not as one data-parallel job: "
@@ -112,7 +114,7 @@ def lead_search(
             run_dir / SEARCH_DIR / "trials",
             log,
         )
-        helpers = _spawn_local_workers(loaded.path, ctx, run_dir, seed, workers - 1)
+        helpers = _spawn_local_workers(loaded.path, base_dir, ctx, run_dir, seed, workers - 1)
         try:
             outcome = run_search(ctx, run_dir, seed)
         finally:
@@ -125,7 +127,7 @@ def lead_search(
             "Selected on the validation split only; re-runs this configuration without search:",
             f"  tuneproof run {run_dir / SEARCH_DIR / CHOSEN_FILE}",
         ]
-        text = frozen_protocol_text(chosen, loaded.base_dir, header)
+        text = frozen_protocol_text(chosen, base_dir, header)
         atomic_write_text(run_dir / SEARCH_DIR / CHOSEN_FILE, text)
         manifest["search"] = {
             "study_name": outcome.summary["study_name"],
@@ -147,7 +149,7 @@ def lead_search(
 
 
 def _spawn_local_workers(
-    protocol_path: Path, ctx: TrialContext, run_dir: Path, seed: int, n: int
+    protocol_path: Path, base_dir: Path, ctx: TrialContext, run_dir: Path, seed: int, n: int
 ) -> list[subprocess.Popen[bytes]]:
     if n <= 0:
         return []
@@ -179,6 +181,8 @@ def _spawn_local_workers(
                 name,
                 "--seed",
                 str(seed + 1 + i),
+                "--base-dir",
+                str(base_dir),
             ],
             env=env,
         )
@@ -211,6 +215,7 @@ def run_worker(
     study_name: str | None = None,
     cache_dir: Path | None = None,
     seed: int | None = None,
+    base_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Join a study and run trials until its budget is spent. Writes no run folder; never reads test."""
     from tuneproof.protocol import load_protocol
@@ -222,6 +227,7 @@ def run_worker(
 
     quiet_libraries()
     loaded = load_protocol(protocol_path)
+    base = base_dir or loaded.base_dir
     protocol = loaded.protocol
     if protocol.search is None:
         raise SearchError(f"{protocol_path} has no search section")
@@ -229,10 +235,10 @@ def run_worker(
     name = study_name or protocol.search.study_name or default_study_name(protocol)
     task = get_task(protocol)
     if hasattr(task, "use_base_dir"):  # as the runner does, for tasks that read further files
-        task.use_base_dir(loaded.base_dir)
+        task.use_base_dir(base)
     set_threads(protocol)
     precision, _ = choose_precision(protocol.train.precision)
-    ref = resolve_model(protocol.model, loaded.base_dir)
+    ref = resolve_model(protocol.model, base)
     tokenizer = load_tokenizer(ref)
     tag = f"[search-worker {os.getpid()}]"
 
@@ -241,10 +247,10 @@ def run_worker(
 
     from tuneproof.data.prepare import prepare_data
 
-    log(f"{tag} preparing the data (train and validation are used; test is never tokenised here)")
+    log(f"{tag} preparing the data (trials use train and validation; test is never scored here)")
     prepared = prepare_data(
         protocol,
-        loaded.base_dir,
+        base,
         token_lengths=(
             task.token_lengths(tokenizer)
             if hasattr(task, "token_lengths")
