@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -119,6 +120,7 @@ def lead_search(
             outcome = run_search(ctx, run_dir, seed)
         finally:
             _stop_workers(helpers)
+            shutil.rmtree(run_dir / SEARCH_DIR / "trials", ignore_errors=True)  # emptied trial by trial
         chosen = outcome.chosen
         best, metric = outcome.best, outcome.summary["metric"]
         header = [
@@ -196,7 +198,7 @@ def _stop_workers(procs: list[subprocess.Popen[bytes]]) -> None:
     for p in procs:
         if p.poll() is None:
             try:
-                p.wait(timeout=5)
+                p.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 p.terminate()
     for p in procs:

@@ -79,7 +79,8 @@ class TrialContext:
 
     @property
     def spec(self) -> SearchSpec:
-        return self.protocol.search  # type: ignore[no-any-return]
+        spec: SearchSpec = self.protocol.search
+        return spec
 
 
 @dataclass
@@ -222,7 +223,7 @@ def open_study(spec: SearchSpec, url: str, name: str, seed: int, direction: str)
         study_name=name,
         sampler=make_sampler(spec, seed),
         pruner=make_pruner(spec),
-        direction=direction,
+        direction="minimize" if direction == "minimize" else "maximize",
         load_if_exists=True,
     )
 

@@ -285,4 +285,5 @@ def evaluate_on_main(accelerator: Any, model: Any, eval_fn: Any) -> dict[str, fl
     if accelerator.is_main_process:
         with accelerator.autocast():
             metrics = eval_fn(accelerator.unwrap_model(model))
-    return broadcast_object(metrics)  # type: ignore[no-any-return]
+    result: dict[str, float] = broadcast_object(metrics)
+    return result
