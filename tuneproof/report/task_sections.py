@@ -37,6 +37,8 @@ def per_entity(run: RunData) -> str | None:
         f"{run.confidence:.0%} intervals from resampling {m.get('unit', 'sentence')}s. An entity counts "
         "only when its type and both boundaries match."
     )
+    if number(m.get("n_words")) is not None:
+        text += f" The test split holds {fmt_num(m.get('n'))} sentences, {fmt_num(m.get('n_words'))} words."
     parts = [
         para(text),
         table(
@@ -105,6 +107,9 @@ def thresholds(run: RunData) -> str | None:
     ]
     if not info.get("tuned_on"):
         parts.append(note("No validation split, so the thresholds were not tuned."))
+    cardinality = number(run.metrics.get("label_cardinality"))
+    if cardinality is not None:
+        parts.append(note(f"Test texts carry {fmt_num(cardinality)} labels on average."))
     return join(parts)
 
 
@@ -114,7 +119,17 @@ SECTIONS = [
             "per_entity",
             "Per-entity scores",
             per_entity,
-            frozenset({"model.per_entity", "types_unseen_in_training", "truncated_words"}),
+            frozenset(
+                {
+                    "model.per_entity",
+                    "types_unseen_in_training",
+                    "truncated_words",
+                    "tag_set",
+                    "unit",
+                    "scheme",
+                    "n_words",
+                }
+            ),
             frozenset({"token_classification"}),
         ),
         "per_class",
@@ -134,7 +149,7 @@ SECTIONS = [
             "thresholds",
             "Decision thresholds",
             thresholds,
-            frozenset({"thresholds"}),
+            frozenset({"thresholds", "label_cardinality"}),
             frozenset({"multilabel"}),
         ),
         "per_class",
