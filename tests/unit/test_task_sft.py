@@ -165,7 +165,10 @@ def test_prompt_completion_and_evals_formats_become_one_conversation(tmp_path: P
     check = conversation_row_check("prompt", "completion")
     text, label, errors = check({"prompt": "hello there", "completion": "hi friend"})
     assert errors == [] and label == "hi friend"
-    assert json.loads(text) == [{"role": "user", "content": "hello there"}]
+    assert json.loads(text) == [
+        {"role": "user", "content": "hello there"},
+        {"role": "assistant", "content": "hi friend"},
+    ]
     check = conversation_row_check("input", "ideal")
     sys_user = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello there"}]
     text, label, errors = check({"input": sys_user, "ideal": ["hi friend"]})
@@ -308,3 +311,46 @@ def test_packing_is_off_on_cpu_unless_asked(tmp_path: Path) -> None:
     base = f"name: t\ntask: sft\nmodel: {{source: {tmp_path}}}\ndata: {{files: [c.jsonl], text_column: m}}\n"
     assert get_task(parse_protocol(base)).packing is torch.cuda.is_available()  # type: ignore[attr-defined]
     assert get_task(parse_protocol(base + "sft: {packing: true}\n")).packing is True  # type: ignore[attr-defined]
+
+
+# -- GGUF conversion cache -----------------------------------------------------------------------
+def test_gguf_is_converted_once_per_file_content(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tuneproof.protocol.schema import ModelSpec
+    from tuneproof.train import gguf_cache
+    from tuneproof.train.model_source import ModelRef, loadable
+
+    calls: list[Path] = []
+
+    def fake_convert(src: Path, name: str, dest: Path) -> None:
+        calls.append(dest)
+        dest.mkdir(parents=True)
+        (dest / "config.json").write_text("{}")
+
+    monkeypatch.setattr(gguf_cache, "_convert", fake_convert)
+    src = tmp_path / "pkg"
+    src.mkdir()
+    (src / "m.gguf").write_bytes(b"weights-v1")
+    root = tmp_path / "cache"
+    first = gguf_cache.converted_folder(src, "m.gguf", root)
+    assert gguf_cache.converted_folder(src, "m.gguf", root) == first and len(calls) == 1
+    assert json.loads((first / gguf_cache.DONE).read_text())["sha256"].startswith(first.name)
+    (src / "m.gguf").write_bytes(b"weights-v2")  # a changed file converts again, into its own folder
+    second = gguf_cache.converted_folder(src, "m.gguf", root)
+    assert second != first and len(calls) == 2
+
+    def crash(src: Path, name: str, dest: Path) -> None:
+        dest.mkdir(parents=True)
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(gguf_cache, "_convert", crash)
+    (src / "m.gguf").write_bytes(b"weights-v3")
+    with pytest.raises(RuntimeError):
+        gguf_cache.converted_folder(src, "m.gguf", root)
+    assert sorted(p.name for p in root.iterdir()) == sorted([first.name, second.name])  # no half folder
+
+    monkeypatch.setattr(gguf_cache, "_convert", fake_convert)
+    monkeypatch.setattr(gguf_cache, "cache_root", lambda: root)
+    ref = ModelRef(str(src), True, ModelSpec(source=str(src), gguf_file="m.gguf"))
+    local = loadable(ref)
+    assert Path(local.name_or_path).parent == root and local.spec.gguf_file is None
+    assert local.load_kwargs()["use_safetensors"] is True

@@ -118,7 +118,8 @@ def _missing(value: Any) -> bool:
 def conversation_row_check(text_column: str, target_column: str | None) -> RowCheck:
     """The data stage's whole-row check for chat and prompt/completion data.
 
-    Returns (canonical conversation text, target or None, [(line or None, problem)]).
+    Returns (the conversation as canonical text, ending with the answer; the final answer; problems
+    as [(line or None, message)]).
     """
 
     def check(raw: dict[str, Any]) -> tuple[str | None, Any, list[tuple[int | None, str]]]:
@@ -155,6 +156,12 @@ def conversation_row_check(text_column: str, target_column: str | None) -> RowCh
                 errors.append(f"empty {target_column!r}")
         if errors:
             return None, None, [(None, e) for e in errors]
+        if target is not None:
+            # The stored conversation is the whole example, answer included: token lengths, duplicate
+            # and leakage checks must all see what the model is trained on.
+            canonical.append({"role": "assistant", "content": target})
+        else:
+            target = next(m["content"] for m in reversed(canonical) if m["role"] == "assistant")
         return to_text(canonical), target, []
 
     return check

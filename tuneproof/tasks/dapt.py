@@ -114,6 +114,20 @@ class DaptTask(GenerativeTask):
         key = ["dapt-docs", tokenizer_fingerprint(tokenizer), split_hash(df)]
         return block_features(self._blocks(df["text"].tolist(), df["row_id"].tolist(), tokenizer, key), "")
 
+    def features_for_inference(self, df: pd.DataFrame, tokenizer: Any) -> list[dict[str, Any]]:
+        """Each text scored on its own (its first ``block_size`` tokens), for ``tuneproof predict``."""
+        self._tokenizer = tokenizer
+        filler = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+        # An empty text still gets a row (0 scored tokens), so outputs stay aligned with inputs.
+        ids = [
+            x[: self.block_size] or [filler]
+            for x in tokenizer(df["text"].tolist(), add_special_tokens=False)["input_ids"]
+        ]
+        return [
+            {"row_id": rid, "input_ids": x, "labels": [IGNORE, *x[1:]]}
+            for rid, x in zip(df["row_id"], ids, strict=True)
+        ]
+
     def general_features(self) -> list[dict[str, Any]]:
         if not self.general_texts:
             return []
@@ -210,7 +224,14 @@ class DaptTask(GenerativeTask):
         )
 
     def format_prediction(self, outputs: np.ndarray) -> list[dict[str, Any]]:
-        return [{"nll": float(o["nll"]), "tokens": int(o["tokens"])} for o in outputs]
+        return [
+            {
+                "nll": float(o["nll"]),
+                "tokens": int(o["tokens"]),
+                "perplexity": float(np.exp(o["nll"] / o["tokens"])) if o["tokens"] else None,
+            }
+            for o in outputs
+        ]
 
 
 __all__ = ["DaptTask", "block_features", "chunk_blocks"]
