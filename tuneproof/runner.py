@@ -32,6 +32,7 @@ from tuneproof.train.fit import build_features, fit, set_threads
 from tuneproof.train.loop import Interrupted
 from tuneproof.train.model_source import load_tokenizer, resolve_model
 from tuneproof.train.precision import choose_precision
+from tuneproof.train.tracking import Trackers
 
 
 @dataclass
@@ -279,25 +280,19 @@ def _train_evaluate_package(
     distributed.others_wait()
     features = build_features(task, prepared.splits, tokenizer, cache_dir)
     distributed.main_done()
-    writer = _tensorboard(protocol, run_dir)
-
-    def on_log(entry: dict[str, Any]) -> None:
-        if writer is not None:
-            for k, v in entry.items():
-                if k not in ("step", "epoch") and isinstance(v, int | float):
-                    writer.add_scalar(
-                        k.replace("eval_", "validation/") if k.startswith("eval_") else f"train/{k}",
-                        v,
-                        entry["step"],
-                    )
+    trackers = Trackers(protocol, run_dir, enabled=distributed.is_main())
+    manifest["tracking"] = trackers.status
 
     stage(
         "train",
         f"{protocol.train.method} fine-tuning, precision {precision}, {len(features['train'])} examples",
     )
-    result = fit(task, protocol, ref, tokenizer, features, run_dir / "checkpoints", precision, resume, on_log)
-    if writer is not None:
-        writer.close()
+    try:
+        result = fit(
+            task, protocol, ref, tokenizer, features, run_dir / "checkpoints", precision, resume, trackers.log
+        )
+    finally:
+        trackers.close()
     if not distributed.is_main():  # rank 0 alone evaluates, packages and writes the evidence
         distributed.finish()
         return RunOutcome(run_dir, "worker", None)
@@ -379,14 +374,6 @@ def _finish(run_dir: Path, manifest: dict[str, Any]) -> None:
         except Exception as exc:  # the evidence of a failed run must not hide the original error
             stage("report", f"could not write {writer.__name__}: {exc}")
     write_manifest(run_dir, manifest)
-
-
-def _tensorboard(protocol: Protocol, run_dir: Path) -> Any:
-    if not protocol.tracking.tensorboard or not distributed.is_main():
-        return None
-    from torch.utils.tensorboard import SummaryWriter
-
-    return SummaryWriter(log_dir=str(run_dir / "training" / "tensorboard"))
 
 
 def _jsonable(obj: Any) -> Any:
