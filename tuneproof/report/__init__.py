@@ -25,6 +25,6 @@ __all__ = [
 ]
 
 # Task-specific sections (per-entity scores, residuals, thresholds) register themselves on import.
+from tuneproof.report import generation_sections as _generation_sections  # noqa: F401
+from tuneproof.report import search_section as _search_section  # noqa: F401
 from tuneproof.report import task_sections as _task_sections  # noqa: F401
-from tuneproof.report import generation_sections as _generation_sections  # noqa: F401, E402
-from tuneproof.report import search_section as _search_section  # noqa: F401, E402
