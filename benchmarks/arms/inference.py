@@ -11,9 +11,10 @@ what the head learned) is served three ways, all in this one process:
 * ``pipeline``: ``transformers.pipeline("text-classification")`` on the same folder, fp32 as loaded.
 
 Each request carries ``b`` texts (b = 1, 8, 32, 128): the predictor and pipeline get a list of
-``b`` texts per call with ``batch_size=b``; the server gets one request of ``b`` texts. Samples/s =
-texts / seconds over the whole sequence of requests. Arms are interleaved per repeat (rotating
-which goes first) after one warm-up request each, and the median over repeats is reported.
+``b`` texts per call with ``batch_size=b``; the server gets one request of ``b`` texts and keeps
+the app's own ``Predictor`` (default ``batch_size=64``: a request of 128 becomes two sorted
+batches). Samples/s = texts / seconds over the whole sequence of requests. Arms are interleaved
+per repeat (rotating which goes first) after one warm-up request each; medians over repeats.
 """
 
 from __future__ import annotations
