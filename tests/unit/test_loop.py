@@ -40,7 +40,14 @@ class Harness:
         self.features = self.task.features(df, tok, tmp / "cache")
         self.tmp = tmp
 
-    def run(self, ckpt: str, resume: bool = False, on_log: Any = None, loss_wrap: Any = None) -> TrainResult:
+    def run(
+        self,
+        ckpt: str,
+        resume: bool = False,
+        on_log: Any = None,
+        loss_wrap: Any = None,
+        precision: str = "fp32",
+    ) -> TrainResult:
         torch.manual_seed(self.protocol.seed)
         model = apply_method(self.task.build_model(self.ref), self.protocol, self.task)
         loss = self.task.loss_fn(self.features)
@@ -51,6 +58,7 @@ class Harness:
             lengths=np.array([len(f["input_ids"]) for f in self.features]),
             row_ids=[f["row_id"] for f in self.features],
             on_log=on_log,
+            precision=precision,
         )
         self.model = model
         return train_loop(
@@ -192,3 +200,10 @@ def test_epoch_batches_cover_every_example_once_and_group_lengths() -> None:
     assert spread < 0.25 * np.mean([lengths[s].max() - lengths[s].min() for s in plain])
     again = epoch_batches(1000, lengths, 10, seed=1, epoch=0, group_by_length=True)
     assert all(np.array_equal(a, b) for a, b in zip(steps, again, strict=True))
+
+
+def test_precision_can_change_between_runs_in_one_process(tiny_bert: Path, tmp_path: Path) -> None:
+    h = Harness(tiny_bert, tmp_path, "{max_steps: 1, batch_size: 8}")
+    assert losses(h.run("a", precision="fp32"))
+    assert losses(h.run("b", precision="bf16"))
+    assert losses(h.run("c", precision="fp32"))

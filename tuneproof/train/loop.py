@@ -167,12 +167,16 @@ def train_loop(
     resume: bool = False,
 ) -> TrainResult:
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from transformers import get_scheduler
 
     spec = cfg.spec
-    accelerator = Accelerator(
-        mixed_precision="bf16" if cfg.precision == "bf16" else "no", **accelerator_kwargs()
-    )
+    mixed = "bf16" if cfg.precision == "bf16" else "no"
+    # accelerate's state is process-wide; a second run in this process (a search trial, a test) with
+    # another precision would be refused, so drop the old settings but keep the process group.
+    if AcceleratorState._shared_state and str(AcceleratorState().mixed_precision) != mixed:
+        AcceleratorState._reset_state(reset_partial_state=False)
+    accelerator = Accelerator(mixed_precision=mixed, **accelerator_kwargs())
     world = accelerator.num_processes  # >1 under `tuneproof run --processes`, torchrun or accelerate launch
     check_supported(accelerator)
     n = len(features)
