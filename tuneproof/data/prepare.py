@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tuneproof import fsutil
 from tuneproof.data.clean import (
     NearDuplicateIndex,
     dedup_key,
@@ -76,10 +77,7 @@ def sha256_file(path: Path) -> str:
                 h.update(str(p.relative_to(path)).encode())
                 h.update(sha256_file(p).encode())
         return h.hexdigest()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return fsutil.sha256_file(path)
 
 
 def split_hash(df: pd.DataFrame) -> str:

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -17,6 +16,7 @@ from typing import Any
 
 from tuneproof.errors import RunFolderError
 from tuneproof.fsutil import atomic_write_json
+from tuneproof.fsutil import sha256_file as sha256_path
 
 MANIFEST = "manifest.json"
 # Checkpoints rotate during training; they carry their own checkpoint.json hashes.
@@ -39,14 +39,6 @@ _LIBRARIES = (
 
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def sha256_path(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def environment(threads: int, precision: str, device: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from tuneproof.data.prepare import PreparedData, TargetCheck, categorical_target
+from tuneproof.data.prepare import PreparedData, TargetCheck, categorical_target, split_hash
 from tuneproof.evaluate.baselines import majority_probs, tfidf_logreg_probs
 from tuneproof.evaluate.classification import column_slices, evaluate_classification, length_slices
 from tuneproof.protocol.schema import Protocol
@@ -59,7 +59,7 @@ class ClassificationTask:
             tokenizer_fingerprint(tokenizer),
             str(max_length),
             ",".join(self.labels),
-            _frame_hash(df),
+            split_hash(df),
         ]
         return cached_features(
             {"row_id": df["row_id"].tolist(), "text": df["text"].tolist(), "label": df["label"].tolist()},
@@ -250,9 +250,3 @@ class ClassificationTask:
             }
             for p in probs
         ]
-
-
-def _frame_hash(df: pd.DataFrame) -> str:
-    from tuneproof.data.prepare import split_hash
-
-    return split_hash(df)

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from tuneproof.data.prepare import PreparedData
+from tuneproof.data.prepare import PreparedData, split_hash
 from tuneproof.evaluate.intervals import slice_masks
 from tuneproof.evaluate.multilabel import (
     DEFAULT_THRESHOLD,
@@ -129,7 +129,7 @@ class MultilabelTask:
             tokenizer_fingerprint(tokenizer),
             str(max_length),
             "\x1e".join(self.labels),
-            _frame_hash(df),
+            split_hash(df),
         ]
         target = self.multi_hot(list(df["label"])).astype(np.float32).tolist()
         return cached_features(
@@ -338,9 +338,3 @@ def tfidf_ovr_probs(
         for o, xt in zip(out, xs, strict=True):
             o[:, j] = clf.predict_proba(xt)[:, 1]
     return out
-
-
-def _frame_hash(df: pd.DataFrame) -> str:
-    from tuneproof.data.prepare import split_hash
-
-    return split_hash(df)

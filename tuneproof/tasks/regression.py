@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from tuneproof.data.prepare import PreparedData, TargetCheck
+from tuneproof.data.prepare import PreparedData, TargetCheck, split_hash
 from tuneproof.evaluate.intervals import slice_masks
 from tuneproof.evaluate.regression import evaluate_regression, regression_metric_names
 from tuneproof.protocol.schema import Protocol
@@ -84,7 +84,7 @@ class RegressionTask:
             tokenizer_fingerprint(tokenizer),
             str(max_length),
             f"{mean!r},{std!r}",
-            _frame_hash(df),
+            split_hash(df),
         ]
         return cached_features(
             {
@@ -223,9 +223,3 @@ def tfidf_ridge(train_texts: list[str], y: np.ndarray, test_texts: list[str]) ->
         if test_texts
         else np.zeros(0)
     )
-
-
-def _frame_hash(df: pd.DataFrame) -> str:
-    from tuneproof.data.prepare import split_hash
-
-    return split_hash(df)

@@ -20,7 +20,7 @@ from torch import nn
 
 from tuneproof.data.clean import normalize_text
 from tuneproof.data.conll import LineProblem, entity_types, normalise_tags, spans_to_tags, word_spans
-from tuneproof.data.prepare import PreparedData
+from tuneproof.data.prepare import PreparedData, split_hash
 from tuneproof.errors import DataValidationError, Problem
 from tuneproof.evaluate.intervals import slice_masks
 from tuneproof.evaluate.ner import entities, evaluate_ner, ner_metric_names
@@ -161,7 +161,7 @@ class TokenClassificationTask:
             tokenizer_fingerprint(tokenizer),
             str(max_length),
             ",".join(self.labels),
-            _frame_hash(df),
+            split_hash(df),
         ]
         return cached_features(
             {
@@ -404,9 +404,3 @@ def _as_objects(rows: list[list[str]]) -> np.ndarray:
     for i, r in enumerate(rows):
         out[i] = r
     return out
-
-
-def _frame_hash(df: pd.DataFrame) -> str:
-    from tuneproof.data.prepare import split_hash
-
-    return split_hash(df)

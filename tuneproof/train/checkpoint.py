@@ -11,7 +11,6 @@ half-written folder that `get_last_checkpoint` picks) and stores optimizer and R
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -22,18 +21,10 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from tuneproof.fsutil import fsync_dir
+from tuneproof.fsutil import fsync_dir, sha256_file
 
 MANIFEST = "checkpoint.json"
 PREFIX = "checkpoint-"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def write_json_durable(path: Path, obj: Any) -> None:
@@ -98,7 +89,7 @@ def save_checkpoint(root: Path, step: int, contents: CheckpointContents) -> Path
     write_json_durable(tmp / "scheduler.json", contents.scheduler)
     _save_tensors_durable(tmp / "rng.safetensors", {"torch_cpu": contents.rng})
     write_json_durable(tmp / "trainer_state.json", contents.state)
-    files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
+    files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
     write_json_durable(tmp / MANIFEST, {"step": step, "files": files})
     fsync_dir(tmp)
     if final.exists():  # a checkpoint of the same step from an earlier, resumed attempt
@@ -120,7 +111,7 @@ def is_complete(path: Path) -> tuple[bool, str]:
         f = path / name
         if not f.is_file():
             return False, f"{name} is missing"
-        if _sha256(f) != digest:
+        if sha256_file(f) != digest:
             return False, f"{name} does not match its hash"
     return True, ""
 

@@ -9,23 +9,14 @@ leaves a half-written model that a later run would trust.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 from pathlib import Path
 
-from tuneproof.fsutil import fsync_dir
+from tuneproof.fsutil import fsync_dir, sha256_file
 
 DONE = "tuneproof_gguf.json"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def cache_root() -> Path:
@@ -38,7 +29,7 @@ def cache_root() -> Path:
 def converted_folder(src_dir: Path, gguf_file: str, root: Path | None = None) -> Path:
     """The safetensors folder for ``src_dir/gguf_file``, converting it on first use."""
     gguf = Path(src_dir) / gguf_file
-    digest = _sha256(gguf)
+    digest = sha256_file(gguf)
     out = (root or cache_root()) / digest[:32]
     if (out / DONE).is_file():
         return out
