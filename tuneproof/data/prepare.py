@@ -112,9 +112,9 @@ def _read_sources(
         for split, locs in data.splits.items():
             entries += [(split, f"data.splits.{split}[{i}]", loc) for i, loc in enumerate(locs)]
     problems: list[Problem] = []
-    out = []
+    out: list[tuple[str | None, Path, ReadResult]] = []
     hashes: dict[str, str] = {}
-    for split, where, loc in entries:
+    for split_name, where, loc in entries:
         path, problem = resolve_location(loc, base_dir, where)
         if problem is not None:
             problems.append(problem)
@@ -123,7 +123,7 @@ def _read_sources(
         result = read_file(path, data.format, data.encoding)
         problems += result.problems
         hashes[str(path)] = sha256_file(path)
-        out.append((split, path, result))
+        out.append((split_name, path, result))
     return out, problems, hashes
 
 
@@ -187,8 +187,15 @@ def read_and_validate(
                 problems += [Problem(f"{path}:{line or raw['_line']}", msg) for line, msg in errors]
                 if not errors:
                     extra = {c: raw.get(c) for c in [*data.metadata_columns, *slice_columns]}
-                    rows.append({"row_id": f"{prefix}{path.name}:{raw['_line']}", "split": split,
-                                 "text": text, "label": label, **extra})
+                    rows.append(
+                        {
+                            "row_id": f"{prefix}{path.name}:{raw['_line']}",
+                            "split": split,
+                            "text": text,
+                            "label": label,
+                            **extra,
+                        }
+                    )
                 continue
             text = raw.get(data.text_column)
             if text is None or (isinstance(text, str) and not text.strip()):
@@ -319,8 +326,10 @@ def _clean_and_split(
         if cleaning.over_length == "fail" and over.any():
             limit = protocol.model.max_length
             raise DataValidationError(
-                [Problem(str(rid), f"{n} tokens, over model.max_length {limit}")
-                 for rid, n in zip(df["row_id"][over], lengths[over], strict=True)],
+                [
+                    Problem(str(rid), f"{n} tokens, over model.max_length {limit}")
+                    for rid, n in zip(df["row_id"][over], lengths[over], strict=True)
+                ],
                 "data: rows over the token limit",
             )
         if cleaning.over_length == "drop":

@@ -50,7 +50,7 @@ def detect_format(path: Path) -> str:
 
 def _open_text(path: Path, encoding: str) -> IO[bytes]:
     opener = _OPENERS.get(path.suffix.lower())
-    return opener(path, "rb") if opener else path.open("rb")  # type: ignore[operator, no-any-return]
+    return opener(path, "rb") if opener else path.open("rb")  # type: ignore[operator]
 
 
 def _decoded_lines(path: Path, encoding: str, problems: list[Problem]) -> Iterator[tuple[int, str]]:

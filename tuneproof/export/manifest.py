@@ -84,7 +84,7 @@ def read_manifest(run_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         raise RunFolderError(f"{run_dir} is not a run folder (no {MANIFEST})")
     try:
-        return json.loads(path.read_text())  # type: ignore[no-any-return]
+        return json.loads(path.read_text())
     except ValueError as exc:
         raise RunFolderError(f"{path} is not valid JSON: {exc}") from None
 

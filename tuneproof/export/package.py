@@ -17,7 +17,7 @@ MODEL_INFO = "tuneproof_model.json"
 def package_model(model: nn.Module, tokenizer: Any, info: dict[str, Any], out_dir: Path) -> Path:
     """Write ``out_dir`` atomically: a failed write (full disk) leaves any previous model intact."""
     if hasattr(model, "merge_and_unload"):  # a PEFT model: serve the merged weights, no peft needed
-        model = model.merge_and_unload()
+        model = model.merge_and_unload()  # type: ignore[operator]  # nn.Module types attributes as Tensor
     tmp = out_dir.with_name(f".tmp-{out_dir.name}")
     if tmp.exists():
         shutil.rmtree(tmp)

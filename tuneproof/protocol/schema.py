@@ -209,14 +209,13 @@ Slice = Annotated[
 ]
 
 
+Baseline = Literal["majority", "tfidf_logreg", "mean", "tfidf_ridge", "most_frequent_tag", "base_model"]
+
+
 class EvaluateSpec(Strict):
     confidence: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.95
     bootstrap_samples: Annotated[int, Field(ge=100, le=100_000)] = 1000
-    baselines: list[
-        Literal["majority", "tfidf_logreg", "mean", "tfidf_ridge", "most_frequent_tag", "base_model"]
-    ] = Field(
-        default_factory=lambda: ["majority", "tfidf_logreg"]
-    )
+    baselines: list[Baseline] = Field(default_factory=lambda: list[Baseline](["majority", "tfidf_logreg"]))
     slices: list[Slice] = Field(default_factory=list)
     calibration_bins: Annotated[int, Field(ge=2, le=100)] = 10
     batch_size: Annotated[int, Field(ge=1, le=4096)] = 64

@@ -65,7 +65,7 @@ def get_task(protocol: Any) -> Task:
 
         raise ProtocolError([Problem("task", f"task {protocol.task!r} is not available in this version")])
     mod, cls = modules[protocol.task]
-    return getattr(import_module(mod), cls)(protocol)  # type: ignore[no-any-return]
+    return getattr(import_module(mod), cls)(protocol)
 
 
 __all__ = ["Batch", "Task", "get_task"]
