@@ -20,7 +20,8 @@ from tuneproof.data.prepare import PreparedData, TargetCheck, categorical_target
 from tuneproof.evaluate.baselines import majority_probs, tfidf_logreg_probs
 from tuneproof.evaluate.classification import column_slices, evaluate_classification, length_slices
 from tuneproof.protocol.schema import Protocol
-from tuneproof.train.features import cached_features, inference_batches, pad_collate, tokenizer_fingerprint
+from tuneproof.tasks._inference import predict_rows
+from tuneproof.train.features import cached_features, pad_collate, tokenizer_fingerprint
 from tuneproof.train.loop import LossFn
 from tuneproof.train.model_source import ModelRef, load_pretrained
 
@@ -155,24 +156,9 @@ class ClassificationTask:
         self, model: nn.Module, features: list[dict[str, Any]], pad_id: int, batch_size: int, precision: str
     ) -> np.ndarray:
         """Probabilities in the order of ``features`` (batches are length-sorted, then restored)."""
-        collate = pad_collate(pad_id)
-        lengths = np.array([len(f["input_ids"]) for f in features])
-        out = np.zeros((len(features), len(self.labels)), dtype=np.float64)
-        device = next(model.parameters()).device
-        was_training = model.training
-        model.eval()
-        with (
-            torch.inference_mode(),
-            torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"),
-        ):
-            for idx in inference_batches(lengths, batch_size):
-                b = collate([features[i] for i in idx])
-                logits = model(
-                    input_ids=b["input_ids"].to(device), attention_mask=b["attention_mask"].to(device)
-                ).logits
-                out[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-        model.train(was_training)
-        return out
+        return predict_rows(
+            model, features, pad_id, batch_size, precision, len(self.labels), lambda t: torch.softmax(t, -1)
+        )
 
     def validation_metrics(
         self, model: nn.Module, features: list[dict[str, Any]], pad_id: int, batch_size: int, precision: str

@@ -14,7 +14,7 @@ predicted with (``predict``), so the baseline needs nothing beyond the runner's 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from tuneproof.evaluate.generation import (
     per_example_scores,
 )
 from tuneproof.protocol.schema import Protocol
+from tuneproof.train.features import inference_batches
 from tuneproof.train.model_source import ModelRef
 
 OUTPUT_DTYPE = np.dtype([("nll", "f8"), ("tokens", "i8"), ("generation", "O"), ("set", "O")])
@@ -41,8 +42,6 @@ OUTPUT_DTYPE = np.dtype([("nll", "f8"), ("tokens", "i8"), ("generation", "O"), (
 # For them the loss projects only the positions that carry a label, which skips most of the
 # vocabulary projection (49k x hidden per token) when only the answer tokens are trained on.
 _PLAIN_HEAD_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "smollm3", "olmo2"})
-# Tokens per scoring batch: bounds activation memory whatever evaluate.batch_size says.
-_EVAL_TOKEN_BUDGET = 16_384
 
 NllFn = Callable[[nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor]]
 
@@ -111,19 +110,6 @@ def sum_loss(nll_fn: NllFn) -> Callable[[nn.Module, dict[str, Any]], tuple[torch
     return loss
 
 
-def token_budget_batches(
-    lengths: np.ndarray, batch_size: int, budget: int = _EVAL_TOKEN_BUDGET
-) -> Iterator[np.ndarray]:
-    """Longest first, at most ``batch_size`` rows and about ``budget`` padded tokens per batch."""
-    order = np.argsort(-lengths, kind="stable")
-    start = 0
-    while start < len(order):
-        longest = max(int(lengths[order[start]]), 1)
-        size = max(1, min(batch_size, budget // longest))
-        yield order[start : start + size]
-        start += size
-
-
 def score_nll(
     model: nn.Module,
     features: Sequence[dict[str, Any]],
@@ -145,7 +131,7 @@ def score_nll(
         torch.inference_mode(),
         torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"),
     ):
-        for idx in token_budget_batches(lengths, batch_size):
+        for idx in inference_batches(lengths, batch_size):
             b = collate([features[i] for i in idx])
             b = {k: v.to(device) for k, v in b.items() if isinstance(v, torch.Tensor)}
             sums, counts = nll_fn(model, b)
@@ -204,7 +190,7 @@ def greedy_generate(
         torch.inference_mode(),
         torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"),
     ):
-        for idx in token_budget_batches(lengths, batch_size):
+        for idx in inference_batches(lengths, batch_size):
             longest = int(lengths[idx].max())
             ids = torch.full((len(idx), longest), pad, dtype=torch.long)
             mask = torch.zeros((len(idx), longest), dtype=torch.long)
@@ -475,5 +461,4 @@ __all__ = [
     "score_nll",
     "seq2seq_nll",
     "sum_loss",
-    "token_budget_batches",
 ]
