@@ -71,24 +71,22 @@ def rt_split(n_train: int, n_test: int, seed: int = SEED) -> tuple[Any, Any]:
     return train.reset_index(drop=True), test.reset_index(drop=True)
 
 
-def abstract_titles_path() -> Path | None:
-    root = package_dir("evals")
-    if root is None:
-        return None
-    path = root / "registry" / "data" / "abstract2title" / "samples.jsonl"
-    return path if path.is_file() else None
+ABSTRACT_TITLES = REPO / "examples" / "data" / "abstracts-titles.jsonl"
+SFT_SYSTEM = "You write the title of a scientific paper from its abstract. Answer with the title only."
 
 
 def chat_pairs() -> list[dict[str, Any]]:
-    """[{"prompt": [system, user messages], "answer": title}] from OpenAI evals' abstract2title."""
-    path = abstract_titles_path()
-    if path is None:
-        raise RuntimeError("package evals is not installed (pip install --no-deps evals)")
+    """[{"prompt": [system, user messages], "answer": title}] from the repository's abstract/title pairs.
+
+    The 254 pairs of OpenAI evals' abstract2title, kept in examples/data so the benchmark needs no
+    extra package.
+    """
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in ABSTRACT_TITLES.read_text(encoding="utf-8").splitlines():
         if line.strip():
             obj = json.loads(line)
-            rows.append({"prompt": obj["input"], "answer": obj["ideal"]})
+            prompt = [{"role": "system", "content": SFT_SYSTEM}, {"role": "user", "content": obj["abstract"]}]
+            rows.append({"prompt": prompt, "answer": obj["title"]})
     return rows
 
 
