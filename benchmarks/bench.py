@@ -155,6 +155,14 @@ class Runner:
         return result
 
 
+def _native_bf16() -> bool | None:
+    try:
+        from tuneproof.train.precision import cpu_has_native_bf16
+    except ImportError:
+        return None
+    return cpu_has_native_bf16()
+
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -202,6 +210,7 @@ def run_benchmark(plan: Plan, sections: set[str], out_dir: Path, timeout: int) -
             "command": " ".join([Path(sys.executable).name, *sys.argv]),
             "cpu": _cpu_model(),
             "cpu_count": os.cpu_count(),
+            "native_bf16": _native_bf16(),
             "threads": plan.threads,
             "loadavg_start": os.getloadavg()[0],
             "versions": _versions(),
@@ -236,6 +245,9 @@ def run_benchmark(plan: Plan, sections: set[str], out_dir: Path, timeout: int) -
         for rep in range(plan.repeats):
             for arm in ("tuneproof", "recipe") if rep % 2 == 0 else ("recipe", "tuneproof"):
                 raw["cls"]["throughput"][arm].append(run(f"cls_{arm}", tp_cfg, f"cls-tp-{arm}-r{rep}"))
+        raw["cls"]["anatomy"] = run(
+            "cls_anatomy", {**base, "warmup_steps": plan.cls_skip_steps, "active_steps": 5}, "cls-anatomy"
+        )
         summary["classification"] = summarize_classification(raw["cls"], peaks, plan.cls_skip_steps)
 
     if "sft" in sections:

@@ -137,6 +137,7 @@ def summarize_classification(raw: dict[str, Any], peaks: dict[str, Any], skip: i
             },
         }
     out["throughput"] = per_arm
+    out["anatomy"] = raw.get("anatomy")
     out["real_tokens_per_s_ratio"] = ratio(
         per_arm["tuneproof"]["real_tokens_per_s"], per_arm["recipe"]["real_tokens_per_s"]
     )
@@ -246,6 +247,33 @@ def _secs(x: float | None) -> str:
     return fmt(x, ".1f", " s")
 
 
+def anatomy_lines(anatomy: dict[str, Any] | None, peaks: dict[str, Any]) -> list[str]:
+    """The step-anatomy table: where tuneproof's training step spends its time."""
+    if not anatomy:
+        return []
+    if "error" in anatomy:
+        return [f"Step anatomy: failed ({anatomy['error']})", ""]
+    steps = max(int(anatomy["profiled_steps"]), 1)
+    sec, share = anatomy["seconds"], anatomy["shares"]
+    peak = peaks.get("bf16_gflops" if anatomy.get("precision") == "bf16" else "fp32_gflops")
+    gemm = anatomy.get("gemm_gflops_per_s")
+    labels = {
+        "matmul": f"matmul (GEMMs at {fmt(gemm, '.0f')} GFLOP/s on padded tokens, "
+        f"{fmt(ratio(gemm, peak), '.0%')} of the {anatomy.get('precision')} peak)",
+        "dropout_rng": "dropout masks (CPU random number generation)",
+        "optimizer": "optimizer step and zero_grad",
+        "other": "everything else (element-wise, norms, embedding backward, casts, clipping)",
+    }
+    rows = [[labels[k], _secs(sec[k] / steps), fmt(share[k], ".0%")] for k in labels]
+    return [
+        f"Where a tuneproof step goes ({anatomy['profiled_steps']} steady steps under torch.profiler, "
+        "operators' own CPU time):",
+        "",
+        markdown_table(["part of the step", "per step", "share"], rows),
+        "",
+    ]
+
+
 def render_markdown(results: dict[str, Any]) -> str:
     meta, summary = results.get("meta", {}), results.get("summary", {})
     peaks = results.get("peak", {})
@@ -253,7 +281,8 @@ def render_markdown(results: dict[str, Any]) -> str:
     lines = [
         f"## tuneproof benchmark ({meta.get('mode', '?')} run, {meta.get('started', '?')})",
         "",
-        f"Machine: {meta.get('cpu', '?')}, {meta.get('threads', '?')} threads; load average at start "
+        f"Machine: {meta.get('cpu', '?')}, {meta.get('threads', '?')} threads, native bf16 "
+        f"{ {True: 'yes', False: 'no'}.get(meta.get('native_bf16'), '?') }; load average at start "
         f"{fmt(meta.get('loadavg_start'), '.2f')}, at end {fmt(meta.get('loadavg_end'), '.2f')}. "
         f"torch {versions.get('torch', '?')}, transformers {versions.get('transformers', '?')}, "
         f"trl {versions.get('trl', '?')}.",
@@ -379,6 +408,7 @@ def render_markdown(results: dict[str, Any]) -> str:
             ),
             "",
         ]
+        lines += anatomy_lines(cls.get("anatomy"), peaks)
     sft = summary.get("sft")
     if sft:
         lines += ["### SFT: tuneproof sft vs TRL SFTTrainer defaults", ""]

@@ -17,12 +17,13 @@ from typing import Any
 
 
 def arms() -> dict[str, Callable[[dict[str, Any]], dict[str, Any]]]:
-    from benchmarks.arms import classification, inference, peak, sft
+    from benchmarks.arms import anatomy, classification, inference, peak, sft
 
     return {
         "peak": peak.run,
         "cls_tuneproof": classification.run_tuneproof,
         "cls_recipe": classification.run_recipe,
+        "cls_anatomy": anatomy.run,
         "sft_prepare": sft.prepare,
         "sft_tuneproof": sft.run_tuneproof,
         "sft_trl": sft.run_trl,

@@ -190,3 +190,32 @@ def test_plans_and_worker_arms() -> None:
         worker.arms()
     )
     assert math.isclose(report.TARGETS["cls_time_to_accuracy"], 4.0)
+
+
+def test_step_anatomy_splits_profiled_time_into_parts_that_add_up() -> None:
+    from benchmarks.arms.anatomy import split_times
+
+    events = [
+        ("aten::mm", 400.0, 400.0),
+        ("aten::addmm", 100.0, 120.0),
+        ("aten::bernoulli_", 50.0, 50.0),
+        ("Optimizer.step#AdamW.step", 10.0, 200.0),  # inclusive: its element-wise children below
+        ("aten::_fused_adamw_", 190.0, 190.0),
+        ("aten::gelu", 250.0, 250.0),
+    ]
+    t = split_times(events)
+    assert t["total"] == pytest.approx(1000e-6)
+    assert (t["matmul"], t["dropout_rng"], t["optimizer"]) == pytest.approx((500e-6, 50e-6, 200e-6))
+    assert t["other"] == pytest.approx(250e-6)  # the optimizer's children are not counted twice
+    assert sum(v for k, v in t.items() if k != "total") == pytest.approx(t["total"])
+
+    anatomy = {
+        "precision": "bf16",
+        "profiled_steps": 2,
+        "seconds": t,
+        "shares": {k: v / t["total"] for k, v in t.items() if k != "total"},
+        "gemm_gflops_per_s": 50.0,
+    }
+    text = "\n".join(report.anatomy_lines(anatomy, {"bf16_gflops": 100.0}))
+    assert "50% of the bf16 peak" in text and "| dropout masks (CPU random number generation) |" in text
+    assert "cls_anatomy" in worker.arms()

@@ -34,7 +34,8 @@ def test_batched_predictions_equal_one_row_at_a_time_in_row_order(tiny_bert: Pat
     model = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=3).eval()
     rng = np.random.default_rng(1)
     vocab = model.config.vocab_size
-    features = [{"input_ids": [2, *rng.integers(5, vocab, size=n).tolist(), 3]} for n in rng.integers(1, 30, 40)]
+    sizes = rng.integers(1, 30, 40)
+    features = [{"input_ids": [2, *rng.integers(5, vocab, size=n).tolist(), 3]} for n in sizes]
 
     def softmax(t: torch.Tensor) -> torch.Tensor:
         return torch.softmax(t, -1)
