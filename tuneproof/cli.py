@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -48,9 +49,17 @@ def run_cmd(
         int,
         typer.Option(
             min=1,
-            help="data-parallel processes on this machine (DDP); with a search section: trial workers",
+            help="data-parallel processes on this machine (DDP, or FSDP with --fsdp); with a search section: "
+            "trial workers",
         ),
     ] = 1,
+    fsdp: Annotated[
+        bool,
+        typer.Option(
+            "--fsdp",
+            help="shard parameters, gradients and optimizer state over the processes (accelerate's FSDP2)",
+        ),
+    ] = False,
 ) -> None:
     """Run a protocol: prepare -> train -> evaluate -> gates -> package. Exit 4 when a gate fails."""
     from tuneproof.runner import run
@@ -61,6 +70,11 @@ def run_cmd(
         raise typer.Exit(2)
     source = protocol if protocol is not None else resume / "protocol.source.yaml"  # type: ignore[operator]
     has_search = _has_search(source)
+    if fsdp and has_search:
+        typer.echo("error: --fsdp trains one model; a search runs its trials as separate processes", err=True)
+        raise typer.Exit(2)
+    if fsdp:  # the variables `accelerate launch --use_fsdp` exports; ranks launched below inherit them
+        os.environ.update(distributed.fsdp_launch_env())
     if processes > 1 and not has_search and distributed.world_size() == 1:
         # Re-run this same command as N ranks; each rank sees WORLD_SIZE/RANK and trains its share.
         argv = ["run", *([str(protocol)] if protocol else []), *_run_options(resume, output_dir, fresh)]

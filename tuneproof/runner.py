@@ -154,6 +154,7 @@ def run(
         run_dir = _new_run_dir(protocol, base_dir, output_dir)
         manifest = _start_manifest(loaded, run_dir, prepared, threads, precision, why, ref.name_or_path)
         manifest["processes"] = distributed.world_size()
+        manifest["distributed"] = distributed.mode()  # single | ddp | fsdp
         write_manifest(run_dir, manifest, hash_files=False)
         atomic_write_text(run_dir / "protocol.yaml", dump_protocol(protocol))
         atomic_write_text(run_dir / "protocol.source.yaml", loaded.text)

@@ -103,3 +103,43 @@ def test_rotation_keeps_newest_and_best(tmp_path: Path) -> None:
         save_checkpoint(tmp_path, step, contents(step))
     rotate(tmp_path, keep=2, protect={2})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-2", "checkpoint-6", "checkpoint-8"]
+
+
+def test_full_state_path_writes_the_one_process_format_and_restores_it(tmp_path: Path) -> None:
+    """The FSDP path (torch.distributed.checkpoint's name-keyed full state) translated to and from
+    optimizer positions gives exactly what `optimizer.state_dict()` gives with one process, so
+    checkpoints move between 1 process, DDP and FSDP. Run here on an unsharded model (no process
+    group), where both paths exist; `tests/integration/test_fsdp.py` runs it sharded."""
+    from tuneproof.train.checkpoint import gather_full_state, scatter_full_optimizer, scatter_full_weights
+
+    def build() -> tuple[torch.nn.Module, torch.optim.Optimizer, list[str]]:
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+        model[0].bias.requires_grad = False  # frozen weights are not checkpointed (head, LoRA)
+        names = [n for n, p in model.named_parameters() if p.requires_grad]
+        return model, torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.1), names
+
+    def step(model: torch.nn.Module, opt: torch.optim.Optimizer, seed: int) -> None:
+        model(torch.randn(5, 3, generator=torch.Generator().manual_seed(seed))).sum().backward()
+        opt.step()
+        opt.zero_grad()
+
+    model, opt, names = build()
+    step(model, opt, 1)
+    full = gather_full_state(model, opt, names)
+    assert full is not None
+    weights, optim = full
+    assert list(weights) == names == ["0.weight", "1.weight", "1.bias"]
+    ref = opt.state_dict()
+    assert optim["param_groups"] == ref["param_groups"]
+    assert all(torch.equal(optim["state"][i][k], v) for i, s in ref["state"].items() for k, v in s.items())
+
+    path = save_checkpoint(tmp_path, 1, CheckpointContents(weights, optim, {}, torch.get_rng_state(), {}))
+    back = load_checkpoint(path)
+    fresh, fresh_opt, _ = build()
+    scatter_full_weights(fresh, back.model)
+    scatter_full_optimizer(fresh, fresh_opt, back.optimizer, names)
+    step(model, opt, 2)
+    step(fresh, fresh_opt, 2)
+    after, restored = model.state_dict(), fresh.state_dict()
+    assert all(torch.equal(after[k], restored[k]) for k in after)  # the next step is bit-identical

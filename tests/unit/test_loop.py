@@ -207,3 +207,60 @@ def test_precision_can_change_between_runs_in_one_process(tiny_bert: Path, tmp_p
     assert losses(h.run("a", precision="fp32"))
     assert losses(h.run("b", precision="bf16"))
     assert losses(h.run("c", precision="fp32"))
+
+
+# -- engines: FSDP2 and DDP train; DeepSpeed, Megatron-LM and FSDP1 are refused ------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"ACCELERATE_USE_DEEPSPEED": "true"}, "DEEPSPEED is not supported"),
+        ({"ACCELERATE_USE_MEGATRON_LM": "true"}, "MEGATRON_LM is not supported"),
+        ({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "1"}, "FSDP version 1 is not supported"),
+        ({"ACCELERATE_USE_FSDP": "true"}, "FSDP version 1 is not supported"),  # accelerate's default
+        (  # `accelerate launch --use_fsdp`'s default
+            {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2", "FSDP_CPU_RAM_EFFICIENT_LOADING": "true"},
+            "cpu_ram_efficient_loading is not supported",
+        ),
+    ],
+)
+def test_refused_launch_configs_stop_the_loop_with_a_clear_error(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], named: str
+) -> None:
+    from tuneproof.errors import TuneproofError
+
+    monkeypatch.delenv("FSDP_VERSION", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    # Before accelerate is asked (it would try to import DeepSpeed), and before any step or checkpoint.
+    with pytest.raises(TuneproofError, match=named):
+        harness.run("refused")
+    assert not list_checkpoints(harness.tmp / "refused")
+
+
+@pytest.mark.parametrize("kind", ["DistributedType.DEEPSPEED", "DistributedType.MEGATRON_LM"])
+def test_an_accelerator_already_on_a_refused_engine_is_refused(kind: str) -> None:
+    from types import SimpleNamespace
+
+    from tuneproof.errors import TuneproofError
+    from tuneproof.train.distributed import check_supported
+
+    with pytest.raises(TuneproofError, match="not supported: tuneproof trains data-parallel with DDP"):
+        check_supported(SimpleNamespace(distributed_type=kind))
+
+
+def test_fsdp_launch_env_is_accelerates_and_keeps_the_users_choices(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tuneproof.train.distributed import fsdp_launch_env, mode
+
+    monkeypatch.delenv("FSDP_AUTO_WRAP_POLICY", raising=False)
+    monkeypatch.setenv("FSDP_RESHARD_AFTER_FORWARD", "false")
+    env = fsdp_launch_env()
+    assert env["ACCELERATE_USE_FSDP"] == "true" and env["FSDP_VERSION"] == "2"
+    assert env["FSDP_AUTO_WRAP_POLICY"] == "TRANSFORMER_BASED_WRAP"
+    assert env["FSDP_RESHARD_AFTER_FORWARD"] == "false"
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    assert mode() == "fsdp"
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "false")
+    assert mode() == "ddp"

@@ -66,6 +66,68 @@ def optimizer_from_flat(tensors: dict[str, torch.Tensor], rest: dict[str, Any]) 
     return {"state": state, "param_groups": groups}
 
 
+# -- full state of a sharded (FSDP2) model, in the same format as one process writes -----------------
+#
+# A checkpoint holds full tensors and numbers optimizer state by parameter position, as
+# `optimizer.state_dict()` does with one process or DDP, so checkpoints move freely between 1
+# process, DDP and FSDP. `torch.distributed.checkpoint.state_dict` gathers shards into full tensors
+# (and scatters them back), keyed by parameter name; `names` (the trainable parameters in optimizer
+# order) translates between names and positions.
+
+
+def _full_options(cpu_offload: bool = False, strict: bool = True) -> Any:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, cpu_offload=cpu_offload, strict=strict)
+
+
+def gather_full_state(
+    model: torch.nn.Module, optimizer: Any, names: list[str]
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+    """Full trainable weights and optimizer state; a collective: every rank calls it, rank 0 gets them."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+    opts = _full_options(cpu_offload=True)
+    weights: dict[str, Any] = get_model_state_dict(model, options=opts)
+    optim: dict[str, Any] = get_optimizer_state_dict(model, optimizer, options=opts)
+    if not weights:  # cpu_offload leaves the other ranks empty-handed
+        return None
+    position = {name: i for i, name in enumerate(names)}
+    return {n: weights[n] for n in names}, {
+        "state": {position[n]: v for n, v in optim["state"].items()},
+        "param_groups": [{**g, "params": [position[n] for n in g["params"]]} for g in optim["param_groups"]],
+    }
+
+
+def gather_full_model(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
+    """The whole unsharded state dict (frozen weights and buffers too) on rank 0, for packaging."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    weights: dict[str, Any] = get_model_state_dict(model, options=_full_options(cpu_offload=True))
+    return weights or None
+
+
+def scatter_full_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> None:
+    """Load full trainable weights into a sharded model; every rank passes the full tensors."""
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict
+
+    # strict=False: a checkpoint holds only the trainable weights; the caller checks none is missing.
+    full: dict[str, Any] = dict(weights)
+    set_model_state_dict(model, full, options=_full_options(strict=False))
+
+
+def scatter_full_optimizer(
+    model: torch.nn.Module, optimizer: Any, state: dict[str, Any], names: list[str]
+) -> None:
+    from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+    by_name: dict[str, Any] = {
+        "state": {names[int(i)]: v for i, v in state["state"].items()},
+        "param_groups": [{**g, "params": [names[i] for i in g["params"]]} for g in state["param_groups"]],
+    }
+    set_optimizer_state_dict(model, optimizer, by_name, options=_full_options())
+
+
 @dataclass
 class CheckpointContents:
     model: dict[str, torch.Tensor]

@@ -8,6 +8,11 @@ The protocol never says how many processes run it: ``train.batch_size x gradient
 the *global* optimizer-step batch, and each rank takes its share of every step (see
 :func:`shard_step`), so 1 process and N processes see the same examples in the same steps and
 reach the same weights up to float summation order.
+
+Each rank holds a full copy of the model (DDP), or, when the launch asks for FSDP
+(``ACCELERATE_USE_FSDP``, set by ``accelerate launch --use_fsdp`` and by ``tuneproof run --fsdp``),
+a shard of every parameter (accelerate's FSDP2); the step, the loss normalisation and the checkpoint
+format are the same in both.
 """
 
 from __future__ import annotations
@@ -51,20 +56,117 @@ def accelerator_kwargs() -> dict[str, Any]:
     return {} if torch.cuda.is_available() else {"cpu": True}
 
 
-def check_supported(accelerator: Any) -> None:
-    """Refuse sharded engines the loop cannot checkpoint yet, instead of training with wrong state.
+# What `accelerate launch --use_fsdp --fsdp_version 2` (or an accelerate config file) exports, and
+# what `tuneproof run --fsdp` sets for its local ranks: the same variables, so both paths agree.
+# Transformer-layer wrapping shards layer by layer (a model's `_no_split_modules`, or the classes in
+# FSDP_TRANSFORMER_CLS_TO_WRAP); without it only the root is sharded and a whole model is gathered
+# at once. Values already in the environment win, except the switch itself.
+FSDP_ENV = {
+    "FSDP_VERSION": "2",
+    "FSDP_AUTO_WRAP_POLICY": "TRANSFORMER_BASED_WRAP",
+    "FSDP_RESHARD_AFTER_FORWARD": "true",
+}
+_REFUSED = {"ACCELERATE_USE_DEEPSPEED": "DEEPSPEED", "ACCELERATE_USE_MEGATRON_LM": "MEGATRON_LM"}
 
-    The loop saves and restores the trainable weights and optimizer state as full tensors on rank 0;
-    under FSDP or DeepSpeed ZeRO those are shards, so a checkpoint would be incomplete.
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "false").lower() in ("1", "true", "yes", "y", "on")
+
+
+def fsdp_requested() -> bool:
+    return _flag("ACCELERATE_USE_FSDP")
+
+
+def fsdp_launch_env() -> dict[str, str]:
+    """The environment of a rank launched by `tuneproof run --fsdp`."""
+    chosen = {k: os.environ[k] for k in FSDP_ENV if k in os.environ}
+    return {**FSDP_ENV, **chosen, "ACCELERATE_USE_FSDP": "true"}
+
+
+def mode() -> str:
+    """How this run trains, for the manifest: ``single``, ``ddp`` or ``fsdp``."""
+    if world_size() <= 1:
+        return "single"
+    return "fsdp" if fsdp_requested() else "ddp"
+
+
+def check_supported(accelerator: Any = None) -> None:
+    """Refuse engines the loop cannot checkpoint, instead of training with incomplete state.
+
+    DeepSpeed ZeRO and Megatron-LM keep their own partitioned optimizer state, which the loop's
+    full-tensor checkpoints cannot save or restore. FSDP is supported as FSDP2 (``fully_shard``)
+    only: its parameters are DTensors that `torch.distributed.checkpoint.state_dict` gathers to full
+    tensors; FSDP1 flattens parameters and would need another state-dict path.
     """
-    kind = str(getattr(accelerator, "distributed_type", "")).rsplit(".", 1)[-1]
-    if kind in ("FSDP", "DEEPSPEED", "MEGATRON_LM"):
-        from tuneproof.errors import TuneproofError
+    from tuneproof.errors import TuneproofError
 
+    kind = str(getattr(accelerator, "distributed_type", "")).rsplit(".", 1)[-1]
+    refused = [v for k, v in _REFUSED.items() if _flag(k)] + ([kind] if kind in _REFUSED.values() else [])
+    if refused:
         raise TuneproofError(
-            f"{kind} is not supported yet: tuneproof trains data-parallel with DDP (one full copy of the "
-            "model per process); launch without an FSDP/DeepSpeed accelerate config"
+            f"{refused[0]} is not supported: tuneproof trains data-parallel with DDP or FSDP2 "
+            "(`tuneproof run --processes N [--fsdp]`); launch without a DeepSpeed/Megatron-LM "
+            "accelerate config"
         )
+    if fsdp_requested() and _flag("FSDP_CPU_RAM_EFFICIENT_LOADING"):
+        # transformers then loads real weights on local rank 0 only, for accelerate to broadcast;
+        # tuneproof builds and initialises the model on every rank, and this combination desynchronised
+        # the ranks' collectives here (a gloo size mismatch after the first step).
+        raise TuneproofError(
+            "FSDP with cpu_ram_efficient_loading is not supported: tuneproof builds the model on every "
+            "rank; launch with `--fsdp_cpu_ram_efficient_loading false` "
+            "(FSDP_CPU_RAM_EFFICIENT_LOADING=false)"
+        )
+    version = os.environ.get("FSDP_VERSION", "1")
+    fsdp1 = kind == "FSDP" and not getattr(accelerator, "is_fsdp2", False)
+    if fsdp1 or (fsdp_requested() and version != "2"):
+        raise TuneproofError(
+            f"FSDP version {version} is not supported: tuneproof shards with FSDP2; launch with "
+            "`accelerate launch --use_fsdp --fsdp_version 2`, FSDP_VERSION=2, or `tuneproof run --fsdp`"
+        )
+
+
+def use_fsdp_on_cpu(accelerator: Any, mixed_precision: str) -> None:
+    """Select accelerate's FSDP2 for CPU ranks (gloo) when the launch asked for FSDP.
+
+    accelerate 1.15 selects FSDP only for accelerator devices: `AcceleratorState.__init__`
+    (accelerate/state.py, the `distributed_type in [MULTI_GPU, ...]` branch) leaves MULTI_CPU out, so
+    on CPU an FSDP launch config silently trains DDP. torch's `fully_shard` itself works on CPU with
+    gloo, so this switches the state the way that branch does on GPUs (the same plugin from the same
+    FSDP_* variables, the same mixed-precision call) and `Accelerator.prepare` then shards through
+    accelerate's own FSDP2 path. On GPUs accelerate selects FSDP itself and this does nothing.
+    """
+    from accelerate.state import PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    state = accelerator.state
+    if not fsdp_requested() or state.distributed_type != DistributedType.MULTI_CPU:
+        return
+    plugin = FullyShardedDataParallelPlugin()  # reads FSDP_* from the environment
+    if mixed_precision != "no":
+        plugin.set_mixed_precision(mixed_precision)
+    state.fsdp_plugin = plugin
+    state.distributed_type = DistributedType.FSDP
+    # As that branch ends: every later `AcceleratorState()` copies PartialState's fields over its own.
+    PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+
+
+def is_sharded(accelerator: Any) -> bool:
+    """True when parameters are FSDP shards (DTensors), so full tensors need a collective gather."""
+    return bool(getattr(accelerator, "is_fsdp2", False))
+
+
+def global_grad_norm(accelerator: Any, params: list[Any], max_norm: float) -> Any:
+    """Clip gradients and return the total norm over every rank's shards, as a plain tensor.
+
+    `accelerator.clip_grad_norm_` is DTensor-aware under FSDP2 (the norm of sharded gradients is
+    all-reduced, so every rank clips by and checks the same global norm); with one process or DDP it
+    is `torch.nn.utils.clip_grad_norm_`, where every rank holds the full averaged gradients.
+    """
+    from torch.distributed.tensor import DTensor
+
+    norm = accelerator.clip_grad_norm_(params, max_norm)
+    return norm.full_tensor() if isinstance(norm, DTensor) else norm
 
 
 def init_process_group() -> None:
@@ -244,7 +346,9 @@ def data_parallel_pass(
     Returns the step's global (loss sum, loss count, real tokens, padded tokens). Gradients end up
     equal to those of one process on the whole step: each rank's loss is divided by the *global*
     count (an all-reduce, so token-level losses normalise exactly), and multiplied by the number of
-    ranks because DDP averages gradients over ranks instead of summing them.
+    ranks because DDP averages gradients over ranks instead of summing them (FSDP2's reduce-scatter
+    averages the same way: `test_fsdp.py` checks the gradient norms of 1 and 2 processes agree).
+    Under FSDP, `no_sync` keeps unsharded gradients until the last micro-batch, as DDP does.
     """
     import contextlib
 
@@ -263,7 +367,7 @@ def data_parallel_pass(
     loss_total = 0.0
     for j, (b, ok) in enumerate(zip(batches, live, strict=True)):
         b = {k: v.to(accelerator.device) if isinstance(v, torch.Tensor) else v for k, v in b.items()}
-        # Gradients are all-reduced once per step, on the last micro-batch (same count on every rank).
+        # Gradients are reduced once per step, on the last micro-batch (same count on every rank).
         sync = contextlib.nullcontext() if j == len(batches) - 1 else accelerator.no_sync(model)
         with sync:
             with accelerator.autocast():
@@ -276,13 +380,19 @@ def data_parallel_pass(
 
 
 def evaluate_on_main(accelerator: Any, model: Any, eval_fn: Any) -> dict[str, float]:
-    """Validation on rank 0 with the unwrapped model, shared with every rank.
+    """Validation numbers from rank 0, shared with every rank.
 
     Every rank must take the same early-stopping and best-checkpoint decisions, so they use rank 0's
-    numbers rather than their own; the unwrapped model runs no collectives, so rank 0 can run alone.
+    numbers rather than their own. Under DDP rank 0 runs alone on the unwrapped model (it runs no
+    collectives). Under FSDP no rank holds the whole model: every forward all-gathers each layer, so
+    every rank runs the same validation on the sharded model (the same batches, so the same number
+    of collectives) and rank 0's numbers are kept.
     """
     metrics = None
-    if accelerator.is_main_process:
+    if is_sharded(accelerator):
+        with accelerator.autocast():
+            metrics = eval_fn(model)
+    elif accelerator.is_main_process:
         with accelerator.autocast():
             metrics = eval_fn(accelerator.unwrap_model(model))
     result: dict[str, float] = broadcast_object(metrics)

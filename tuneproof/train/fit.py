@@ -98,4 +98,10 @@ def fit(
     result = train_loop(
         model, train_feats, task.collate(pad_id), task.loss_fn(train_feats), cfg, resume=resume
     )
+    if result.full_state is not None:
+        # Trained under FSDP: `model` holds this rank's shards. Rank 0 hands on a fresh copy of the
+        # same architecture with the gathered full weights, like the model of a 1-process run.
+        model = apply_method(task.build_model(ref), protocol, task)
+        model.load_state_dict(result.full_state, strict=True)
+        result.full_state = None
     return FitResult(model, result, features)

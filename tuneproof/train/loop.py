@@ -27,10 +27,14 @@ from tuneproof.errors import TrainingDiverged, TuneproofError
 from tuneproof.protocol.schema import TrainSpec
 from tuneproof.train.checkpoint import (
     CheckpointContents,
+    gather_full_model,
+    gather_full_state,
     latest_complete,
     load_checkpoint,
     rotate,
     save_checkpoint,
+    scatter_full_optimizer,
+    scatter_full_weights,
 )
 from tuneproof.train.distributed import (
     accelerator_kwargs,
@@ -38,6 +42,9 @@ from tuneproof.train.distributed import (
     check_supported,
     data_parallel_pass,
     evaluate_on_main,
+    global_grad_norm,
+    is_sharded,
+    use_fsdp_on_cpu,
 )
 
 Batch = dict[str, Any]
@@ -79,6 +86,8 @@ class TrainResult:
     padded_tokens: int
     train_seconds: float
     seen_row_ids: list[list[str]] = field(default_factory=list)
+    # Under FSDP, the final model's full state dict on rank 0 (the model object itself holds shards).
+    full_state: dict[str, torch.Tensor] | None = None
 
     @property
     def padding_efficiency(self) -> float:
@@ -176,7 +185,9 @@ def train_loop(
     # another precision would be refused, so drop the old settings but keep the process group.
     if AcceleratorState._shared_state and str(AcceleratorState().mixed_precision) != mixed:
         AcceleratorState._reset_state(reset_partial_state=False)
+    check_supported()  # before accelerate tries to import DeepSpeed for a refused launch config
     accelerator = Accelerator(mixed_precision=mixed, **accelerator_kwargs())
+    use_fsdp_on_cpu(accelerator, mixed)
     world = accelerator.num_processes  # >1 under `tuneproof run --processes`, torchrun or accelerate launch
     check_supported(accelerator)
     n = len(features)
@@ -198,6 +209,24 @@ def train_loop(
     # Names from the unwrapped model, so checkpoints do not depend on the process count ("module." prefix).
     named = model.named_parameters() if world == 1 else accelerator.unwrap_model(model).named_parameters()
     trainable = {name: p for name, p in named if p.requires_grad}
+    # Under FSDP the parameters are shards: full tensors are gathered and scattered collectively.
+    sharded = is_sharded(accelerator)
+    names = list(trainable)  # the optimizer's parameter order, which numbers its state
+    raw_optimizer = getattr(optimizer, "optimizer", optimizer)  # torch's, under accelerate's wrapper
+    if sharded and accelerator.is_main_process:
+        from torch.distributed.fsdp import FSDPModule
+
+        groups = sum(isinstance(m, FSDPModule) for m in model.modules())
+        # Said out loud: a launch config that silently fell back to DDP would look the same otherwise.
+        print(f"[train] FSDP2 over {world} processes: {groups} sharded modules", file=sys.stderr, flush=True)
+
+    def load_weights(weights: dict[str, torch.Tensor]) -> None:
+        if sharded:
+            scatter_full_weights(model, weights)
+            return
+        with torch.no_grad():
+            for name, tensor in weights.items():
+                trainable[name].copy_(tensor)
 
     state: dict[str, Any] = {
         "step": 0,
@@ -219,10 +248,11 @@ def train_loop(
             missing = set(trainable) - set(ck.model)
             if missing:
                 raise TuneproofError(f"checkpoint {path} lacks trainable weights: {sorted(missing)[:5]}")
-            with torch.no_grad():
-                for name, tensor in ck.model.items():
-                    trainable[name].copy_(tensor)
-            optimizer.load_state_dict(ck.optimizer)
+            load_weights(ck.model)
+            if sharded:
+                scatter_full_optimizer(model, raw_optimizer, ck.optimizer, names)
+            else:
+                optimizer.load_state_dict(ck.optimizer)
             scheduler.load_state_dict(ck.scheduler)
             torch.set_rng_state(ck.rng)
             state = ck.state
@@ -231,9 +261,19 @@ def train_loop(
         torch.manual_seed(cfg.seed)
 
     def checkpoint() -> None:
+        """Every rank calls it (under FSDP gathering is a collective); rank 0 writes."""
+        if sharded:
+            full = gather_full_state(model, raw_optimizer, names)
+            if full is None:
+                return
+            weights, optimizer_state = full
+        elif accelerator.is_main_process:
+            weights, optimizer_state = dict(trainable), optimizer.state_dict()
+        else:
+            return
         contents = CheckpointContents(
-            model={k: v for k, v in trainable.items()},
-            optimizer=optimizer.state_dict(),
+            model=weights,
+            optimizer=optimizer_state,
             scheduler=scheduler.state_dict(),
             rng=torch.get_rng_state(),
             state=state,
@@ -301,9 +341,9 @@ def train_loop(
                         )
                     accelerator.backward(loss_sum / max(total_count, 1))
                     step_loss += loss_sum.item()
-            norm = torch.nn.utils.clip_grad_norm_(
-                list(trainable.values()), spec.max_grad_norm if spec.max_grad_norm else float("inf")
-            )
+            # The global norm (over every rank's shards under FSDP), so all ranks stop at the same step.
+            max_norm = spec.max_grad_norm if spec.max_grad_norm else float("inf")
+            norm = global_grad_norm(accelerator, list(trainable.values()), max_norm)
             if not torch.isfinite(norm):
                 raise TrainingDiverged(
                     f"non-finite gradient norm at step {state['step'] + 1}; "
@@ -359,8 +399,7 @@ def train_loop(
             if world > 1:  # a signal may reach the ranks at different steps: stop together
                 stopping = all_reduce_sum([float(stopping)])[0] > 0
             if evaluated or step % ckpt_every == 0 or stopping:
-                if accelerator.is_main_process:
-                    checkpoint()
+                checkpoint()
                 if world > 1:
                     accelerator.wait_for_everyone()
             if stopping:
@@ -369,7 +408,8 @@ def train_loop(
                     f"checkpoint saved in {cfg.checkpoint_dir}"
                 )
     if state["best_step"] is not None and state["best_step"] != state["step"]:
-        _load_best(cfg.checkpoint_dir, state["best_step"], trainable)
+        load_weights(load_checkpoint(cfg.checkpoint_dir / f"checkpoint-{state['best_step']}").model)
+    full_state = gather_full_model(model) if sharded else None
     if world > 1:  # rank 0 may delete the checkpoints once every rank has loaded the best one
         accelerator.wait_for_everyone()
     return TrainResult(
@@ -384,11 +424,6 @@ def train_loop(
         padded_tokens=state["padded_tokens"],
         train_seconds=time.monotonic() - started,
         seen_row_ids=state["seen"],
+        full_state=full_state,
     )
 
-
-def _load_best(root: Path, step: int, trainable: dict[str, nn.Parameter]) -> None:
-    ck = load_checkpoint(root / f"checkpoint-{step}")
-    with torch.no_grad():
-        for name, tensor in ck.model.items():
-            trainable[name].copy_(tensor)
