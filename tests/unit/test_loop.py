@@ -250,6 +250,20 @@ def test_an_accelerator_already_on_a_refused_engine_is_refused(kind: str) -> Non
         check_supported(SimpleNamespace(distributed_type=kind))
 
 
+def test_fsdp_requested_but_not_set_up_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from tuneproof.errors import TuneproofError
+    from tuneproof.train.distributed import check_supported
+
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("FSDP_VERSION", "2")
+    # What accelerate 1.15 alone does on CPU (trains DDP): refused, the manifest would say "fsdp".
+    with pytest.raises(TuneproofError, match="FSDP was requested but accelerate set up MULTI_CPU"):
+        check_supported(SimpleNamespace(distributed_type="DistributedType.MULTI_CPU", num_processes=2))
+    check_supported(SimpleNamespace(distributed_type="DistributedType.FSDP", num_processes=2, is_fsdp2=True))
+
+
 def test_fsdp_launch_env_is_accelerates_and_keeps_the_users_choices(monkeypatch: pytest.MonkeyPatch) -> None:
     from tuneproof.train.distributed import fsdp_launch_env, mode
 

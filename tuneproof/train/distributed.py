@@ -124,6 +124,11 @@ def check_supported(accelerator: Any = None) -> None:
             f"FSDP version {version} is not supported: tuneproof shards with FSDP2; launch with "
             "`accelerate launch --use_fsdp --fsdp_version 2`, FSDP_VERSION=2, or `tuneproof run --fsdp`"
         )
+    if accelerator is not None and fsdp_requested() and getattr(accelerator, "num_processes", 1) > 1:
+        if kind != "FSDP":  # the manifest says "fsdp": never let it be a silent DDP run
+            raise TuneproofError(
+                f"FSDP was requested but accelerate set up {kind or 'no'} distributed training"
+            )
 
 
 def use_fsdp_on_cpu(accelerator: Any, mixed_precision: str) -> None:
