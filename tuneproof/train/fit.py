@@ -48,7 +48,7 @@ def apply_method(model: nn.Module, protocol: Protocol, task: Task) -> nn.Module:
         cfg = LoraConfig(
             task_type=task.peft_task_type(),
             r=spec.lora.r,
-            lora_alpha=spec.lora.alpha,
+            lora_alpha=spec.lora.alpha,  # type: ignore[arg-type]  # PEFT takes a float (scaling = alpha / r), annotates int
             lora_dropout=spec.lora.dropout,
             target_modules=spec.lora.target_modules,
         )
