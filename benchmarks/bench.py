@@ -52,6 +52,9 @@ class Plan:
     cls_test_rows: int = 800
     cls_epochs: float = 2.0
     cls_evals_per_epoch: int = 3
+    # Training seeds per arm for time to accuracy: one seed's final accuracy moves by about +-0.01
+    # here (measured: 0.791 vs the recipe's 0.801 on 800 rows), as much as the arms differ.
+    cls_tta_seeds: int = 3
     cls_throughput_steps: int = 16
     cls_skip_steps: int = 3
     # SFT
@@ -87,6 +90,7 @@ def quick_plan(threads: int) -> Plan:
         cls_test_rows=128,
         cls_epochs=1.0,
         cls_evals_per_epoch=2,
+        cls_tta_seeds=1,
         cls_throughput_steps=5,
         cls_skip_steps=2,
         sft_model="tiny",
@@ -236,10 +240,13 @@ def run_benchmark(plan: Plan, sections: set[str], out_dir: Path, timeout: int) -
             "epochs": plan.cls_epochs,
             "evals_per_epoch": plan.cls_evals_per_epoch,
         }
-        # Time to accuracy: once per arm, one after the other (the recipe's trajectory sets the target).
-        raw["cls"] = {"tta": {}, "throughput": {"tuneproof": [], "recipe": []}}
-        for arm in ("tuneproof", "recipe"):
-            raw["cls"]["tta"][arm] = run(f"cls_{arm}", {**base, "mode": "tta"}, f"cls-tta-{arm}")
+        # Time to accuracy: one run per arm and training seed, arms alternating (the recipe's mean
+        # trajectory over seeds sets the target). Rows are the same for every seed.
+        raw["cls"] = {"tta": {"tuneproof": [], "recipe": []}, "throughput": {"tuneproof": [], "recipe": []}}
+        for k in range(plan.cls_tta_seeds):
+            cfg_k = {**base, "mode": "tta", "train_seed": plan.seed + k}
+            for arm in ("tuneproof", "recipe"):
+                raw["cls"]["tta"][arm].append(run(f"cls_{arm}", cfg_k, f"cls-tta-{arm}-s{plan.seed + k}"))
         # Throughput: short runs without evaluation, interleaved, alternating which goes first.
         tp_cfg = {**base, "mode": "throughput", "max_steps": plan.cls_throughput_steps}
         for rep in range(plan.repeats):

@@ -112,6 +112,29 @@ def time_to_target(
     return None
 
 
+def mean_trajectory(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Point-by-point mean of several runs' evaluation trajectories on the same step grid.
+
+    Accuracy and training seconds are averaged at each step; the result keeps only the steps that
+    every run evaluated, so a run cut short never drags the mean.
+    """
+    if not runs:
+        return []
+    steps = [p["step"] for p in runs[0]["trajectory"]]
+    common = [s for s in steps if all(any(p["step"] == s for p in r["trajectory"]) for r in runs)]
+    out = []
+    for s in common:
+        points = [next(p for p in r["trajectory"] if p["step"] == s) for r in runs]
+        out.append(
+            {
+                "step": s,
+                "accuracy": sum(p["accuracy"] for p in points) / len(points),
+                "train_seconds": sum(p["train_seconds"] for p in points) / len(points),
+            }
+        )
+    return out
+
+
 def paired_loss_difference(
     nll_a: Sequence[float],
     tokens_a: Sequence[int],

@@ -219,3 +219,31 @@ def test_step_anatomy_splits_profiled_time_into_parts_that_add_up() -> None:
     text = "\n".join(report.anatomy_lines(anatomy, {"bf16_gflops": 100.0}))
     assert "50% of the bf16 peak" in text and "| dropout masks (CPU random number generation) |" in text
     assert "cls_anatomy" in worker.arms()
+
+
+def test_time_to_accuracy_averages_training_seeds_point_by_point() -> None:
+    def run(accs: list[float], secs: list[float]) -> dict:
+        traj = [
+            {"step": 3 * (i + 1), "accuracy": a, "train_seconds": t}
+            for i, (a, t) in enumerate(zip(accs, secs, strict=True))
+        ]
+        return {"trajectory": traj, "n_test": 400, "train_seconds": secs[-1], "checkpoint_seconds": 1.0}
+
+    # Seed-to-seed spread as large as the arms' difference: one seed alone would say "not reached".
+    recipe = [run([0.70, 0.74], [10.0, 20.0]), run([0.72, 0.76], [12.0, 22.0])]
+    tuned = [run([0.73, 0.77], [2.0, 4.0]), run([0.75, 0.73], [3.0, 5.0])]
+    assert stats.mean_trajectory(recipe)[-1] == pytest.approx(
+        {"step": 6, "accuracy": 0.75, "train_seconds": 21.0}
+    )
+    cls = report.summarize_classification(
+        {"tta": {"recipe": recipe, "tuneproof": tuned}, "throughput": {"recipe": [], "tuneproof": []}},
+        {},
+        skip=1,
+    )
+    tta = cls["time_to_accuracy"]
+    assert tta["target_accuracy"] == pytest.approx(0.75)
+    assert tta["tuneproof_seconds"] == pytest.approx(4.5)  # mean at step 6: accuracy 0.75, 4.5 s
+    assert tta["speedup"] == pytest.approx(21.0 / 4.5)
+    assert tta["seeds"] == {"recipe": 2, "tuneproof": 2}
+    assert tta["final_accuracy_per_seed"]["tuneproof"] == [0.77, 0.73]
+    assert "means over training seeds" in report.render_markdown({"summary": {"classification": cls}})
