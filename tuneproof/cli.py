@@ -80,8 +80,13 @@ def run_cmd(
         argv = ["run", *([str(protocol)] if protocol else []), *_run_options(resume, output_dir, fresh)]
         raise typer.Exit(distributed.launch_local(argv, processes))
     try:
-        outcome = run(protocol, output_dir=output_dir, resume_dir=resume, fresh=fresh,
-                      search_workers=processes if has_search else 1)
+        outcome = run(
+            protocol,
+            output_dir=output_dir,
+            resume_dir=resume,
+            fresh=fresh,
+            search_workers=processes if has_search else 1,
+        )
     except TuneproofError as exc:
         _fail(exc)
         return

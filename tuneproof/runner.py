@@ -141,8 +141,11 @@ def run(
         protocol,
         base_dir,
         # A task whose text is structured (chat messages as JSON) counts its own tokens.
-        token_lengths=(task.token_lengths(tokenizer) if hasattr(task, "token_lengths")
-                       else token_lengths_fn(tokenizer, cache_dir)),
+        token_lengths=(
+            task.token_lengths(tokenizer)
+            if hasattr(task, "token_lengths")
+            else token_lengths_fn(tokenizer, cache_dir)
+        ),
         target_check=task.target_check(),
         text_hook=_text_hook(protocol),
         stratify=task.stratify,
@@ -173,8 +176,17 @@ def run(
             from tuneproof.search.entry import lead_search
 
             protocol, task = lead_search(
-                loaded, task, prepared, ref, tokenizer, run_dir, precision, cache_dir, manifest,
-                lambda m: stage("search", m.removeprefix("[search] ")), workers=search_workers,
+                loaded,
+                task,
+                prepared,
+                ref,
+                tokenizer,
+                run_dir,
+                precision,
+                cache_dir,
+                manifest,
+                lambda m: stage("search", m.removeprefix("[search] ")),
+                workers=search_workers,
             )
         outcome = _train_evaluate_package(
             task,

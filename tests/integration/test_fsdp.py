@@ -57,8 +57,9 @@ def _only_run(out: Path) -> Path:
 
 
 def _run(*args: str, out: Path) -> tuple[Path, str]:
-    proc = subprocess.run(_cmd(*args, "--output-dir", str(out)), env=_env(), capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        _cmd(*args, "--output-dir", str(out)), env=_env(), capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return _only_run(out), proc.stderr
 
@@ -118,8 +119,10 @@ def test_fsdp_two_processes_match_one_process(runs: dict[str, Any]) -> None:
     assert t1["best_step"] == t2["best_step"] == 20 and t1["real_tokens"] == t2["real_tokens"]
     assert t1["best_metric"] >= 0.7  # it learned: the weights compared have moved
     # Validation ran on the sharded model on both ranks; rank 0's numbers match one process.
-    v1, v2 = ([e for e in json.loads((d / "training" / "log_history.json").read_text()) if "eval_loss" in e]
-              for d in (one, two))
+    v1, v2 = (
+        [e for e in json.loads((d / "training" / "log_history.json").read_text()) if "eval_loss" in e]
+        for d in (one, two)
+    )
     assert max(abs(a["eval_loss"] - b["eval_loss"]) for a, b in zip(v1, v2, strict=True)) <= LOSS_TOLERANCE
     # Rank 0 scored the test split with the gathered, unsharded model it packaged.
     a1, a2 = (json.loads((d / "metrics.json").read_text())["model"]["accuracy"]["value"] for d in (one, two))
@@ -136,7 +139,11 @@ def test_fsdp_checkpoint_resumes_under_fsdp_and_in_one_process(runs: dict[str, A
     # Its own session, so the SIGINT reaches the launcher and both ranks, like Ctrl-C in a terminal.
     proc = subprocess.Popen(
         _cmd(str(protocol), "--output-dir", str(out), "--processes", "2", "--fsdp"),
-        env=_env(), start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=_env(),
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None and not list(out.glob("*/*/checkpoint-*")):
@@ -153,8 +160,9 @@ def test_fsdp_checkpoint_resumes_under_fsdp_and_in_one_process(runs: dict[str, A
     copy = tmp_path / "cut-copy" / cut.name
     shutil.copytree(cut, copy)
     for run, extra in ((cut, ["--processes", "2", "--fsdp"]), (copy, [])):
-        resumed = subprocess.run(_cmd("--resume", str(run), *extra), env=_env(), capture_output=True,
-                                 text=True, timeout=600)
+        resumed = subprocess.run(
+            _cmd("--resume", str(run), *extra), env=_env(), capture_output=True, text=True, timeout=600
+        )
         assert resumed.returncode == 0, (extra, resumed.stderr[-3000:])
         summary = json.loads((run / "training" / "summary.json").read_text())
         assert summary["resumed_from"] and summary["steps"] == 25 and summary["best_step"] == 20, extra
