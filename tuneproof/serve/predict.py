@@ -14,6 +14,7 @@ import torch
 from tuneproof.errors import DataValidationError, Problem, RunFolderError
 from tuneproof.export.package import MODEL_INFO
 from tuneproof.protocol import load_protocol
+from tuneproof.tasks._inference import bf16_linear_weights
 from tuneproof.tasks.base import Task, get_task
 
 
@@ -41,6 +42,8 @@ class Predictor:
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         model = task.load_packaged(model_dir)  # type: ignore[attr-defined]
         model.eval()
+        if info.get("precision") == "bf16" and getattr(task, "predicts_under_autocast", False):
+            model = bf16_linear_weights(model)
         pii = protocol.pii if protocol.pii is not None and protocol.pii.on_inputs else None
         return cls(task, model, tokenizer, info, pii, batch_size)
 

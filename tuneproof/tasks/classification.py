@@ -28,6 +28,7 @@ from tuneproof.train.model_source import ModelRef, load_pretrained
 
 class ClassificationTask:
     name = "classification"
+    predicts_under_autocast = True  # predict runs every forward through logits_batches
     selection_metric = "macro_f1"
     stratify = True
 

@@ -81,6 +81,7 @@ class _LabelSetCheck:
 
 class MultilabelTask:
     name = "multilabel"
+    predicts_under_autocast = True  # predict runs every forward through logits_batches
     # Threshold-free: F1 with thresholds tuned on the very validation split it is measured on favours
     # a model whose probabilities are nearly constant and whose thresholds fit the noise.
     selection_metric = "loss"

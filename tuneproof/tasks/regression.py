@@ -49,6 +49,7 @@ def numeric_target(value: Any) -> tuple[float | None, str | None]:
 
 class RegressionTask:
     name = "regression"
+    predicts_under_autocast = True  # predict runs every forward through logits_batches
     selection_metric = "rmse"
     stratify = False
 

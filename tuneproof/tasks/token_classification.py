@@ -105,6 +105,7 @@ class _TagCheck:
 
 class TokenClassificationTask:
     name = "token_classification"
+    predicts_under_autocast = True  # predict runs every forward through logits_batches
     selection_metric = "f1"
     stratify = False
 

@@ -99,19 +99,41 @@ def pad_collate(
 # (a causal LM's logits are 49k floats per token); speed is flat from ~1k tokens up for the
 # encoders measured here, so the cap costs nothing on short texts.
 INFERENCE_TOKEN_BUDGET = 16_384
+# A batch is closed early when adding the next (shorter) row would leave less than this share of
+# its tokens real; batches keep at least INFERENCE_MIN_ROWS rows, so GEMMs stay large enough to be
+# efficient. Measured on MiniLM with review snippets (bf16, 2 cores): requests of 32 texts went from
+# 214 to about 300 samples/s, of 128 texts from 193 to about 310; requests of 8 were unchanged.
+INFERENCE_MIN_EFFICIENCY = 0.8
+INFERENCE_MIN_ROWS = 8
 
 
 def inference_batches(
-    lengths: np.ndarray, batch_size: int, token_budget: int = INFERENCE_TOKEN_BUDGET
+    lengths: np.ndarray,
+    batch_size: int,
+    token_budget: int = INFERENCE_TOKEN_BUDGET,
+    min_efficiency: float = INFERENCE_MIN_EFFICIENCY,
+    min_rows: int = INFERENCE_MIN_ROWS,
 ) -> list[np.ndarray]:
-    """Batches of similar length, longest first: at most ``batch_size`` rows and about
-    ``token_budget`` padded tokens each (a single longer row still gets a batch of its own)."""
-    order = np.argsort(-np.asarray(lengths), kind="stable")
+    """Batches of similar length, longest first, each padded to its first row.
+
+    A batch holds at most ``batch_size`` rows and about ``token_budget`` padded tokens (a single
+    longer row still gets a batch of its own), and is cut where padding would exceed
+    ``1 - min_efficiency`` of its tokens once it has ``min_rows`` rows: padding is computed like real
+    tokens, so one request of mixed lengths runs as a few tight batches instead of one padded one.
+    """
+    lengths = np.asarray(lengths)
+    order = np.argsort(-lengths, kind="stable")
     out: list[np.ndarray] = []
     start = 0
     while start < len(order):
         longest = max(int(lengths[order[start]]), 1)
-        size = max(1, min(batch_size, token_budget // longest))
-        out.append(order[start : start + size])
-        start += size
+        cap = max(1, min(batch_size, token_budget // longest))
+        end, real = start + 1, longest
+        while end < len(order) and end - start < cap:
+            grown = real + int(lengths[order[end]])
+            if end - start >= min_rows and grown < min_efficiency * (end - start + 1) * longest:
+                break
+            real, end = grown, end + 1
+        out.append(order[start:end])
+        start = end
     return out
