@@ -95,3 +95,37 @@ def test_class_weights_and_oversampling(tiny_bert: Path, tmp_path: Path) -> None
     weights = task.class_weights(skewed)
     assert weights[0] > weights[1]
     assert weights[0] * 5 == pytest.approx(weights[1] * sum(f["labels"] == 1 for f in skewed))
+
+
+def test_gradient_checkpointing_defaults_on_for_language_models_only() -> None:
+    base = "name: t\nmodel: {source: m}\ndata: {files: [x.jsonl], labels: [a, b]}\n"
+    assert parse_protocol(base).train.gradient_checkpointing is False
+    sft = "name: t\ntask: sft\nmodel: {source: m}\ndata: {files: [x.jsonl]}\n"
+    assert parse_protocol(sft).train.gradient_checkpointing is True
+    assert parse_protocol(sft + "train: {epochs: 1}\n").train.gradient_checkpointing is True
+    assert (
+        parse_protocol(sft + "train: {gradient_checkpointing: false}\n").train.gradient_checkpointing is False
+    )
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_gradient_checkpointing_trains_exactly_as_without_it(
+    tiny_bert: Path, tmp_path: Path, method: str
+) -> None:
+    # Dropout on: the recomputed forward must draw the same masks (non-reentrant restores the RNG).
+    train = f"{{method: {method}, max_steps: 4, batch_size: 8, dropout: 0.1, lora: {{r: 4}}"
+    runs = {}
+    for gc in (False, True):
+        protocol, task, ref, tok, feats = setup(
+            tiny_bert, tmp_path, train + f", gradient_checkpointing: {gc}}}"
+        )
+        result = fit(task, protocol, ref, tok, feats, tmp_path / f"ck-{gc}", "fp32")
+        # transformers marks the layers' container (BertEncoder) when checkpointing is on.
+        assert any(getattr(m, "gradient_checkpointing", False) is True for m in result.model.modules()) is gc
+        runs[gc] = (
+            [e["loss"] for e in result.train.log_history if "loss" in e],
+            {k: v.clone() for k, v in result.model.state_dict().items()},
+        )
+    assert runs[True][0] == pytest.approx(runs[False][0], abs=1e-6)
+    for k, v in runs[False][1].items():
+        torch.testing.assert_close(runs[True][1][k], v, atol=1e-6, rtol=0)

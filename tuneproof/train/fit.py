@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from tuneproof.errors import TuneproofError
 from tuneproof.protocol.schema import Protocol
 from tuneproof.tasks.base import Task
 from tuneproof.train.loop import LoopConfig, TrainResult, train_loop
@@ -32,6 +33,16 @@ def set_threads(protocol: Protocol) -> int:
 
 def apply_method(model: nn.Module, protocol: Protocol, task: Task) -> nn.Module:
     spec = protocol.train
+    if spec.gradient_checkpointing:
+        hf: Any = model
+        if not getattr(hf, "supports_gradient_checkpointing", False):
+            raise TuneproofError(
+                f"train.gradient_checkpointing: {type(model).__name__} does not support it; set it to false"
+            )
+        # Non-reentrant: works with frozen inputs (LoRA, head) and restores the RNG for dropout, so
+        # results are the same as without it.
+        hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        hf.config.use_cache = False  # a KV cache is useless in training and refused with it
     if spec.dropout is not None:
         for module in model.modules():
             if isinstance(module, nn.Dropout):
