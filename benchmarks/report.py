@@ -293,6 +293,19 @@ def anatomy_lines(anatomy: dict[str, Any] | None, peaks: dict[str, Any]) -> list
     ]
 
 
+def machine_was_busy(meta: dict[str, Any]) -> bool:
+    """Whether other processes shared the cores, judged from the 1-minute load averages.
+
+    The start value is the load before any arm ran; the end value includes the benchmark's own
+    arm, which keeps up to ``threads`` cores busy, so only load beyond that counts against it.
+    """
+    threads = float(meta.get("threads") or 1)
+    start, end = meta.get("loadavg_start"), meta.get("loadavg_end")
+    before = start is not None and start > max(1.0, 0.5 * threads)
+    beside = end is not None and end > threads + 1.0
+    return before or beside
+
+
 def render_markdown(results: dict[str, Any]) -> str:
     meta, summary = results.get("meta", {}), results.get("summary", {})
     peaks = results.get("peak", {})
@@ -309,10 +322,10 @@ def render_markdown(results: dict[str, Any]) -> str:
     ]
     if meta.get("mode") == "quick":
         lines += ["**Quick run: tiny data and step counts, a smoke check of the harness; not a result.**", ""]
-    busy = [x for x in (meta.get("loadavg_start"), meta.get("loadavg_end")) if x is not None]
-    if busy and max(busy) > 0.5 * float(meta.get("threads") or 1) + 1.0:
+    if machine_was_busy(meta):
         lines += [
-            f"**Warning: the machine was busy (load average up to {max(busy):.2f} for "
+            f"**Warning: the machine was busy (load average {fmt(meta.get('loadavg_start'), '.2f')} "
+            f"before the run, {fmt(meta.get('loadavg_end'), '.2f')} at its end, for "
             f"{meta.get('threads')} benchmark threads). Other processes distort multi-threaded CPU "
             "timings, ratios included: rerun on a quiet machine.**",
             "",

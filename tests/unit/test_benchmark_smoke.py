@@ -247,3 +247,11 @@ def test_time_to_accuracy_averages_training_seeds_point_by_point() -> None:
     assert tta["seeds"] == {"recipe": 2, "tuneproof": 2}
     assert tta["final_accuracy_per_seed"]["tuneproof"] == [0.77, 0.73]
     assert "means over training seeds" in report.render_markdown({"summary": {"classification": cls}})
+
+
+def test_busy_machine_warning_discounts_the_benchmarks_own_threads() -> None:
+    quiet = {"threads": 2, "loadavg_start": 0.9, "loadavg_end": 2.1}  # the last arm kept 2 cores busy
+    assert not report.machine_was_busy(quiet)
+    assert report.machine_was_busy({**quiet, "loadavg_start": 1.6})  # something ran before it started
+    assert report.machine_was_busy({**quiet, "loadavg_end": 3.4})  # something ran beside it
+    assert "machine was busy" in report.render_markdown({"meta": {**quiet, "loadavg_start": 1.6}})
