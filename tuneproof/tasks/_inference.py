@@ -50,8 +50,6 @@ def bf16_linear_weights(model: nn.Module) -> nn.Module:
     request, where a request runs as several small batches). A Linear whose weight is shared with an
     embedding (a tied LM head) is left alone: casting it would change the embedding's output too.
     """
-    import torch
-
     tied = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     for module in model.modules():
         if isinstance(module, nn.Linear) and id(module.weight) not in tied:
