@@ -6,7 +6,6 @@ and keeps the manifest's status truthful when something fails.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import sys
@@ -17,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from tuneproof.data.prepare import PreparedData, prepare_data, write_splits
+from tuneproof.context import RunContext, build_context
+from tuneproof.data.prepare import PreparedData, write_splits
 from tuneproof.errors import RunFolderError, TuneproofError
 from tuneproof.export.manifest import environment, now, read_manifest, write_manifest
 from tuneproof.export.package import package_model
@@ -25,13 +25,10 @@ from tuneproof.fsutil import atomic_write_json, atomic_write_text
 from tuneproof.gates import check_gates
 from tuneproof.protocol import LoadedProtocol, dump_protocol, load_protocol
 from tuneproof.protocol.schema import Protocol
-from tuneproof.tasks.base import Task, get_task
 from tuneproof.train import distributed
-from tuneproof.train.features import cached_features, tokenizer_fingerprint
-from tuneproof.train.fit import build_features, fit, set_threads
+from tuneproof.train.fit import build_features, fit
 from tuneproof.train.loop import Interrupted
-from tuneproof.train.model_source import load_tokenizer, resolve_model
-from tuneproof.train.precision import choose_precision
+from tuneproof.train.model_source import resolve_model
 from tuneproof.train.tracking import Trackers
 
 
@@ -42,35 +39,10 @@ class RunOutcome:
     gates: dict[str, Any] | None
 
 
-def quiet_libraries() -> None:
-    """tuneproof prints its own progress; the libraries' bars and load reports would drown it."""
-    import datasets
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    datasets.disable_progress_bars()
-
-
 def stage(name: str, message: str) -> None:
     if not distributed.is_main():  # with several ranks, one voice
         return
     print(f"[{name}] {message}", file=sys.stderr, flush=True)
-
-
-def token_lengths_fn(tokenizer: Any, cache: Path | None) -> Any:
-    def lengths(texts: list[str]) -> list[int]:
-        digest = hashlib.sha256("\x1e".join(texts).encode()).hexdigest()
-
-        def encode(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-            return {"n": [len(x) for x in tokenizer(batch["text"], add_special_tokens=True)["input_ids"]]}
-
-        rows = cached_features(
-            {"text": texts}, encode, ["lengths", tokenizer_fingerprint(tokenizer), digest], cache
-        )
-        return [r["n"] for r in rows]
-
-    return lengths
 
 
 def _new_run_dir(protocol: Protocol, base_dir: Path, output_dir: Path | None) -> Path:
@@ -83,15 +55,6 @@ def _new_run_dir(protocol: Protocol, base_dir: Path, output_dir: Path | None) ->
         run_dir = root / f"{protocol.name}-{stamp}-{i}"
     run_dir.mkdir(parents=True)
     return run_dir
-
-
-def _text_hook(protocol: Protocol) -> Any:
-    pii = getattr(protocol, "pii", None)
-    if pii is None:
-        return None
-    from tuneproof.data.pii_step import pii_frame_hook
-
-    return pii_frame_hook(pii, protocol.data.text_column)
 
 
 def run(
@@ -107,7 +70,6 @@ def run(
     A run of the same protocol file (same hash) that was killed or interrupted is resumed
     automatically unless ``fresh`` is set.
     """
-    quiet_libraries()
     distributed.init_process_group()  # no-op for one process; ranks must agree on the run folder
     if resume_dir is not None:
         manifest = read_manifest(resume_dir)
@@ -126,40 +88,21 @@ def run(
         base_dir = loaded.base_dir
         manifest = {}
         run_dir = None
-    protocol = loaded.protocol
-    task = get_task(protocol)
-    if hasattr(task, "use_base_dir"):  # a task that reads further files named in the protocol (dapt)
-        task.use_base_dir(base_dir)
-    threads = set_threads(protocol)
-    precision, why = choose_precision(protocol.train.precision)
-    ref = resolve_model(protocol.model, base_dir)
-    tokenizer = load_tokenizer(ref)
+    ctx = build_context(loaded, base_dir, cache_dir)
 
     stage("prepare", "reading, validating and cleaning data")
     distributed.others_wait()  # with several ranks, rank 0 prepares first and fills the caches
-    prepared = prepare_data(
-        protocol,
-        base_dir,
-        # A task whose text is structured (chat messages as JSON) counts its own tokens.
-        token_lengths=(
-            task.token_lengths(tokenizer)
-            if hasattr(task, "token_lengths")
-            else token_lengths_fn(tokenizer, cache_dir)
-        ),
-        target_check=task.target_check(),
-        text_hook=_text_hook(protocol),
-        stratify=task.stratify,
-    )
+    prepared = ctx.prepare()
     distributed.main_done()
     if run_dir is None and not distributed.is_main():
         run_dir = distributed.broadcast_object(None)  # the folder rank 0 created
     elif run_dir is None:
-        run_dir = _new_run_dir(protocol, base_dir, output_dir)
-        manifest = _start_manifest(loaded, run_dir, prepared, threads, precision, why, ref.name_or_path)
+        run_dir = _new_run_dir(ctx.protocol, base_dir, output_dir)
+        manifest = _start_manifest(ctx, run_dir, prepared)
         manifest["processes"] = distributed.world_size()
         manifest["distributed"] = distributed.mode()  # single | ddp | fsdp
         write_manifest(run_dir, manifest, hash_files=False)
-        atomic_write_text(run_dir / "protocol.yaml", dump_protocol(protocol))
+        atomic_write_text(run_dir / "protocol.yaml", dump_protocol(ctx.protocol))
         atomic_write_text(run_dir / "protocol.source.yaml", loaded.text)
         write_splits(prepared, run_dir / "data")
         atomic_write_json(run_dir / "data_report.json", prepared.report)
@@ -172,34 +115,18 @@ def run(
             write_manifest(run_dir, manifest, hash_files=False)
     stage("prepare", " ".join(f"{k}={v['rows']}" for k, v in prepared.report["splits"].items()))
     try:
-        if protocol.search is not None:
+        if ctx.protocol.search is not None:
             from tuneproof.search.entry import lead_search
 
-            protocol, task = lead_search(
-                loaded,
-                task,
+            ctx = lead_search(
+                ctx,
                 prepared,
-                ref,
-                tokenizer,
                 run_dir,
-                precision,
-                cache_dir,
                 manifest,
                 lambda m: stage("search", m.removeprefix("[search] ")),
                 workers=search_workers,
             )
-        outcome = _train_evaluate_package(
-            task,
-            protocol,
-            prepared,
-            ref,
-            tokenizer,
-            run_dir,
-            precision,
-            cache_dir,
-            manifest,
-            resume=resume_dir is not None,
-        )
+        outcome = _train_evaluate_package(ctx, prepared, run_dir, manifest, resume=resume_dir is not None)
     except BaseException as exc:
         status = "interrupted" if isinstance(exc, Interrupted | KeyboardInterrupt) else "failed"
         manifest.update(status=status, error=f"{type(exc).__name__}: {exc}", finished_at=now())
@@ -229,15 +156,8 @@ def find_unfinished(loaded: LoadedProtocol, output_dir: Path | None) -> Path | N
     return max(candidates)[1] if candidates else None
 
 
-def _start_manifest(
-    loaded: LoadedProtocol,
-    run_dir: Path,
-    prepared: PreparedData,
-    threads: int,
-    precision: str,
-    why: str,
-    model: str,
-) -> dict[str, Any]:
+def _start_manifest(ctx: RunContext, run_dir: Path, prepared: PreparedData) -> dict[str, Any]:
+    loaded, model = ctx.loaded, ctx.ref.name_or_path
     return {
         "tuneproof_version": "0.1.0",
         "status": "running",
@@ -250,8 +170,8 @@ def _start_manifest(
         "inputs": prepared.input_hashes,
         "base_model": model,
         "splits": {k: v["sha256"] for k, v in prepared.report["splits"].items()},
-        "environment": environment(threads, precision, "cpu"),
-        "precision_reason": why,
+        "environment": environment(ctx.threads, ctx.precision, "cpu"),
+        "precision_reason": ctx.precision_reason,
         "seed": loaded.protocol.seed,
         "started_at": now(),
         "finished_at": None,
@@ -262,7 +182,7 @@ def _start_manifest(
 
 def _lineage(loaded: LoadedProtocol, model: str) -> dict[str, Any]:
     """The base model at the root of the chain, and the parent run when starting from one's model."""
-    from tuneproof.train.model_source import parent_run, resolve_model
+    from tuneproof.train.model_source import parent_run
 
     parent = parent_run(resolve_model(loaded.protocol.model, loaded.base_dir))
     if parent is None:
@@ -278,17 +198,10 @@ def _check_same_data(run_dir: Path, prepared: PreparedData) -> None:
 
 
 def _train_evaluate_package(
-    task: Task,
-    protocol: Protocol,
-    prepared: PreparedData,
-    ref: Any,
-    tokenizer: Any,
-    run_dir: Path,
-    precision: str,
-    cache_dir: Path | None,
-    manifest: dict[str, Any],
-    resume: bool,
+    ctx: RunContext, prepared: PreparedData, run_dir: Path, manifest: dict[str, Any], resume: bool
 ) -> RunOutcome:
+    task, protocol, ref, tokenizer = ctx.task, ctx.protocol, ctx.ref, ctx.tokenizer
+    precision, cache_dir = ctx.precision, ctx.cache_dir
     task.set_labels(prepared)
     distributed.others_wait()
     features = build_features(task, prepared.splits, tokenizer, cache_dir)
@@ -377,7 +290,6 @@ def _finish(run_dir: Path, manifest: dict[str, Any]) -> None:
     """Write the evidence a person reads, then the manifest last (it hashes everything else)."""
     if not distributed.is_main():
         return
-    import tuneproof.report.search_section  # noqa: F401  (registers the search section)
     from tuneproof.report import write_model_card, write_report
 
     write_manifest(run_dir, manifest, hash_files=False)  # the report reads status and error from it

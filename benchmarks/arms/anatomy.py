@@ -52,7 +52,7 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     import torch
     from torch.profiler import ProfilerActivity, profile, schedule
 
-    from tuneproof.tasks.base import get_task
+    from tuneproof.tasks.registry import get_task
     from tuneproof.train.fit import fit
     from tuneproof.train.model_source import load_tokenizer, resolve_model
     from tuneproof.train.precision import choose_precision

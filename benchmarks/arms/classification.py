@@ -49,7 +49,7 @@ def eval_every(n_train: int, evals_per_epoch: int) -> int:
 def tuneproof_protocol(cfg: dict[str, Any]) -> Any:
     import yaml
 
-    from tuneproof.protocol.schema import Protocol
+    from tuneproof.protocol import validate_protocol
 
     raw = yaml.safe_load((REPO / "examples" / "review-sentiment.yaml").read_text())
     train = dict(raw["train"])
@@ -62,7 +62,7 @@ def tuneproof_protocol(cfg: dict[str, Any]) -> Any:
     raw["train"] = train
     raw["tracking"] = {"tensorboard": False}
     raw["seed"] = train_seed(cfg)
-    protocol = Protocol.model_validate(raw)
+    protocol = validate_protocol(raw)
     assert protocol.train.batch_size == BATCH and protocol.train.learning_rate == LR, (
         "example protocol changed"
     )
@@ -72,7 +72,7 @@ def tuneproof_protocol(cfg: dict[str, Any]) -> Any:
 def run_tuneproof(cfg: dict[str, Any]) -> dict[str, Any]:
     setup(cfg["threads"])
     import tuneproof.train.loop as loop_module
-    from tuneproof.tasks.base import get_task
+    from tuneproof.tasks.registry import get_task
     from tuneproof.train.fit import fit
     from tuneproof.train.model_source import load_tokenizer, resolve_model
     from tuneproof.train.precision import choose_precision

@@ -71,9 +71,9 @@ def prepare(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def _tuneproof_protocol(cfg: dict[str, Any]) -> Any:
-    from tuneproof.protocol.schema import Protocol
+    from tuneproof.protocol import validate_protocol
 
-    return Protocol.model_validate(
+    return validate_protocol(
         {
             "name": "bench-sft",
             "task": "sft",
@@ -111,8 +111,8 @@ def _heldout_score(
     model: Any, tokenizer: Any, heldout: list[dict[str, Any]], cfg: dict[str, Any]
 ) -> dict[str, Any]:
     """Per-example answer-token NLL of ``model`` on the held-out conversations (fp32, same scorer)."""
-    from tuneproof.tasks.base import get_task
     from tuneproof.tasks.generation import causal_nll, score_nll
+    from tuneproof.tasks.registry import get_task
 
     task = get_task(_tuneproof_protocol(cfg))
     feats = task.features(_frame(heldout, "h"), tokenizer, Path(cfg["cache_dir"]))
@@ -129,7 +129,7 @@ def _heldout_score(
 
 def run_tuneproof(cfg: dict[str, Any]) -> dict[str, Any]:
     setup(cfg["threads"])
-    from tuneproof.tasks.base import get_task
+    from tuneproof.tasks.registry import get_task
     from tuneproof.train.fit import fit
     from tuneproof.train.model_source import load_tokenizer, resolve_model
     from tuneproof.train.precision import choose_precision

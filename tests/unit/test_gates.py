@@ -12,7 +12,8 @@ from tuneproof.evaluate.classification import (
     classification_metric_names,
     evaluate_classification,
 )
-from tuneproof.gates import LOWER_IS_BETTER, check_gates, validate_gate_names
+from tuneproof.evaluate.direction import LOWER_IS_BETTER
+from tuneproof.gates import check_gates, validate_gate_names
 from tuneproof.protocol.schema import EvaluateSpec, GateSpec
 
 

@@ -45,7 +45,7 @@ def test_minimal_protocol_gets_defaults() -> None:
         ("evaluate: {slices: [{by: length, edges: [5, 3]}]}", "evaluate.slices[0].edges: must be"),
         ("evaluate: {confidence: 1.5}", "evaluate.confidence"),
         ("cleaning: {near_duplicates: {threshold: 0}}", "cleaning.near_duplicates.threshold"),
-        ("task: vision", "task: Input should be"),
+        ("task: vision", "task: task 'vision' is not available in this version; use one of classification"),
         ("pii: {entities: {EMAIL_ADDRESS: shred}}", "pii.entities.EMAIL_ADDRESS"),
     ],
 )

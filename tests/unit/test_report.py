@@ -20,10 +20,9 @@ from tuneproof.report import (
     Section,
     limitations,
     load_run,
-    register_section,
+    page_sections,
     render_page,
     summarize,
-    unregister_section,
     write_model_card,
     write_report,
 )
@@ -478,23 +477,28 @@ def _per_entity(run: RunData) -> str | None:
     return f"<p>{len(entities)} entity types</p>" if entities else None
 
 
-def test_registered_section_claims_its_metrics(full_run: Path) -> None:
+def test_a_task_section_is_placed_after_its_anchor(full_run: Path) -> None:
     run = load_run(full_run)
-    section = Section(
-        "per_entity", "Per-entity scores", _per_entity, claims=frozenset({"model.per_entity_like"})
-    )
-    register_section(section, after="per_class")
-    try:
-        ids = [s.id for s in SECTIONS]
-        assert ids.index("per_entity") == ids.index("per_class") + 1
-        chosen = [s for s in SECTIONS if s.id in {"per_entity", "other"}]
-        page = render_page(run, chosen)
-        assert "<h2>Per-entity scores</h2>" in page and "1 entity types" in page
-        assert "<h3>per_entity_like</h3>" not in page  # claimed, so not repeated under "Other results"
-        assert 'href="#per_entity"' in page
-    finally:
-        unregister_section("per_entity")
-    assert "per_entity" not in [s.id for s in SECTIONS]
+    section = Section("per_entity_like", "Per-entity-like scores", _per_entity)
+    page_list = page_sections([(section, "per_class")])
+    ids = [s.id for s in page_list]
+    assert ids.index("per_entity_like") == ids.index("per_class") + 1
+    assert "per_entity_like" not in [s.id for s in SECTIONS]  # the built-ins are never changed
+    page = render_page(run, [s for s in page_list if s.id in {"per_entity_like", "other"}])
+    assert "<h2>Per-entity-like scores</h2>" in page and "1 entity types" in page
+    assert 'href="#per_entity_like"' in page
+
+
+def test_each_task_page_has_its_own_sections_only() -> None:
+    from tuneproof.report import sections_for_task
+
+    ner = [s.id for s in sections_for_task("token_classification")]
+    assert ner.index("per_entity") == ner.index("per_class") + 1
+    assert "residuals" not in ner and "thresholds" not in ner
+    assert "per_entity" not in [s.id for s in sections_for_task("classification")]
+    sft = [s.id for s in sections_for_task("sft")]
+    assert {"generation_samples", "sft_batching", "validation_vs_base"} <= set(sft)
+    assert "dapt_forgetting" not in sft
 
 
 def test_section_limited_to_other_tasks_is_skipped(full_run: Path) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import tuneproof.report.search_section as search_section
 from tuneproof.report import load_run, write_report
-from tuneproof.report.sections import SECTIONS
+from tuneproof.report.sections import sections_for_task
 
 XSS = "<script>alert(1)</script>"
 
@@ -80,10 +80,12 @@ def search_run(tmp_path: Path) -> Path:
     return run
 
 
-def test_the_section_is_registered_after_training() -> None:
-    ids = [s.id for s in SECTIONS]
-    assert ids.index("search") == ids.index("training") + 1
-    assert search_section.SECTION in SECTIONS
+def test_every_page_places_the_search_section_after_training() -> None:
+    for task in ("classification", "sft"):
+        page = sections_for_task(task)
+        ids = [s.id for s in page]
+        assert ids.index("search") == ids.index("training") + 1
+        assert search_section.SECTION in page
 
 
 def test_the_search_section_states_shows_and_escapes(tmp_path: Path) -> None:

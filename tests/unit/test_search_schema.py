@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from tuneproof.errors import ProtocolError
-from tuneproof.protocol import load_protocol, parse_protocol
+from tuneproof.protocol import load_protocol, parse_protocol, validation_context
 from tuneproof.search.freeze import frozen_protocol_text
 from tuneproof.search.space import contains, current_values, grid_space, with_params
 from tuneproof.search.study import default_study_name, direction_for, mask_url, storage_url
@@ -106,12 +106,12 @@ def test_a_protocol_without_search_is_unchanged() -> None:
 
 def test_values_are_applied_validated_and_the_search_dropped() -> None:
     p = parse_protocol(search(f"space: {{{LR}}}\nbudget: {{trials: 2}}", "train: {learning_rate: 0.0001}\n"))
-    trial = with_params(p, {"train.learning_rate": 3e-4, "train.lora.r": 4})
+    trial = with_params(p, {"train.learning_rate": 3e-4, "train.lora.r": 4}, validation_context())
     assert trial.train.learning_rate == 3e-4 and trial.train.lora.r == 4 and trial.search is None
     assert p.train.learning_rate == 1e-4  # the original is untouched
     assert current_values(p, p.search) == {"train.learning_rate": 1e-4}
     with pytest.raises(ValueError):
-        with_params(p, {"train.learning_rate": -1.0})
+        with_params(p, {"train.learning_rate": -1.0}, validation_context())
 
 
 def test_contains_and_grid() -> None:
@@ -151,7 +151,7 @@ def test_the_frozen_protocol_reruns_without_search(tmp_path: Path) -> None:
     )
     (proto_dir / "p.yaml").write_text(text)
     loaded = load_protocol(proto_dir / "p.yaml")
-    chosen = with_params(loaded.protocol, {"train.learning_rate": 2.5e-4})
+    chosen = with_params(loaded.protocol, {"train.learning_rate": 2.5e-4}, validation_context())
     out = tmp_path / "run" / "search" / "chosen-protocol.yaml"
     out.parent.mkdir(parents=True)
     out.write_text(frozen_protocol_text(chosen, loaded.base_dir, ["chosen by trial 3"]))

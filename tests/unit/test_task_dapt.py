@@ -13,13 +13,14 @@ from generative_helpers import chat_tokenizer, write_lines, write_tiny_llama
 
 from tuneproof.errors import DataValidationError, ProtocolError
 from tuneproof.evaluate.bootstrap import full_sample
+from tuneproof.evaluate.direction import lower_is_better as is_lower_better
 from tuneproof.evaluate.generation import interval_group, lm_statistics
-from tuneproof.gates.check import check_gates, is_lower_better
+from tuneproof.gates.check import check_gates
 from tuneproof.protocol.loader import parse_protocol
 from tuneproof.protocol.schema import GateSpec
-from tuneproof.tasks.base import get_task
 from tuneproof.tasks.dapt import block_features, chunk_blocks
 from tuneproof.tasks.generation import causal_nll, lm_summary, score_nll
+from tuneproof.tasks.registry import get_task
 from tuneproof.train.features import pad_collate
 
 

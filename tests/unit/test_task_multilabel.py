@@ -16,7 +16,7 @@ from tuneproof.data.prepare import PreparedData, prepare_data
 from tuneproof.evaluate.multilabel import decide, evaluate_multilabel, tune_thresholds
 from tuneproof.protocol.loader import parse_protocol
 from tuneproof.protocol.schema import EvaluateSpec
-from tuneproof.tasks.base import get_task
+from tuneproof.tasks.registry import get_task
 
 
 def _protocol(data: str = "  files: [x.jsonl]\n  label_column: labels", extra: str = "") -> Any:

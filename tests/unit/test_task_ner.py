@@ -19,7 +19,7 @@ from tuneproof.errors import DataValidationError
 from tuneproof.evaluate.ner import evaluate_ner
 from tuneproof.protocol.loader import parse_protocol
 from tuneproof.protocol.schema import EvaluateSpec
-from tuneproof.tasks.base import get_task
+from tuneproof.tasks.registry import get_task
 from tuneproof.tasks.token_classification import IGNORE, align_labels, most_frequent_tag
 
 STRICT: dict[str, Any] = {"mode": "strict", "scheme": IOB2}

@@ -19,7 +19,7 @@ from tuneproof.errors import DataValidationError
 from tuneproof.evaluate.regression import evaluate_regression
 from tuneproof.protocol.loader import parse_protocol
 from tuneproof.protocol.schema import EvaluateSpec
-from tuneproof.tasks.base import get_task
+from tuneproof.tasks.registry import get_task
 from tuneproof.tasks.regression import numeric_target, tfidf_ridge
 
 

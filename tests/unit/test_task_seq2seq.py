@@ -20,8 +20,8 @@ from tuneproof.evaluate.generation import (
     rouge_l_scores,
 )
 from tuneproof.protocol.loader import parse_protocol
-from tuneproof.tasks.base import get_task
 from tuneproof.tasks.generation import seq2seq_nll, sum_loss
+from tuneproof.tasks.registry import get_task
 from tuneproof.tasks.seq2seq import seq2seq_collate, text_target
 
 

@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from tuneproof.data.readers import ReadResult, _decoded_lines
+from tuneproof.data.lines import ReadResult, decoded_lines
 from tuneproof.errors import Problem
 
 # One problem: the line it is on (None: the record's first line) and what is wrong.
@@ -43,7 +43,7 @@ def read_conll(path: Any, encoding: str) -> ReadResult:
         tags.clear()
         lines.clear()
 
-    for lineno, raw in _decoded_lines(path, encoding, out.problems):
+    for lineno, raw in decoded_lines(path, encoding, out.problems):
         line = raw.rstrip("\r\n")
         if not line.strip():
             flush()

@@ -6,35 +6,23 @@ fixes the file once. pandas is not used for CSV/JSONL because it stops at (or si
 
 from __future__ import annotations
 
-import bz2
-import codecs
 import csv
-import gzip
 import json
-import lzma
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
+from tuneproof.data.lines import OPENERS, ReadResult, decoded_lines
 from tuneproof.errors import Problem
 
-_OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 # A single CSV field larger than this is almost certainly a broken quote swallowing the file.
 csv.field_size_limit(16 * 1024 * 1024)
-
-
-@dataclass
-class ReadResult:
-    rows: list[dict[str, Any]] = field(default_factory=list)  # each has "_line": 1-based line of the row
-    columns: list[str] = field(default_factory=list)
-    problems: list[Problem] = field(default_factory=list)
 
 
 def detect_format(path: Path) -> str:
     if path.is_dir():
         return "arrow"
-    suffixes = [s.lower() for s in path.suffixes if s.lower() not in _OPENERS]
+    suffixes = [s.lower() for s in path.suffixes if s.lower() not in OPENERS]
     last = suffixes[-1] if suffixes else ""
     return {
         ".csv": "csv",
@@ -48,31 +36,9 @@ def detect_format(path: Path) -> str:
     }.get(last, "unknown")
 
 
-def _open_text(path: Path, encoding: str) -> IO[bytes]:
-    opener = _OPENERS.get(path.suffix.lower())
-    return opener(path, "rb") if opener else path.open("rb")  # type: ignore[operator]
-
-
-def _decoded_lines(path: Path, encoding: str, problems: list[Problem]) -> Iterator[tuple[int, str]]:
-    """Yield (line number, text) and record undecodable lines instead of failing the whole file."""
-    decoder_factory = codecs.getincrementaldecoder(encoding)
-    with _open_text(path, encoding) as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            if (
-                lineno == 1
-                and raw.startswith(codecs.BOM_UTF8)
-                and encoding.lower().replace("-", "") == "utf8"
-            ):
-                raw = raw[len(codecs.BOM_UTF8) :]
-            try:
-                yield lineno, decoder_factory().decode(raw, final=True)
-            except UnicodeDecodeError as exc:
-                problems.append(Problem(f"{path}:{lineno}", f"not valid {encoding} (byte {exc.start})"))
-
-
 def read_csv(path: Path, encoding: str, delimiter: str = ",") -> ReadResult:
     out = ReadResult()
-    lines = _decoded_lines(path, encoding, out.problems)
+    lines = decoded_lines(path, encoding, out.problems)
     # csv needs a file-like object of lines; track the physical line where each record starts.
     starts: list[int] = []
 
@@ -123,7 +89,7 @@ def read_csv(path: Path, encoding: str, delimiter: str = ",") -> ReadResult:
 def read_jsonl(path: Path, encoding: str) -> ReadResult:
     out = ReadResult()
     seen: dict[str, None] = {}
-    for lineno, text in _decoded_lines(path, encoding, out.problems):
+    for lineno, text in decoded_lines(path, encoding, out.problems):
         if not text.strip():
             continue
         try:
@@ -145,7 +111,7 @@ def read_jsonl(path: Path, encoding: str) -> ReadResult:
 
 def read_text(path: Path, encoding: str) -> ReadResult:
     out = ReadResult(columns=["text"])
-    for lineno, text in _decoded_lines(path, encoding, out.problems):
+    for lineno, text in decoded_lines(path, encoding, out.problems):
         if text.strip():
             out.rows.append({"text": text.rstrip("\r\n"), "_line": lineno})
     return out

@@ -12,18 +12,10 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from tuneproof.errors import Problem
+from tuneproof.evaluate.direction import lower_is_better
 from tuneproof.protocol.schema import GateSpec
 
-# For these, "beats" means a *lower* value: the difference model minus baseline must be below -by.
-LOWER_IS_BETTER = frozenset(
-    {"ece", "log_loss", "mae", "rmse", "mse", "perplexity", "loss", "general_perplexity", "general_loss"}
-)
-
 _MISSING = object()
-
-
-def is_lower_better(metric: str) -> bool:
-    return metric.rsplit(".", 1)[-1] in LOWER_IS_BETTER
 
 
 def _lookup(node: Any, path: str) -> Any:
@@ -163,7 +155,7 @@ class _Judge:
         )
 
     def beats(self, gate: GateSpec) -> dict[str, Any]:
-        baseline, lower = gate.beats, is_lower_better(gate.metric)
+        baseline, lower = gate.beats, lower_is_better(gate.metric)
         assert baseline is not None
         threshold = -gate.by if lower else gate.by
         side, op = ("upper", "<=") if lower else ("lower", ">=")
@@ -268,8 +260,9 @@ def check_gates(gates: Sequence[GateSpec], metrics: Mapping[str, Any]) -> dict[s
     """Decide every gate against a ``metrics.json`` dict; the result is the ``gates.json`` layout.
 
     ``min``: the interval's lower bound >= threshold. ``max``: its upper bound <= threshold.
-    ``beats``: the paired difference's lower bound >= ``by`` (upper bound <= ``-by`` for metrics in
-    ``LOWER_IS_BETTER``). ``slice_min``: every slice's point estimate >= floor. Nested names such as
+    ``beats``: the paired difference's lower bound >= ``by`` (upper bound <= ``-by`` for metrics
+    where lower is better, ``tuneproof.evaluate.direction``). ``slice_min``: every slice's point
+    estimate >= floor. Nested names such as
     ``per_class.fresh.f1`` have point estimates only, and the verdict says so.
     """
     judge = _Judge(metrics)

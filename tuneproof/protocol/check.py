@@ -12,7 +12,7 @@ def check_protocol(path: Path, read_data: bool = True) -> tuple[LoadedProtocol |
     """Schema, model source, gate names and (optionally) every data row; never trains."""
     from tuneproof.data.prepare import read_and_validate
     from tuneproof.gates import validate_gate_names
-    from tuneproof.tasks.base import get_task
+    from tuneproof.tasks.registry import get_task
     from tuneproof.train.model_source import resolve_model
 
     try:
@@ -31,7 +31,7 @@ def check_protocol(path: Path, read_data: bool = True) -> tuple[LoadedProtocol |
         problems += exc.problems
     except TuneproofError as exc:
         problems.append(Problem("model.source", str(exc)))
-    known = list(task.metric_names())  # type: ignore[attr-defined]
+    known = list(task.metric_names())
     if protocol.pii is not None:
         known += [f"pii_remaining.{t}" for t in protocol.pii.entities]
     problems += validate_gate_names(protocol.gates, known, protocol.evaluate.baselines)

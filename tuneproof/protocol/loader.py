@@ -82,9 +82,21 @@ def parse_protocol(text: str, source: str = "<string>") -> Protocol:
     if not isinstance(raw, dict):
         raise ProtocolError([Problem("(root)", "a protocol is a YAML mapping")], source)
     try:
-        return Protocol.model_validate(raw)
+        return validate_protocol(raw)
     except ValidationError as exc:
         raise ProtocolError(problems_from_validation(exc), source) from None
+
+
+def validation_context() -> dict[str, Any]:
+    """What the schema's validators need beyond the file: the registered tasks' metadata."""
+    from tuneproof.tasks.registry import task_specs
+
+    return {"tasks": task_specs()}
+
+
+def validate_protocol(raw: dict[str, Any]) -> Protocol:
+    """A protocol from already-parsed data; raises pydantic's ValidationError with every problem."""
+    return Protocol.model_validate(raw, context=validation_context())
 
 
 def load_protocol(path: str | Path) -> LoadedProtocol:

@@ -10,14 +10,21 @@ import itertools
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from tuneproof.data.pii import PiiSpec
 from tuneproof.search.schema import SearchSpec, check_search
+from tuneproof.tasks.spec import TaskSpec
 
-TaskName = Literal[
-    "classification", "token_classification", "regression", "multilabel", "sft", "dapt", "seq2seq"
-]
 SplitName = Literal["train", "validation", "test"]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -306,36 +313,10 @@ class DaptSpec(Strict):
     )
 
 
-# Per-task settings where the classification default would be wrong; filled in when a protocol leaves
-# them out, then checked after validation. Keys: baselines allowed (first list is the default),
-# validation metrics early stopping may select on (first is the default).
-TASK_BASELINES: dict[str, tuple[list[str], list[str]]] = {
-    "token_classification": (["most_frequent_tag"], ["most_frequent_tag"]),
-    "regression": (["mean", "tfidf_ridge"], ["mean", "tfidf_ridge"]),
-    "multilabel": (["majority", "tfidf_logreg"], ["majority", "tfidf_logreg"]),
-    # Generative tasks are compared with the model they started from, evaluated the same way.
-    "sft": (["base_model"], ["base_model"]),
-    "dapt": (["base_model"], ["base_model"]),
-    "seq2seq": (["base_model"], ["base_model"]),
-}
-# Causal and seq2seq LMs keep activations for every token of long rows (SmolLM2 SFT at 8 x 512 tokens:
-# 8.2 GB peak without checkpointing); TRL checkpoints by default for the same reason.
-GRADIENT_CHECKPOINTING_TASKS = frozenset({"sft", "dapt", "seq2seq"})
-TASK_SELECTION_METRICS: dict[str, list[str]] = {
-    "token_classification": ["f1", "precision", "recall", "loss"],
-    "regression": ["rmse", "mae", "mse", "r2", "spearman", "loss"],
-    # loss first: F1 at thresholds tuned on the same validation split flatters near-constant models.
-    "multilabel": ["loss", "micro_f1", "macro_f1", "subset_accuracy"],
-    "sft": ["loss", "perplexity"],
-    "dapt": ["loss", "perplexity"],
-    "seq2seq": ["loss", "perplexity"],
-}
-
-
 class Protocol(Strict):
     version: Literal[1] = 1
     name: str
-    task: TaskName = "classification"
+    task: str = Field("classification", description="the task module that trains and scores the model")
     seed: int = 13
     output_dir: str = "runs"
     model: ModelSpec
@@ -361,78 +342,78 @@ class Protocol(Strict):
             raise ValueError("must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
         return v
 
-    @model_validator(mode="before")
+    @field_validator("task")
     @classmethod
-    def _generative_defaults(cls, raw: object) -> object:
-        # Chat messages and raw domain text carry no separate target column unless one is named.
-        if isinstance(raw, dict) and raw.get("task") in ("sft", "dapt") and isinstance(raw.get("data"), dict):
-            if "label_column" not in raw["data"]:
-                raw = {**raw, "data": {**raw["data"], "label_column": None}}
-        return raw
-
-    @model_validator(mode="after")
-    def _generative_settings(self) -> Protocol:
-        if self.dapt != DaptSpec() and self.task != "dapt":
-            raise ValueError("the `dapt` section applies only to task: dapt")
-        if self.sft != SftSpec() and self.task != "sft":
-            raise ValueError("the `sft` section applies only to task: sft")
-        if self.task == "dapt" and self.data.label_column is not None:
-            raise ValueError("dapt trains on raw text: set data.label_column to null")
-        if self.task in ("sft", "dapt", "seq2seq") and self.train.method == "head":
-            raise ValueError(f"train.method 'head' does not apply to {self.task}; use full or lora")
-        if self.task == "seq2seq" and self.data.label_column is None:
-            raise ValueError("seq2seq needs data.label_column (the target text)")
-        return self
+    def _known_task(cls, v: str, info: ValidationInfo) -> str:
+        specs = task_specs_of(info)
+        if v not in specs:
+            raise ValueError(f"task {v!r} is not available in this version; use one of {', '.join(specs)}")
+        return v
 
     @model_validator(mode="before")
     @classmethod
-    def _task_defaults(cls, raw: object) -> object:
-        if not isinstance(raw, dict) or raw.get("task") not in TASK_BASELINES:
+    def _task_defaults(cls, raw: object, info: ValidationInfo) -> object:
+        """Fill in the task's own defaults where a protocol leaves a setting out (from its TaskSpec)."""
+        if not isinstance(raw, dict):
+            return raw
+        spec = task_specs_of(info).get(raw.get("task", "classification"))
+        if spec is None:
             return raw
         raw = dict(raw)
+        if isinstance(raw.get("data"), dict) and "label_column" not in raw["data"]:
+            raw["data"] = {**raw["data"], "label_column": spec.label_column_default}
         evaluate = raw.get("evaluate")
         if evaluate is None or (isinstance(evaluate, dict) and "baselines" not in evaluate):
-            raw["evaluate"] = {**(evaluate or {}), "baselines": TASK_BASELINES[raw["task"]][0]}
+            raw["evaluate"] = {**(evaluate or {}), "baselines": list(spec.default_baselines)}
         train = raw.get("train")
-        if raw["task"] in GRADIENT_CHECKPOINTING_TASKS and (train is None or isinstance(train, dict)):
+        if spec.gradient_checkpointing and (train is None or isinstance(train, dict)):
             if "gradient_checkpointing" not in (train or {}):
                 train = raw["train"] = {**(train or {}), "gradient_checkpointing": True}
         if isinstance(train, dict) and isinstance(train.get("early_stopping"), dict):
             stop = train["early_stopping"]
             if "metric" not in stop:
-                stop = {**stop, "metric": TASK_SELECTION_METRICS[raw["task"]][0]}
+                stop = {**stop, "metric": spec.default_selection_metric}
                 raw["train"] = {**train, "early_stopping": stop}
         return raw
 
     @model_validator(mode="after")
-    def _task_settings(self) -> Protocol:
-        task, data = self.task, self.data
-        if data.label_separator is not None and task != "multilabel":
-            raise ValueError("data.label_separator applies only to task: multilabel")
+    def _task_settings(self, info: ValidationInfo) -> Protocol:
+        specs = task_specs_of(info)
+        spec, task, data = specs[self.task], self.task, self.data
+        for option, used in (
+            ("dapt", self.dapt != DaptSpec()),
+            ("sft", self.sft != SftSpec()),
+            ("data.labels", data.labels is not None),
+            ("data.label_column", data.label_column is not None),
+            ("data.label_separator", data.label_separator is not None),
+            ("data.tag_scheme", data.tag_scheme != "auto"),
+            ("train.label_smoothing", bool(self.train.label_smoothing)),
+            ("imbalance.oversample", self.imbalance.strategy == "oversample"),
+            ("imbalance.class_weights", self.imbalance.strategy == "class_weights"),
+        ):
+            if used and option not in spec.options:
+                where = ", ".join(name for name, s in specs.items() if option in s.options) or "none"
+                hint = " (set data.label_column to null)" if option == "data.label_column" else ""
+                raise ValueError(
+                    f"{option} does not apply to {task}: {option} applies only to task: {where}{hint}"
+                )
         if data.label_separator == "":
             raise ValueError("data.label_separator must not be empty")
-        if data.tag_scheme != "auto" and task != "token_classification":
-            raise ValueError("data.tag_scheme applies only to task: token_classification")
-        if task == "regression" and data.labels is not None:
-            raise ValueError("data.labels does not apply to regression (the target is a number)")
-        if task in TASK_BASELINES:
-            allowed = TASK_BASELINES[task][1]
-            wrong = [b for b in self.evaluate.baselines if b not in allowed]
-            if wrong:
-                use = ", ".join(allowed)
-                raise ValueError(f"evaluate.baselines {wrong} do not apply to {task}; use: {use}")
-            stop = self.train.early_stopping
-            if stop is not None and stop.metric not in TASK_SELECTION_METRICS[task]:
-                raise ValueError(
-                    f"train.early_stopping.metric {stop.metric!r} is not a {task} validation metric; "
-                    f"use one of {', '.join(TASK_SELECTION_METRICS[task])}"
-                )
-            if self.imbalance.strategy == "oversample" or (
-                self.imbalance.strategy == "class_weights" and task != "multilabel"
-            ):
-                raise ValueError(f"imbalance.strategy {self.imbalance.strategy!r} does not apply to {task}")
-            if self.train.label_smoothing and task != "token_classification":
-                raise ValueError(f"train.label_smoothing does not apply to {task}")
+        if spec.generative and self.train.method == "head":
+            raise ValueError(f"train.method 'head' does not apply to {task}; use full or lora")
+        if spec.label_column_default is not None and data.label_column is None:
+            raise ValueError(f"{task} needs data.label_column (the target)")
+        wrong = [b for b in self.evaluate.baselines if b not in spec.baselines]
+        if wrong:
+            raise ValueError(
+                f"evaluate.baselines {wrong} do not apply to {task}; use: {', '.join(spec.baselines)}"
+            )
+        stop = self.train.early_stopping
+        if stop is not None and stop.metric not in spec.selection_metrics:
+            raise ValueError(
+                f"train.early_stopping.metric {stop.metric!r} is not a {task} validation metric; "
+                f"use one of {', '.join(spec.selection_metrics)}"
+            )
         return self
 
     @model_validator(mode="after")
@@ -445,7 +426,18 @@ class Protocol(Strict):
         return self
 
     @model_validator(mode="after")
-    def _search_fits(self) -> Protocol:
+    def _search_fits(self, info: ValidationInfo) -> Protocol:
         if self.search is not None:
-            check_search(self)
+            check_search(self, info.context)
         return self
+
+
+def task_specs_of(info: ValidationInfo) -> dict[str, TaskSpec]:
+    """The task registry handed to validation (the schema cannot import the tasks: they import it)."""
+    specs = (info.context or {}).get("tasks")
+    if specs is None:
+        # Not a ValueError: a missing registry is a programming error, not a problem of the protocol.
+        raise TypeError(
+            "validate protocols with tuneproof.protocol.validate_protocol, which supplies the tasks"
+        )
+    return dict(specs)

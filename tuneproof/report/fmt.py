@@ -4,19 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tuneproof.evaluate.direction import lower_is_better
 from tuneproof.report.run_data import mapping, number
-
-# Substrings marking metrics where smaller is better; used to colour comparisons and to word
-# limitations. Matching on substrings covers task-specific names such as "eval_log_loss" or "test_rmse".
-_LOWER_IS_BETTER = ("loss", "ece", "error", "mae", "mse", "rmse", "perplexity", "brier", "wer", "cer")
-
-
-def lower_is_better(metric: str) -> bool:
-    name = metric.lower()
-    return any(
-        token == name or name.endswith(f"_{token}") or name.startswith(f"{token}_")
-        for token in _LOWER_IS_BETTER
-    )
 
 
 def fmt_num(value: Any, digits: int = 3) -> str:

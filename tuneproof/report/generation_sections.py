@@ -1,8 +1,8 @@
 """Report sections of the generative tasks: sample generations next to the base model's, how SFT
 batches were built (packing, padding, truncation), and what DAPT did to domain vs general text.
 
-Registered by the generative task modules when they load (``register``); each section applies to
-its tasks only, and claims its ``metrics.json`` keys so the catch-all section skips them.
+Each generative task names the ones it shows in its ``TaskSpec.report_sections``; each claims its
+``metrics.json`` keys so the catch-all section skips them.
 """
 
 from __future__ import annotations
@@ -159,7 +159,6 @@ SECTIONS = (
             "Sample generations vs the base model",
             generation_samples,
             frozenset({"samples", "generation", "n_generated"}),
-            frozenset({"sft", "seq2seq"}),
         ),
         "comparisons",
     ),
@@ -169,7 +168,6 @@ SECTIONS = (
             "SFT batching, padding and truncation",
             sft_batching,
             frozenset({"batching", "truncation"}),
-            frozenset({"sft"}),
         ),
         "generation_samples",
     ),
@@ -179,7 +177,6 @@ SECTIONS = (
             "Domain vs general perplexity (forgetting)",
             dapt_forgetting,
             frozenset({"language_modeling"}),
-            frozenset({"dapt"}),
         ),
         "comparisons",
     ),
@@ -189,26 +186,16 @@ SECTIONS = (
             "Validation loss vs the base model",
             validation_vs_base,
             frozenset({"validation_baselines"}),
-            frozenset({"sft", "dapt", "seq2seq"}),
         ),
         "comparisons",
     ),
 )
 
 
-def register() -> None:
-    """Add the sections once (re-registering replaces them in place of duplicating)."""
-    from tuneproof.report.sections import register_section
-
-    for section, after in SECTIONS:
-        register_section(section, after=after)
-
-
 __all__ = [
     "SECTIONS",
     "dapt_forgetting",
     "generation_samples",
-    "register",
     "sft_batching",
     "validation_vs_base",
 ]

@@ -72,7 +72,7 @@ def _render_section(section: Section, run: RunData) -> str | None:
 
 
 def render_page(run: RunData, sections: Sequence[Section] | None = None) -> str:
-    chosen = list(section_registry.SECTIONS if sections is None else sections)
+    chosen = list(section_registry.sections_for_task(run.task) if sections is None else sections)
     blocks: list[tuple[Section, str]] = []
     for section in chosen:
         if not section.applies_to(run.task):

@@ -1,7 +1,7 @@
 """The report's hyper-parameter search section, read from ``search/summary.json`` and ``trials.json``.
 
-Registered with :func:`register_section` when this module is imported (the runner imports it
-before writing the report), placed after the training section. It states how the configuration
+Every page has a place for it, right after the training section; it renders nothing for a run
+without a search. It states how the configuration
 was selected, compares the best trial with the protocol's own settings, and shows the history,
 the parameter importances, every trial (pruned and failed ones with why) and the chosen protocol.
 """
@@ -17,7 +17,6 @@ from tuneproof.report.fmt import fmt_duration, fmt_num, fmt_setting
 from tuneproof.report.markup import Safe, bar, chip, details, h3, join, kv_table, note, para, pre, table
 from tuneproof.report.run_data import RunData, mapping, number, sequence
 from tuneproof.report.section import Section
-from tuneproof.report.sections import register_section
 
 STATE_KIND = {"complete": "pass", "pruned": "warn", "fail": "fail", "running": "info", "waiting": "neutral"}
 MAX_TRIAL_ROWS = 500
@@ -227,4 +226,5 @@ def render(run: RunData) -> str | None:
     return join(parts)
 
 
-SECTION = register_section(Section("search", "Hyper-parameter search", render), after="training")
+SECTION = Section("search", "Hyper-parameter search", render)
+ENTRY = (SECTION, "training")  # placed right after the training section

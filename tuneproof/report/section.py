@@ -1,9 +1,8 @@
 """The unit the report page is assembled from.
 
 A section is a titled renderer ``RunData -> HTML | None``; returning None leaves the section out
-(e.g. no confusion matrix for regression). Tasks add their own sections (per-entity scores,
-generation samples...) with :func:`tuneproof.report.sections.register_section` instead of editing
-one large page function.
+(e.g. no confusion matrix for regression). A task lists its own sections (per-entity scores,
+generation samples...) in its ``TaskSpec.report_sections`` instead of editing one large page function.
 """
 
 from __future__ import annotations

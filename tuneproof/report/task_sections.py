@@ -1,7 +1,7 @@
 """Report sections for token classification, regression and multi-label runs.
 
-Registered on import (``tuneproof.report`` imports this module), each limited to its task, so the
-generic page stays as it is and a classification report is unchanged.
+Each task names the ones it shows in its ``TaskSpec.report_sections``; the page puts them after the
+built-in section given beside each.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from tuneproof.report.fmt import fmt_interval, fmt_num
 from tuneproof.report.markup import Cell, join, note, para, table
 from tuneproof.report.run_data import RunData, mapping, number, sequence
 from tuneproof.report.section import Section
-from tuneproof.report.sections import register_section
 
 
 def per_entity(run: RunData) -> str | None:
@@ -113,7 +112,7 @@ def thresholds(run: RunData) -> str | None:
     return join(parts)
 
 
-SECTIONS = [
+SECTIONS: list[tuple[Section, str]] = [
     (
         Section(
             "per_entity",
@@ -130,7 +129,6 @@ SECTIONS = [
                     "n_words",
                 }
             ),
-            frozenset({"token_classification"}),
         ),
         "per_class",
     ),
@@ -140,7 +138,6 @@ SECTIONS = [
             "Errors along the target scale",
             residuals,
             frozenset({"residuals", "target"}),
-            frozenset({"regression"}),
         ),
         "comparisons",
     ),
@@ -150,11 +147,7 @@ SECTIONS = [
             "Decision thresholds",
             thresholds,
             frozenset({"thresholds", "label_cardinality"}),
-            frozenset({"multilabel"}),
         ),
         "per_class",
     ),
 ]
-
-for _section, _after in SECTIONS:
-    register_section(_section, after=_after)

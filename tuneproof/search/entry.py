@@ -14,9 +14,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from tuneproof.context import RunContext, build_context
+from tuneproof.data.prepare import PreparedData
+from tuneproof.protocol.loader import validation_context
 from tuneproof.search.freeze import frozen_protocol_text
 from tuneproof.search.space import with_params
 from tuneproof.search.study import (
@@ -37,59 +42,48 @@ from tuneproof.search.study import (
 
 
 def trial_context(
-    task: Any,
-    protocol: Any,
-    prepared: Any,
-    ref: Any,
-    tokenizer: Any,
-    precision: str,
-    cache_dir: Path | None,
-    scratch: Path,
-    log: Any,
+    ctx: RunContext, prepared: PreparedData, scratch: Path, log: Callable[[str], None]
 ) -> TrialContext:
     from tuneproof.train.fit import build_features
 
-    task.set_labels(prepared)  # from the train split only
+    ctx.task.set_labels(prepared)  # from the train split only
     # Only train and validation are tokenised: the test split stays closed until the search is over.
     splits = {k: v for k, v in prepared.splits.items() if k in ("train", "validation")}
-    features = build_features(task, splits, tokenizer, cache_dir)
-    metric = search_metric(protocol, task)
+    features = build_features(ctx.task, splits, ctx.tokenizer, ctx.cache_dir)
+    metric = search_metric(ctx.protocol, ctx.task)
+    assert ctx.protocol.search is not None, "a trial context needs a protocol with a search section"
     return TrialContext(
-        protocol,
-        task,
-        ref,
-        tokenizer,
+        ctx.protocol,
+        ctx.task,
+        ctx.ref,
+        ctx.tokenizer,
         features,
-        precision,
+        ctx.precision,
         scratch,
         metric,
-        direction_for(protocol.search, metric),
+        direction_for(ctx.protocol.search, metric),
         log,
     )
 
 
 def lead_search(
-    loaded: Any,
-    task: Any,
-    prepared: Any,
-    ref: Any,
-    tokenizer: Any,
+    run: RunContext,
+    prepared: PreparedData,
     run_dir: Path,
-    precision: str,
-    cache_dir: Path | None,
     manifest: dict[str, Any],
-    log: Any,
+    log: Callable[[str], None],
     workers: int = 1,
-) -> tuple[Any, Any]:
-    """Run (or finish, or skip if already done) the search; return (chosen protocol, its task)."""
+) -> RunContext:
+    """Run (or finish, or skip if already done) the search; return the context of the chosen protocol."""
     from tuneproof.export.manifest import write_manifest
     from tuneproof.fsutil import atomic_write_text
     from tuneproof.protocol import dump_protocol
-    from tuneproof.tasks.base import get_task
+    from tuneproof.tasks.registry import get_task
     from tuneproof.train.distributed import world_size
 
-    protocol = loaded.protocol
+    loaded, protocol = run.loaded, run.protocol
     spec = protocol.search
+    assert spec is not None, "lead_search needs a protocol with a search section"
     # On resume the protocol is read from the run folder; its relative paths are the original folder's.
     base_dir = Path(manifest.get("protocol_dir") or loaded.base_dir)
     if world_size() > 1:
@@ -101,20 +95,10 @@ def lead_search(
     finished = load_finished(run_dir)
     if finished is not None:
         log(f"[search] already finished; continuing with trial {finished['best']['number']}'s configuration")
-        chosen = with_params(protocol, finished["best"]["params"])
+        chosen = with_params(protocol, finished["best"]["params"], validation_context())
     else:
         seed = spec.seed if spec.seed is not None else protocol.seed
-        ctx = trial_context(
-            task,
-            protocol,
-            prepared,
-            ref,
-            tokenizer,
-            precision,
-            cache_dir,
-            run_dir / SEARCH_DIR / "trials",
-            log,
-        )
+        ctx = trial_context(run, prepared, run_dir / SEARCH_DIR / "trials", log)
         helpers = _spawn_local_workers(loaded.path, base_dir, ctx, run_dir, seed, workers - 1)
         try:
             outcome = run_search(ctx, run_dir, seed)
@@ -144,7 +128,7 @@ def lead_search(
     # protocol.yaml says what produced the model: the chosen configuration, every default spelled
     # out. The protocol as written, search section included, stays in protocol.source.yaml.
     atomic_write_text(run_dir / "protocol.yaml", dump_protocol(chosen))
-    return chosen, get_task(chosen)
+    return replace(run, protocol=chosen, task=get_task(chosen))
 
 
 # -- extra local workers for `tuneproof run --processes N` on a protocol with a search -------------
@@ -221,47 +205,21 @@ def run_worker(
 ) -> dict[str, Any]:
     """Join a study and run trials until its budget is spent. Writes no run folder; never reads test."""
     from tuneproof.protocol import load_protocol
-    from tuneproof.runner import _text_hook, quiet_libraries, token_lengths_fn
-    from tuneproof.tasks.base import get_task
-    from tuneproof.train.fit import set_threads
-    from tuneproof.train.model_source import load_tokenizer, resolve_model
-    from tuneproof.train.precision import choose_precision
 
-    quiet_libraries()
     loaded = load_protocol(protocol_path)
-    base = base_dir or loaded.base_dir
     protocol = loaded.protocol
     if protocol.search is None:
         raise SearchError(f"{protocol_path} has no search section")
     url = storage_url(protocol.search, None, storage)
     name = study_name or protocol.search.study_name or default_study_name(protocol)
-    task = get_task(protocol)
-    if hasattr(task, "use_base_dir"):  # as the runner does, for tasks that read further files
-        task.use_base_dir(base)
-    set_threads(protocol)
-    precision, _ = choose_precision(protocol.train.precision)
-    ref = resolve_model(protocol.model, base)
-    tokenizer = load_tokenizer(ref)
+    run = build_context(loaded, base_dir or loaded.base_dir, cache_dir)
     tag = f"[search-worker {os.getpid()}]"
 
     def log(message: str) -> None:
         print(message.replace("[search]", tag), file=sys.stderr, flush=True)
 
-    from tuneproof.data.prepare import prepare_data
-
     log(f"{tag} preparing the data (trials use train and validation; test is never scored here)")
-    prepared = prepare_data(
-        protocol,
-        base,
-        token_lengths=(
-            task.token_lengths(tokenizer)
-            if hasattr(task, "token_lengths")
-            else token_lengths_fn(tokenizer, cache_dir)
-        ),
-        target_check=task.target_check(),
-        text_hook=_text_hook(protocol),
-        stratify=task.stratify,
-    )
+    prepared = run.prepare()
     base_seed = protocol.search.seed if protocol.search.seed is not None else protocol.seed
     # Each worker samples with its own seed, or parallel random/TPE workers would propose the same values.
     worker_seed = (
@@ -273,7 +231,7 @@ def run_worker(
     )
     with tempfile.TemporaryDirectory(prefix="tuneproof-trials-") as scratch:
         scratch_dir = Path(scratch)
-        ctx = trial_context(task, protocol, prepared, ref, tokenizer, precision, cache_dir, scratch_dir, log)
+        ctx = trial_context(run, prepared, scratch_dir, log)
         study = open_study(protocol.search, url, name, worker_seed, ctx.direction)
         from tuneproof.search.study import check_study
 

@@ -20,6 +20,7 @@ Example::
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
@@ -175,14 +176,14 @@ class SearchSpec(_Strict):
         return math.prod(len(p.grid()) for p in self.space.values())
 
 
-def check_search(protocol: Any) -> None:
+def check_search(protocol: Any, context: Mapping[str, Any] | None) -> None:
     """Cross-checks against the rest of the protocol; raises ValueError with the offending key.
 
     Every bound and choice is applied to the protocol and validated, so an illegal value (a
     learning rate above 1, a negative warmup) is an error when the protocol loads, not a failed
     trial an hour into the search.
     """
-    from tuneproof.search.space import with_params
+    from tuneproof.search.apply import with_params
 
     search = protocol.search
     has_validation = (protocol.data.splits is not None and "validation" in protocol.data.splits) or (
@@ -196,7 +197,7 @@ def check_search(protocol: Any) -> None:
         values = param.grid() if isinstance(param, CategoricalParam) else [param.low, param.high]
         for value in values:
             try:
-                with_params(protocol, {path: value})
+                with_params(protocol, {path: value}, context)
             except KeyError as exc:
                 raise ValueError(f"search.space: {exc.args[0]}") from None
             except ValidationError as exc:

@@ -9,36 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from tuneproof.search.apply import walk, with_params
 from tuneproof.search.schema import CategoricalParam, FloatParam, IntParam, SearchSpec
 
-
-def _walk(raw: dict[str, Any], path: str) -> tuple[dict[str, Any], str]:
-    parts = path.split(".")
-    node: Any = raw
-    for i, part in enumerate(parts[:-1]):
-        if not isinstance(node, dict) or part not in node:
-            raise KeyError(f"{path!r} is not a protocol setting")
-        node = node[part]
-        if node is None:
-            raise KeyError(f"{'.'.join(parts[: i + 1])} is not set, so {path!r} cannot be searched")
-    if not isinstance(node, dict) or parts[-1] not in node:
-        raise KeyError(f"{path!r} is not a protocol setting")
-    return node, parts[-1]
-
-
-def with_params(protocol: Any, params: dict[str, Any]) -> Any:
-    """``protocol`` with each dotted path set to its value and without ``search``, re-validated.
-
-    Raises KeyError for a path the protocol does not have, and pydantic's ValidationError (a
-    ValueError) for a value the schema refuses.
-    """
-    from tuneproof.protocol.schema import Protocol
-
-    raw = protocol.model_dump(mode="python", exclude={"search"})
-    for path, value in params.items():
-        node, key = _walk(raw, path)
-        node[key] = value
-    return Protocol.model_validate(raw)
+__all__ = ["contains", "current_values", "grid_space", "suggest", "with_params"]
 
 
 def current_values(protocol: Any, spec: SearchSpec) -> dict[str, Any]:
@@ -46,7 +20,7 @@ def current_values(protocol: Any, spec: SearchSpec) -> dict[str, Any]:
     raw = protocol.model_dump(mode="python", exclude={"search"})
     out = {}
     for path in spec.space:
-        node, key = _walk(raw, path)
+        node, key = walk(raw, path)
         out[path] = node[key]
     return out
 

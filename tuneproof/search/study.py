@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from tuneproof.errors import TrainingDiverged, TuneproofError
+from tuneproof.evaluate.direction import direction as metric_direction
+from tuneproof.protocol.loader import validation_context
 from tuneproof.search.schema import SearchSpec
 from tuneproof.search.space import contains, current_values, grid_space, suggest, with_params
 
@@ -39,7 +41,6 @@ STUDY_FILE = "study.db"
 TRIALS_FILE = "trials.json"
 SUMMARY_FILE = "summary.json"
 CHOSEN_FILE = "chosen-protocol.yaml"
-LOWER_IS_BETTER = {"loss", "ece", "log_loss", "mae", "rmse", "mse", "perplexity"}
 HEARTBEAT_S = 30
 GRACE_S = 120
 SELECTION_STATEMENT = (
@@ -105,7 +106,7 @@ def search_metric(protocol: Any, task: Any) -> str:
 def direction_for(spec: SearchSpec, metric: str) -> str:
     if spec.direction:
         return spec.direction
-    return "minimize" if metric.removeprefix("eval_") in LOWER_IS_BETTER else "maximize"
+    return metric_direction(metric)
 
 
 def default_study_name(protocol: Any) -> str:
@@ -299,7 +300,7 @@ def run_one_trial(ctx: TrialContext, trial: Any) -> float:
     """Optuna's objective: a fresh model trained with this trial's values; its validation metric."""
     import optuna
 
-    from tuneproof.tasks.base import get_task
+    from tuneproof.tasks.registry import get_task
     from tuneproof.train.fit import fit
     from tuneproof.train.loop import Interrupted
 
@@ -309,7 +310,7 @@ def run_one_trial(ctx: TrialContext, trial: Any) -> float:
     started = time.monotonic()
     try:
         try:
-            protocol = with_params(ctx.protocol, params)
+            protocol = with_params(ctx.protocol, params, validation_context())
         except (KeyError, ValueError) as exc:
             raise TrialFailed(f"invalid configuration: {' '.join(str(exc).split())[:300]}") from exc
         task = get_task(protocol)
@@ -628,7 +629,7 @@ def run_search(ctx: TrialContext, run_dir: Path, seed: int) -> SearchOutcome:
     if best is None:
         atomic_write_json(folder / SUMMARY_FILE, summary)
         raise SearchError(f"no trial completed ({summary['trials']}); see {folder / TRIALS_FILE}")
-    chosen = with_params(ctx.protocol, best["params"])
+    chosen = with_params(ctx.protocol, best["params"], validation_context())
     summary["chosen_protocol"] = f"{SEARCH_DIR}/{CHOSEN_FILE}"
     atomic_write_json(folder / SUMMARY_FILE, summary)
     ctx.log(

@@ -15,7 +15,8 @@ from tuneproof.errors import DataValidationError, Problem, RunFolderError
 from tuneproof.export.package import MODEL_INFO
 from tuneproof.protocol import load_protocol
 from tuneproof.tasks._inference import bf16_linear_weights
-from tuneproof.tasks.base import Task, get_task
+from tuneproof.tasks.base import Task
+from tuneproof.tasks.registry import get_task
 
 
 @dataclass
@@ -40,9 +41,9 @@ class Predictor:
         task = get_task(protocol)
         task.labels = list(info.get("labels") or [])
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        model = task.load_packaged(model_dir)  # type: ignore[attr-defined]
+        model = task.load_packaged(model_dir)
         model.eval()
-        if info.get("precision") == "bf16" and getattr(task, "predicts_under_autocast", False):
+        if info.get("precision") == "bf16" and task.predicts_under_autocast:
             model = bf16_linear_weights(model)
         pii = protocol.pii if protocol.pii is not None and protocol.pii.on_inputs else None
         return cls(task, model, tokenizer, info, pii, batch_size)
@@ -59,7 +60,7 @@ class Predictor:
         df = pd.DataFrame(
             {"row_id": [str(i) for i in range(len(texts))], "text": texts, "label": [None] * len(texts)}
         )
-        feats = self.task.features_for_inference(df, self.tokenizer)  # type: ignore[attr-defined]
+        feats = self.task.features_for_inference(df, self.tokenizer)
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         with torch.inference_mode():
             outputs = self.task.predict(self.model, feats, pad_id, self.batch_size, self.precision)

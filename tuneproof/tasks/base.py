@@ -1,41 +1,118 @@
-"""What a task module provides to the stages. A new task is a new module implementing this."""
+"""The task contract: everything the stages call on a task, with explicit defaults for the optional hooks.
+
+A new task is a new module with a subclass of :class:`Task` (its metadata in ``spec``) plus one line
+in :mod:`tuneproof.tasks.registry`. Callers never probe a task with ``hasattr``: every method they
+use is declared here.
+"""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-from typing import Protocol as TypingProtocol
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 from torch import nn
 
 from tuneproof.data.prepare import PreparedData, TargetCheck
+from tuneproof.protocol.schema import Protocol
+from tuneproof.tasks.spec import TaskSpec
 from tuneproof.train.loop import Batch, LossFn
 from tuneproof.train.model_source import ModelRef
 
+Features = list[dict[str, Any]]
+TokenLengths = Callable[[list[str]], list[int]]
 
-class Task(TypingProtocol):
-    name: str
-    selection_metric: str
-    stratify: bool
-    labels: list[str]
 
-    def target_check(self) -> TargetCheck: ...
-    def set_labels(self, prepared: PreparedData) -> None: ...
-    def features(self, df: pd.DataFrame, tokenizer: Any, cache_dir: Path | None) -> list[dict[str, Any]]: ...
-    def collate(self, pad_id: int) -> Any: ...
+class Task(ABC):
+    spec: ClassVar[TaskSpec]
+    # True where ``predict`` runs every forward through ``logits_batches`` under autocast, so a served
+    # model may keep its Linear weights in bf16 (``bf16_linear_weights``) with the same outputs.
+    predicts_under_autocast: ClassVar[bool] = False
+
+    def __init__(self, protocol: Protocol) -> None:
+        self.protocol = protocol
+        self.labels: list[str] = []
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def stratify(self) -> bool:
+        return self.spec.stratify
+
+    @property
+    def selection_metric(self) -> str:
+        return self.spec.default_selection_metric
+
+    # -- data ------------------------------------------------------------------------------------
+    @abstractmethod
+    def target_check(self) -> TargetCheck:
+        """Validates (and normalises) one row's target; the data stage reports what it refuses."""
+
+    def set_labels(self, prepared: PreparedData) -> None:
+        """Learn what the target space is from the prepared splits (labels, scale); none by default."""
+        return None
+
+    def use_base_dir(self, base_dir: Path) -> None:
+        """Resolve further files the protocol names relative to its folder; none by default."""
+        return None
+
+    def token_lengths(self, tokenizer: Any) -> TokenLengths | None:
+        """Token counts for the data report, where the text is structured (chat messages as JSON);
+        None: the runner counts the plain text's tokens."""
+        return None
+
+    @abstractmethod
+    def features(self, df: pd.DataFrame, tokenizer: Any, cache_dir: Path | None) -> Features: ...
+
+    @abstractmethod
+    def features_for_inference(self, df: pd.DataFrame, tokenizer: Any) -> Features:
+        """Features of unlabelled texts (``predict``, ``serve``)."""
+
+    @abstractmethod
+    def collate(self, pad_id: int) -> Callable[[Features], Batch]: ...
+
+    # -- model -----------------------------------------------------------------------------------
+    @abstractmethod
     def build_model(self, ref: ModelRef) -> nn.Module: ...
+
+    @abstractmethod
+    def load_packaged(self, model_dir: Path) -> nn.Module: ...
+
+    @abstractmethod
     def peft_task_type(self) -> str: ...
-    def loss_fn(self, train_features: list[dict[str, Any]]) -> LossFn: ...
-    def resample(self, train_features: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]: ...
+
+    # -- training --------------------------------------------------------------------------------
+    @abstractmethod
+    def loss_fn(self, train_features: Features) -> LossFn: ...
+
+    def resample(self, train_features: Features, seed: int) -> Features:
+        """The training rows as the loop sees them (oversampled, packed); unchanged by default."""
+        return train_features
+
+    # -- inference and evaluation ----------------------------------------------------------------
+    @abstractmethod
+    def metric_names(self) -> list[str]:
+        """Every metric name a gate may use for this task and protocol."""
+
+    @abstractmethod
     def validation_metrics(
-        self, model: nn.Module, features: list[dict[str, Any]], pad_id: int, batch_size: int, precision: str
+        self, model: nn.Module, features: Features, pad_id: int, batch_size: int, precision: str
     ) -> dict[str, float]: ...
+
+    @abstractmethod
     def predict(
-        self, model: nn.Module, features: list[dict[str, Any]], pad_id: int, batch_size: int, precision: str
+        self, model: nn.Module, features: Features, pad_id: int, batch_size: int, precision: str
     ) -> np.ndarray: ...
+
+    @abstractmethod
     def baselines(self, prepared: PreparedData, test: pd.DataFrame) -> dict[str, np.ndarray]: ...
+
+    @abstractmethod
     def evaluate(
         self,
         test: pd.DataFrame,
@@ -43,29 +120,12 @@ class Task(TypingProtocol):
         baselines: dict[str, np.ndarray],
         validation: dict[str, Any] | None,
     ) -> dict[str, Any]: ...
+
+    @abstractmethod
     def format_prediction(self, outputs: np.ndarray) -> list[dict[str, Any]]: ...
+
+    @abstractmethod
     def prediction_frame(self, df: pd.DataFrame, outputs: np.ndarray) -> pd.DataFrame: ...
 
 
-def get_task(protocol: Any) -> Task:
-    """The task module for ``protocol.task``; only tuneproof's own modules are ever imported."""
-    from importlib import import_module
-
-    modules = {
-        "classification": ("tuneproof.tasks.classification", "ClassificationTask"),
-        "token_classification": ("tuneproof.tasks.token_classification", "TokenClassificationTask"),
-        "regression": ("tuneproof.tasks.regression", "RegressionTask"),
-        "multilabel": ("tuneproof.tasks.multilabel", "MultilabelTask"),
-        "sft": ("tuneproof.tasks.sft", "SftTask"),
-        "dapt": ("tuneproof.tasks.dapt", "DaptTask"),
-        "seq2seq": ("tuneproof.tasks.seq2seq", "Seq2SeqTask"),
-    }
-    if protocol.task not in modules:
-        from tuneproof.errors import Problem, ProtocolError
-
-        raise ProtocolError([Problem("task", f"task {protocol.task!r} is not available in this version")])
-    mod, cls = modules[protocol.task]
-    return getattr(import_module(mod), cls)(protocol)
-
-
-__all__ = ["Batch", "Task", "get_task"]
+__all__ = ["Batch", "Features", "Task", "TokenLengths"]

@@ -16,25 +16,40 @@ import pandas as pd
 import torch
 from torch import nn
 
-from tuneproof.data.prepare import PreparedData, TargetCheck, categorical_target, split_hash
+from tuneproof.data.prepare import PreparedData, TargetCheck, categorical_target
 from tuneproof.evaluate.baselines import majority_probs, tfidf_logreg_probs
 from tuneproof.evaluate.classification import column_slices, evaluate_classification, length_slices
 from tuneproof.protocol.schema import Protocol
 from tuneproof.tasks._inference import predict_rows
-from tuneproof.train.features import cached_features, pad_collate, tokenizer_fingerprint
+from tuneproof.tasks.encoder import EncoderTask
+from tuneproof.tasks.spec import TaskSpec
 from tuneproof.train.loop import LossFn
-from tuneproof.train.model_source import ModelRef, load_pretrained
+from tuneproof.train.model_source import ModelRef
+
+SPEC = TaskSpec(
+    name="classification",
+    purpose="assigns one label to each text",
+    baselines=("majority", "tfidf_logreg"),
+    default_baselines=("majority", "tfidf_logreg"),
+    selection_metrics=("macro_f1", "accuracy", "loss"),
+    stratify=True,
+    options=(
+        "data.labels",
+        "data.label_column",
+        "train.label_smoothing",
+        "imbalance.oversample",
+        "imbalance.class_weights",
+    ),
+    pipeline_tag="text-classification",
+)
 
 
-class ClassificationTask:
-    name = "classification"
-    predicts_under_autocast = True  # predict runs every forward through logits_batches
-    selection_metric = "macro_f1"
-    stratify = True
+class ClassificationTask(EncoderTask):
+    spec = SPEC
 
     def __init__(self, protocol: Protocol) -> None:
-        self.protocol = protocol
-        self.labels: list[str] = list(protocol.data.labels or [])
+        super().__init__(protocol)
+        self.labels = list(protocol.data.labels or [])
 
     # -- data ------------------------------------------------------------------------------------
     def target_check(self) -> TargetCheck:
@@ -46,63 +61,28 @@ class ClassificationTask:
 
     def features(self, df: pd.DataFrame, tokenizer: Any, cache_dir: Path | None) -> list[dict[str, Any]]:
         label2id = {lab: i for i, lab in enumerate(self.labels)}
-        max_length = self.protocol.model.max_length
-
-        def encode(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-            enc = tokenizer(batch["text"], truncation=True, max_length=max_length)
-            return {
-                "input_ids": enc["input_ids"],
-                "labels": [label2id.get(lab, -1) for lab in batch["label"]],
-                "length": [len(x) for x in enc["input_ids"]],
-            }
-
-        key = [
-            "classification",
-            tokenizer_fingerprint(tokenizer),
-            str(max_length),
-            ",".join(self.labels),
-            split_hash(df),
-        ]
-        return cached_features(
-            {"row_id": df["row_id"].tolist(), "text": df["text"].tolist(), "label": df["label"].tolist()},
-            encode,
-            key,
+        return self.text_features(
+            df,
+            tokenizer,
             cache_dir,
+            ("label", df["label"].tolist()),
+            lambda labels: [label2id.get(lab, -1) for lab in labels],
+            ",".join(self.labels),
         )
 
     # -- model -----------------------------------------------------------------------------------
     def build_model(self, ref: ModelRef) -> nn.Module:
-        from transformers import AutoModelForSequenceClassification
-
-        model = load_pretrained(
-            AutoModelForSequenceClassification,
+        return self.load_head_model(
             ref,
             num_labels=len(self.labels),
             id2label=dict(enumerate(self.labels)),
             label2id={lab: i for i, lab in enumerate(self.labels)},
         )
-        if model.config.pad_token_id is None and model.config.eos_token_id is not None:
-            model.config.pad_token_id = model.config.eos_token_id
-        return model
-
-    def load_packaged(self, model_dir: Path) -> nn.Module:
-        from transformers import AutoModelForSequenceClassification
-
-        return AutoModelForSequenceClassification.from_pretrained(model_dir, use_safetensors=True)
-
-    def features_for_inference(self, df: pd.DataFrame, tokenizer: Any) -> list[dict[str, Any]]:
-        enc = tokenizer(df["text"].tolist(), truncation=True, max_length=self.protocol.model.max_length)
-        return [
-            {"input_ids": ids, "row_id": rid} for ids, rid in zip(enc["input_ids"], df["row_id"], strict=True)
-        ]
 
     def metric_names(self) -> list[str]:
         from tuneproof.evaluate.classification import classification_metric_names
 
         return classification_metric_names(self.protocol.data.labels)
-
-    def peft_task_type(self) -> str:
-        return "SEQ_CLS"
 
     def loss_fn(self, train_features: list[dict[str, Any]]) -> LossFn:
         weight = None
@@ -150,9 +130,6 @@ class ClassificationTask:
         return train_features + extra
 
     # -- inference and evaluation ----------------------------------------------------------------
-    def collate(self, pad_id: int) -> Any:
-        return pad_collate(pad_id)
-
     def predict(
         self, model: nn.Module, features: list[dict[str, Any]], pad_id: int, batch_size: int, precision: str
     ) -> np.ndarray:

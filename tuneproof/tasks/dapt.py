@@ -26,7 +26,7 @@ from tuneproof.data.prepare import TargetCheck, sha256_file, split_hash
 from tuneproof.data.readers import read_file
 from tuneproof.errors import DataValidationError, Problem
 from tuneproof.evaluate.generation import interval_group, lm_statistics, merge_groups
-from tuneproof.tasks.generation import GenerativeTask, new_outputs
+from tuneproof.tasks.generation import GenerativeTask, generative_spec, new_outputs
 from tuneproof.train.features import cached_features, tokenizer_fingerprint
 
 IGNORE = -100
@@ -52,8 +52,18 @@ def block_features(blocks: list[list[int]], prefix: str) -> list[dict[str, Any]]
     ]
 
 
+SPEC = generative_spec(
+    "dapt",
+    "is a language model adapted to a domain",
+    label_column_default=None,
+    options=("dapt", "data.labels"),
+    report_sections=("dapt_forgetting", "validation_vs_base"),
+    pipeline_tag="text-generation",
+)
+
+
 class DaptTask(GenerativeTask):
-    name = "dapt"
+    spec = SPEC
     with_generation = False
 
     def __init__(self, protocol: Any) -> None:

@@ -34,6 +34,8 @@ from tuneproof.evaluate.generation import (
     per_example_scores,
 )
 from tuneproof.protocol.schema import Protocol
+from tuneproof.tasks.base import Task
+from tuneproof.tasks.spec import TaskSpec
 from tuneproof.train.features import inference_batches
 from tuneproof.train.model_source import ModelRef
 
@@ -327,24 +329,29 @@ def metric_names(with_generation: bool) -> list[str]:
     return [*LM_METRICS, *(GENERATION_METRICS if with_generation else ())]
 
 
-def register_report_sections() -> None:
-    from tuneproof.report.generation_sections import register
+def generative_spec(name: str, purpose: str, **extra: Any) -> TaskSpec:
+    """The metadata every generative task shares: scored against the model it started from."""
+    return TaskSpec(
+        name=name,
+        purpose=purpose,
+        baselines=("base_model",),
+        default_baselines=("base_model",),
+        selection_metrics=("loss", "perplexity"),
+        stratify=False,
+        gradient_checkpointing=True,
+        generative=True,
+        **extra,
+    )
 
-    register()
 
+class GenerativeTask(Task):
+    """The parts of the task contract every generative task shares; subclasses add data and decoding."""
 
-class GenerativeTask:
-    """The parts of the Task protocol every generative task shares; subclasses add data and decoding."""
-
-    name = ""
-    selection_metric = "loss"
-    stratify = False
     peft_type = "CAUSAL_LM"
     with_generation = True
 
     def __init__(self, protocol: Protocol) -> None:
-        self.protocol = protocol
-        self.labels: list[str] = []
+        super().__init__(protocol)
         self._ref: ModelRef | None = None
         self._tokenizer: Any = None
         self._cache: Path | None = None
@@ -352,7 +359,6 @@ class GenerativeTask:
         self._batch_size = protocol.evaluate.batch_size
         self._device: torch.device | None = None
         self.base_validation: dict[str, float] | None = None
-        register_report_sections()
 
     # -- model -----------------------------------------------------------------------------------
     def auto_class(self) -> Any:
@@ -382,9 +388,6 @@ class GenerativeTask:
         return metric_names(self.with_generation)
 
     # -- training --------------------------------------------------------------------------------
-    def set_labels(self, prepared: Any) -> None:
-        return None
-
     def nll(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         return causal_nll(model, batch)
 
@@ -395,9 +398,6 @@ class GenerativeTask:
 
     def loss_fn(self, train_features: list[dict[str, Any]]) -> Any:
         return sum_loss(self.nll)
-
-    def resample(self, train_features: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
-        return train_features
 
     # -- scoring ---------------------------------------------------------------------------------
     def score(
@@ -436,11 +436,11 @@ class GenerativeTask:
         if self._device is not None:
             base.to(self._device)
         torch.manual_seed(self.protocol.seed)
-        feats = self.features(test, self._tokenizer, self._cache)  # type: ignore[attr-defined]
-        outputs: np.ndarray = self.predict(base, feats, self.pad_id(), self._batch_size, self._precision)  # type: ignore[attr-defined]
+        feats = self.features(test, self._tokenizer, self._cache)
+        outputs: np.ndarray = self.predict(base, feats, self.pad_id(), self._batch_size, self._precision)
         val = prepared.splits.get("validation")
         if val is not None and len(val):
-            val_feats = self.features(val, self._tokenizer, self._cache)  # type: ignore[attr-defined]
+            val_feats = self.features(val, self._tokenizer, self._cache)
             self.base_validation = self.validation_metrics(
                 base, val_feats, self.pad_id(), self._batch_size, self._precision
             )
@@ -450,9 +450,11 @@ class GenerativeTask:
 
 __all__ = [
     "OUTPUT_DTYPE",
+    "GenerativeTask",
     "causal_nll",
     "generation_frame",
     "generative_metrics",
+    "generative_spec",
     "greedy_generate",
     "lm_summary",
     "metric_names",

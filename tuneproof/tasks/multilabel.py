@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from tuneproof.data.prepare import PreparedData, split_hash
+from tuneproof.data.prepare import PreparedData
 from tuneproof.evaluate.intervals import slice_masks
 from tuneproof.evaluate.multilabel import (
     DEFAULT_THRESHOLD,
@@ -28,9 +28,10 @@ from tuneproof.evaluate.multilabel import (
 )
 from tuneproof.protocol.schema import Protocol
 from tuneproof.tasks._inference import config_value, predict_rows
-from tuneproof.train.features import cached_features, pad_collate, tokenizer_fingerprint
+from tuneproof.tasks.encoder import EncoderTask
+from tuneproof.tasks.spec import TaskSpec
 from tuneproof.train.loop import LossFn
-from tuneproof.train.model_source import ModelRef, load_pretrained
+from tuneproof.train.model_source import ModelRef
 
 CONFIG_KEY = "tuneproof_thresholds"  # {label: threshold}, in the model config
 TFIDF_C = 4.0  # as the classification baseline: fixed, fitted on training data only
@@ -79,17 +80,27 @@ class _LabelSetCheck:
         return sorted(labels), None
 
 
-class MultilabelTask:
-    name = "multilabel"
-    predicts_under_autocast = True  # predict runs every forward through logits_batches
-    # Threshold-free: F1 with thresholds tuned on the very validation split it is measured on favours
-    # a model whose probabilities are nearly constant and whose thresholds fit the noise.
-    selection_metric = "loss"
-    stratify = False
+SPEC = TaskSpec(
+    name="multilabel",
+    purpose="assigns any number of labels to each text",
+    baselines=("majority", "tfidf_logreg"),
+    default_baselines=("majority", "tfidf_logreg"),
+    # loss first, threshold-free: F1 with thresholds tuned on the very validation split it is measured
+    # on favours a model whose probabilities are nearly constant and whose thresholds fit the noise.
+    selection_metrics=("loss", "micro_f1", "macro_f1", "subset_accuracy"),
+    stratify=False,
+    options=("data.labels", "data.label_column", "data.label_separator", "imbalance.class_weights"),
+    report_sections=("thresholds",),
+    pipeline_tag="text-classification",
+)
+
+
+class MultilabelTask(EncoderTask):
+    spec = SPEC
 
     def __init__(self, protocol: Protocol) -> None:
-        self.protocol = protocol
-        self.labels: list[str] = list(protocol.data.labels or [])
+        super().__init__(protocol)
+        self.labels = list(protocol.data.labels or [])
         self.thresholds = np.full(len(self.labels), DEFAULT_THRESHOLD)
         self.tuned_on: str | None = None
 
@@ -115,66 +126,29 @@ class MultilabelTask:
         return out
 
     def features(self, df: pd.DataFrame, tokenizer: Any, cache_dir: Path | None) -> list[dict[str, Any]]:
-        max_length = self.protocol.model.max_length
-
-        def encode(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-            enc = tokenizer(batch["text"], truncation=True, max_length=max_length)
-            return {
-                "input_ids": enc["input_ids"],
-                "labels": batch["target"],
-                "length": [len(x) for x in enc["input_ids"]],
-            }
-
-        key = [
-            "multilabel",
-            tokenizer_fingerprint(tokenizer),
-            str(max_length),
-            "\x1e".join(self.labels),
-            split_hash(df),
-        ]
         target = self.multi_hot(list(df["label"])).astype(np.float32).tolist()
-        return cached_features(
-            {"row_id": df["row_id"].tolist(), "text": df["text"].tolist(), "target": target},
-            encode,
-            key,
-            cache_dir,
+        return self.text_features(
+            df, tokenizer, cache_dir, ("target", target), lambda rows: rows, "\x1e".join(self.labels)
         )
-
-    def features_for_inference(self, df: pd.DataFrame, tokenizer: Any) -> list[dict[str, Any]]:
-        enc = tokenizer(df["text"].tolist(), truncation=True, max_length=self.protocol.model.max_length)
-        return [
-            {"input_ids": ids, "row_id": rid} for ids, rid in zip(enc["input_ids"], df["row_id"], strict=True)
-        ]
 
     # -- model -----------------------------------------------------------------------------------
     def build_model(self, ref: ModelRef) -> nn.Module:
-        from transformers import AutoModelForSequenceClassification
-
-        model = load_pretrained(
-            AutoModelForSequenceClassification,
+        return self.load_head_model(
             ref,
             num_labels=len(self.labels),
             problem_type="multi_label_classification",
             id2label=dict(enumerate(self.labels)),
             label2id={lab: i for i, lab in enumerate(self.labels)},
         )
-        if model.config.pad_token_id is None and model.config.eos_token_id is not None:
-            model.config.pad_token_id = model.config.eos_token_id
-        return model
 
     def load_packaged(self, model_dir: Path) -> nn.Module:
-        from transformers import AutoModelForSequenceClassification
-
-        model = AutoModelForSequenceClassification.from_pretrained(model_dir, use_safetensors=True)
+        model = super().load_packaged(model_dir)
         stored = config_value(model, CONFIG_KEY) or {}
         self.thresholds = np.array([float(stored.get(lab, DEFAULT_THRESHOLD)) for lab in self.labels])
         return model
 
     def metric_names(self) -> list[str]:
         return multilabel_metric_names(self.protocol.data.labels)
-
-    def peft_task_type(self) -> str:
-        return "SEQ_CLS"
 
     def pos_weight(self, train_features: list[dict[str, Any]]) -> torch.Tensor:
         """Negatives over positives per label (the usual BCE re-weighting); 1 where a label never occurs."""
@@ -203,13 +177,7 @@ class MultilabelTask:
 
         return loss
 
-    def resample(self, train_features: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
-        return train_features
-
     # -- inference and evaluation ----------------------------------------------------------------
-    def collate(self, pad_id: int) -> Any:
-        return pad_collate(pad_id)
-
     def predict(
         self, model: nn.Module, features: list[dict[str, Any]], pad_id: int, batch_size: int, precision: str
     ) -> np.ndarray:

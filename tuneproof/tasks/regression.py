@@ -17,14 +17,15 @@ import pandas as pd
 import torch
 from torch import nn
 
-from tuneproof.data.prepare import PreparedData, TargetCheck, split_hash
+from tuneproof.data.prepare import PreparedData, TargetCheck
 from tuneproof.evaluate.intervals import slice_masks
 from tuneproof.evaluate.regression import evaluate_regression, regression_metric_names
 from tuneproof.protocol.schema import Protocol
 from tuneproof.tasks._inference import config_value, predict_rows
-from tuneproof.train.features import cached_features, pad_collate, tokenizer_fingerprint
+from tuneproof.tasks.encoder import EncoderTask
+from tuneproof.tasks.spec import TaskSpec
 from tuneproof.train.loop import LossFn
-from tuneproof.train.model_source import ModelRef, load_pretrained
+from tuneproof.train.model_source import ModelRef
 
 CONFIG_KEY = "tuneproof_target"  # {"mean", "std"} of the training target, in the model config
 # Fixed, like the classification baseline's C: cheap, and never tuned on anything but training data.
@@ -47,15 +48,24 @@ def numeric_target(value: Any) -> tuple[float | None, str | None]:
     return number, None
 
 
-class RegressionTask:
-    name = "regression"
-    predicts_under_autocast = True  # predict runs every forward through logits_batches
-    selection_metric = "rmse"
-    stratify = False
+SPEC = TaskSpec(
+    name="regression",
+    purpose="predicts a number for each text",
+    baselines=("mean", "tfidf_ridge"),
+    default_baselines=("mean", "tfidf_ridge"),
+    selection_metrics=("rmse", "mae", "mse", "r2", "spearman", "loss"),
+    stratify=False,
+    options=("data.label_column",),
+    report_sections=("residuals",),
+    pipeline_tag="text-classification",  # the Hub files a one-output regression head here too
+)
+
+
+class RegressionTask(EncoderTask):
+    spec = SPEC
 
     def __init__(self, protocol: Protocol) -> None:
-        self.protocol = protocol
-        self.labels: list[str] = []
+        super().__init__(protocol)
         self.mean, self.std = 0.0, 1.0
 
     # -- data ------------------------------------------------------------------------------------
@@ -69,66 +79,30 @@ class RegressionTask:
         self.std = float(y.std()) or 1.0
 
     def features(self, df: pd.DataFrame, tokenizer: Any, cache_dir: Path | None) -> list[dict[str, Any]]:
-        max_length = self.protocol.model.max_length
         mean, std = self.mean, self.std
-
-        def encode(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-            enc = tokenizer(batch["text"], truncation=True, max_length=max_length)
-            return {
-                "input_ids": enc["input_ids"],
-                "labels": [(float(v) - mean) / std for v in batch["label"]],
-                "length": [len(x) for x in enc["input_ids"]],
-            }
-
-        key = [
-            "regression",
-            tokenizer_fingerprint(tokenizer),
-            str(max_length),
-            f"{mean!r},{std!r}",
-            split_hash(df),
-        ]
-        return cached_features(
-            {
-                "row_id": df["row_id"].tolist(),
-                "text": df["text"].tolist(),
-                "label": df["label"].astype(float).tolist(),
-            },
-            encode,
-            key,
+        return self.text_features(
+            df,
+            tokenizer,
             cache_dir,
+            ("label", df["label"].astype(float).tolist()),
+            lambda values: [(float(v) - mean) / std for v in values],
+            f"{mean!r},{std!r}",
         )
-
-    def features_for_inference(self, df: pd.DataFrame, tokenizer: Any) -> list[dict[str, Any]]:
-        enc = tokenizer(df["text"].tolist(), truncation=True, max_length=self.protocol.model.max_length)
-        return [
-            {"input_ids": ids, "row_id": rid} for ids, rid in zip(enc["input_ids"], df["row_id"], strict=True)
-        ]
 
     # -- model -----------------------------------------------------------------------------------
     def build_model(self, ref: ModelRef) -> nn.Module:
-        from transformers import AutoModelForSequenceClassification
-
-        model = load_pretrained(
-            AutoModelForSequenceClassification, ref, num_labels=1, problem_type="regression"
-        )
-        if model.config.pad_token_id is None and model.config.eos_token_id is not None:
-            model.config.pad_token_id = model.config.eos_token_id
+        model = self.load_head_model(ref, num_labels=1, problem_type="regression")
         setattr(model.config, CONFIG_KEY, {"mean": self.mean, "std": self.std})
         return model
 
     def load_packaged(self, model_dir: Path) -> nn.Module:
-        from transformers import AutoModelForSequenceClassification
-
-        model = AutoModelForSequenceClassification.from_pretrained(model_dir, use_safetensors=True)
+        model = super().load_packaged(model_dir)
         scale = config_value(model, CONFIG_KEY) or {"mean": 0.0, "std": 1.0}
         self.mean, self.std = float(scale["mean"]), float(scale["std"])
         return model
 
     def metric_names(self) -> list[str]:
         return regression_metric_names()
-
-    def peft_task_type(self) -> str:
-        return "SEQ_CLS"
 
     def loss_fn(self, train_features: list[dict[str, Any]]) -> LossFn:
         def loss(model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, int]:
@@ -138,13 +112,7 @@ class RegressionTask:
 
         return loss
 
-    def resample(self, train_features: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
-        return train_features
-
     # -- inference and evaluation ----------------------------------------------------------------
-    def collate(self, pad_id: int) -> Any:
-        return pad_collate(pad_id)
-
     def predict(
         self, model: nn.Module, features: list[dict[str, Any]], pad_id: int, batch_size: int, precision: str
     ) -> np.ndarray:

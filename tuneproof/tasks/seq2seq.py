@@ -22,6 +22,7 @@ from tuneproof.tasks.generation import (
     GenerativeTask,
     generation_frame,
     generative_metrics,
+    generative_spec,
     greedy_generate,
     new_outputs,
     samples,
@@ -74,8 +75,17 @@ def seq2seq_collate(pad_id: int) -> Any:
     return collate
 
 
+SPEC = generative_spec(
+    "seq2seq",
+    "rewrites an input text into an output text",
+    options=("data.labels", "data.label_column"),
+    report_sections=("generation_samples", "validation_vs_base"),
+    pipeline_tag="text2text-generation",
+)
+
+
 class Seq2SeqTask(GenerativeTask):
-    name = "seq2seq"
+    spec = SPEC
     peft_type = "SEQ_2_SEQ_LM"
 
     def target_check(self) -> TargetCheck:

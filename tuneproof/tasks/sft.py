@@ -33,6 +33,7 @@ from tuneproof.tasks.generation import (
     GenerativeTask,
     generation_frame,
     generative_metrics,
+    generative_spec,
     greedy_generate,
     new_outputs,
     samples,
@@ -207,8 +208,18 @@ def _template_hash(tokenizer: Any) -> str:
     return hashlib.sha256(str(getattr(tokenizer, "chat_template", "")).encode()).hexdigest()
 
 
+SPEC = generative_spec(
+    "sft",
+    "generates a response to an instruction",
+    label_column_default=None,
+    options=("sft", "data.labels", "data.label_column"),
+    report_sections=("generation_samples", "sft_batching", "validation_vs_base"),
+    pipeline_tag="text-generation",
+)
+
+
 class SftTask(GenerativeTask):
-    name = "sft"
+    spec = SPEC
 
     def __init__(self, protocol: Any) -> None:
         super().__init__(protocol)

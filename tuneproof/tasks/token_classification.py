@@ -26,9 +26,11 @@ from tuneproof.evaluate.intervals import slice_masks
 from tuneproof.evaluate.ner import entities, evaluate_ner, ner_metric_names
 from tuneproof.protocol.schema import Protocol
 from tuneproof.tasks._inference import logits_batches
-from tuneproof.train.features import cached_features, pad_collate, tokenizer_fingerprint
+from tuneproof.tasks.encoder import EncoderTask
+from tuneproof.tasks.spec import TaskSpec
+from tuneproof.train.features import cached_features, tokenizer_fingerprint
 from tuneproof.train.loop import LossFn
-from tuneproof.train.model_source import ModelRef, load_pretrained
+from tuneproof.train.model_source import ModelRef
 
 IGNORE = -100  # the label id cross-entropy skips: special tokens, later sub-tokens, padding
 
@@ -103,15 +105,27 @@ class _TagCheck:
         return " ".join(clean), iob2, []
 
 
-class TokenClassificationTask:
-    name = "token_classification"
-    predicts_under_autocast = True  # predict runs every forward through logits_batches
-    selection_metric = "f1"
-    stratify = False
+SPEC = TaskSpec(
+    name="token_classification",
+    purpose="labels spans of tokens in each text (e.g. named entities)",
+    baselines=("most_frequent_tag",),
+    default_baselines=("most_frequent_tag",),
+    selection_metrics=("f1", "precision", "recall", "loss"),
+    stratify=False,
+    options=("data.labels", "data.label_column", "data.tag_scheme", "train.label_smoothing"),
+    report_sections=("per_entity",),
+    pipeline_tag="token-classification",
+)
+
+
+class TokenClassificationTask(EncoderTask):
+    spec = SPEC
+    peft_type = "TOKEN_CLS"
+    label_pad = IGNORE
 
     def __init__(self, protocol: Protocol) -> None:
-        self.protocol = protocol
-        self.labels: list[str] = _tag_set(protocol.data.labels or [])
+        super().__init__(protocol)
+        self.labels = _tag_set(protocol.data.labels or [])
 
     # -- data ------------------------------------------------------------------------------------
     def target_check(self) -> _TagCheck:
@@ -196,30 +210,21 @@ class TokenClassificationTask:
         return feats
 
     # -- model -----------------------------------------------------------------------------------
-    def build_model(self, ref: ModelRef) -> nn.Module:
+    def auto_class(self) -> Any:
         from transformers import AutoModelForTokenClassification
 
-        model = load_pretrained(
-            AutoModelForTokenClassification,
+        return AutoModelForTokenClassification
+
+    def build_model(self, ref: ModelRef) -> nn.Module:
+        return self.load_head_model(
             ref,
             num_labels=len(self.labels),
             id2label=dict(enumerate(self.labels)),
             label2id={t: i for i, t in enumerate(self.labels)},
         )
-        if model.config.pad_token_id is None and model.config.eos_token_id is not None:
-            model.config.pad_token_id = model.config.eos_token_id
-        return model
-
-    def load_packaged(self, model_dir: Path) -> nn.Module:
-        from transformers import AutoModelForTokenClassification
-
-        return AutoModelForTokenClassification.from_pretrained(model_dir, use_safetensors=True)
 
     def metric_names(self) -> list[str]:
         return ner_metric_names(self.protocol.data.labels)
-
-    def peft_task_type(self) -> str:
-        return "TOKEN_CLS"
 
     def loss_fn(self, train_features: list[dict[str, Any]]) -> LossFn:
         ce = nn.CrossEntropyLoss(
@@ -236,13 +241,7 @@ class TokenClassificationTask:
 
         return loss
 
-    def resample(self, train_features: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
-        return train_features
-
     # -- inference and evaluation ----------------------------------------------------------------
-    def collate(self, pad_id: int) -> Any:
-        return pad_collate(pad_id, label_pad=IGNORE)
-
     def predict(
         self, model: nn.Module, features: list[dict[str, Any]], pad_id: int, batch_size: int, precision: str
     ) -> np.ndarray:

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from tuneproof.errors import TrainingDiverged, TuneproofError
+from tuneproof.evaluate.direction import lower_is_better
 from tuneproof.protocol.schema import TrainSpec
 from tuneproof.train.checkpoint import (
     CheckpointContents,
@@ -51,7 +52,6 @@ Batch = dict[str, Any]
 # (model, batch) -> (sum of per-example or per-token losses, number of terms in that sum)
 LossFn = Callable[[nn.Module, Batch], tuple[torch.Tensor, int]]
 EvalFn = Callable[[nn.Module], dict[str, float]]
-LOWER_IS_BETTER = {"loss", "ece", "log_loss", "mae", "rmse", "mse", "perplexity"}
 
 
 class Interrupted(TuneproofError):
@@ -144,7 +144,7 @@ class _StopFlag:
 def _improved(value: float, best: float | None, metric: str, min_delta: float) -> bool:
     if best is None:
         return True
-    if metric.removeprefix("eval_") in LOWER_IS_BETTER:
+    if lower_is_better(metric):
         return value < best - min_delta
     return value > best + min_delta
 

@@ -1,26 +1,33 @@
-"""The ordered list of sections the report page is built from, and the hooks to extend it.
+"""The sections a report page is built from: the built-ins every run shows, and each task's own.
 
-A task adds its own evidence without touching the built-ins::
-
-    register_section(
-        Section("per_entity", "Per-entity scores", render_entities,
-                claims=frozenset({"model.per_entity"}), tasks=frozenset({"token_classification"})),
-        after="per_class",
-    )
+A task names its sections in its ``TaskSpec.report_sections``; :func:`sections_for_task` puts them
+in place among the built-ins. Nothing registers itself on import.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from tuneproof.report import generation_sections, search_section, task_sections
 from tuneproof.report.section import Renderer, Section
 from tuneproof.report.sections import data, evaluation, lineage, overview, training
 from tuneproof.report.sections.generic import make_other_results
 
+# Every task-specific section by id, with the built-in section it goes after.
+TASK_SECTIONS: dict[str, tuple[Section, str]] = {
+    section.id: (section, after)
+    for section, after in (*task_sections.SECTIONS, *generation_sections.SECTIONS, search_section.ENTRY)
+}
+# Sections every page has a place for (the search section renders nothing for a run without search).
+ALWAYS = ("search",)
+
 
 def _claimed() -> frozenset[str]:
-    return frozenset().union(*(s.claims for s in SECTIONS))
+    # Over every section there is, so "Other results" never repeats what a task's section shows.
+    return frozenset().union(*(s.claims for s in SECTIONS), *(s.claims for s, _ in TASK_SECTIONS.values()))
 
 
-SECTIONS: list[Section] = [
+SECTIONS: tuple[Section, ...] = (
     Section("header", None, overview.header),
     Section("gates", "Gate verdicts", overview.gates),
     Section("limitations", "Limitations", overview.limitations_section),
@@ -40,28 +47,24 @@ SECTIONS: list[Section] = [
     Section("lengths", "Data: text lengths and truncation", data.lengths),
     Section("pii", "Data: personal information (PII)", data.pii),
     Section("lineage", "Lineage and environment", lineage.lineage),
-]
+)
 
 
-def register_section(section: Section, *, after: str | None = None, before: str | None = None) -> Section:
-    """Add ``section`` (or replace the one with its id) after/before another id; at the end otherwise."""
-    unregister_section(section.id)
-    anchor = after or before
-    ids = [s.id for s in SECTIONS]
-    if anchor is None or anchor not in ids:
-        # The catch-all and lineage stay last: a new section is specific evidence and belongs above them.
-        index = ids.index("other") if "other" in ids else len(SECTIONS)
-    else:
-        index = ids.index(anchor) + (1 if after else 0)
-    SECTIONS.insert(index, section)
-    return section
+def page_sections(extra: Sequence[tuple[Section, str]]) -> list[Section]:
+    """The built-ins with each ``(section, after)`` placed right after the built-in it names."""
+    page = list(SECTIONS)
+    for section, after in extra:
+        ids = [s.id for s in page]
+        page.insert(ids.index(after) + 1 if after in ids else ids.index("other"), section)
+    return page
 
 
-def unregister_section(section_id: str) -> Section | None:
-    for index, section in enumerate(SECTIONS):
-        if section.id == section_id:
-            return SECTIONS.pop(index)
-    return None
+def sections_for_task(task: str) -> list[Section]:
+    """The page of a run of ``task``: the built-ins plus the sections its TaskSpec names."""
+    from tuneproof.tasks.registry import TASKS, task_spec
+
+    own = task_spec(task).report_sections if task in TASKS else ()
+    return page_sections([TASK_SECTIONS[i] for i in (*own, *ALWAYS)])
 
 
-__all__ = ["SECTIONS", "Renderer", "Section", "register_section", "unregister_section"]
+__all__ = ["SECTIONS", "TASK_SECTIONS", "Renderer", "Section", "page_sections", "sections_for_task"]
