@@ -255,6 +255,7 @@ def _train_evaluate_package(
     (run_dir / "predictions").mkdir(exist_ok=True)
     task.prediction_frame(test, outputs).to_parquet(run_dir / "predictions" / "test.parquet", index=False)
     metrics = task.evaluate(test, outputs, task.baselines(prepared, test), validation)
+    metrics["task"] = task.name  # the scorer may be shared between tasks; the envelope names the run's
     metrics["padding_efficiency"] = result.train.padding_efficiency
     if prepared.report.get("pii"):
         from tuneproof.data.pii_step import remaining_by_type

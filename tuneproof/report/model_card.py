@@ -21,15 +21,12 @@ from tuneproof.report.sections.training import training_settings
 MODEL_CARD_FILE = "model_card.md"
 CardSection = Callable[[RunData], str | None]
 
-TASK_PURPOSE = {
-    "classification": "assigns one label to each text",
-    "multilabel": "assigns any number of labels to each text",
-    "token_classification": "labels spans of tokens in each text (e.g. named entities)",
-    "regression": "predicts a number for each text",
-    "sft": "generates a response to an instruction",
-    "dapt": "is a language model adapted to a domain",
-    "seq2seq": "rewrites an input text into an output text",
-}
+
+def purpose_of(task: str) -> str:
+    """What a model of ``task`` does, in the words of the task's own metadata."""
+    from tuneproof.tasks.registry import TASKS, task_spec
+
+    return task_spec(task).purpose if task in TASKS else f"performs the task '{task}'"
 
 
 def md(value: Any) -> str:
@@ -65,7 +62,7 @@ def _title(run: RunData) -> str:
 
 
 def _intended_use(run: RunData) -> str:
-    purpose = TASK_PURPOSE.get(run.task, f"performs the task '{run.task}'")
+    purpose = purpose_of(run.task)
     lines = ["## Intended use", "", f"A fine-tuned model that {md(purpose)}."]
     if run.labels:
         lines.append(f"Labels: {', '.join(md(label) for label in run.labels)}.")
