@@ -48,7 +48,7 @@ def test_templated_records_keep_their_rows_under_the_default_protocol(tmp_path: 
     assert "digits compared" in prepared.report["near_duplicates"]["method"]
 
 
-def _review(rng: random.Random, n_words: int = 40) -> list[str]:
+def _review(rng: random.Random, n_words: int = 60) -> list[str]:
     return [rng.choice(NEUTRAL + POSITIVE) + rng.choice(["", "s", "ly"]) for _ in range(n_words)]
 
 

@@ -61,7 +61,11 @@ class NearDuplicateIndex:
         from datasketch import MinHashLSH
 
         self.spec = spec
-        self.lsh = MinHashLSH(threshold=spec.threshold, num_perm=spec.num_perm)
+        # Weighted towards recall: every candidate is confirmed by exact Jaccard, so a false positive
+        # costs one set comparison, while a false negative keeps a duplicate. The default (0.5, 0.5)
+        # weights give 5 bands of 25 rows at 0.9, which finds a pair at Jaccard 0.92 only half the time;
+        # these give 9 bands of 14 rows: 0.90 found 90%, 0.92 97%, 0.95 99.8% of the time.
+        self.lsh = MinHashLSH(threshold=spec.threshold, num_perm=spec.num_perm, weights=(0.05, 0.95))
         self.shingles: dict[str, set[bytes]] = {}
         self._template: Any = None
 
