@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import NEUTRAL, POSITIVE, patient_records, toy_reviews, write_jsonl, write_protocol
 from scipy.stats import beta
 from typer.testing import CliRunner
 
+from helpers import NEUTRAL, POSITIVE, patient_records, toy_reviews, write_jsonl, write_protocol
 from tuneproof.cli import app
 from tuneproof.data.prepare import prepare_data
 from tuneproof.errors import DataValidationError
@@ -116,7 +116,10 @@ def test_the_limit_raised_explicitly_lets_the_removal_proceed(tmp_path: Path) ->
 
 
 def test_a_per_stage_limit_applies_to_that_stage_only(tmp_path: Path) -> None:
-    extra = "cleaning: {near_duplicates: {strip_digits: true}, max_removed_fraction: {stages: {near_duplicates: 0.97}}}"
+    extra = (
+        "cleaning: {near_duplicates: {strip_digits: true}, "
+        "max_removed_fraction: {stages: {near_duplicates: 0.97}}}"
+    )
     with pytest.raises(DataValidationError) as info:
         prepare_data(_protocol(_records(tmp_path), extra), tmp_path)
     # The stage may, but the default total (0.2) still holds.
@@ -140,7 +143,7 @@ def test_a_split_below_its_floor_is_refused_naming_the_split_and_its_size(tmp_pa
         prepare_data(
             _protocol(
                 _records(tmp_path, 30),
-                "split: {train: 0.8, validation: 0.1, test: 0.1, min_test_rows: 1, min_test_rows_per_class: 1}",
+                "split: {min_test_rows: 1, min_test_rows_per_class: 1}",
             ),
             tmp_path,
         )
@@ -193,7 +196,7 @@ def test_validate_reports_the_destructive_stage_with_exit_3(tmp_path: Path, tiny
         .replace("  metadata_columns: [genre]\n", "")
     )
     text = text.replace(
-        "evaluate:\n  bootstrap_samples: 200\n  slices: [{by: column, column: genre}, {by: length, edges: [8]}]\n",
+        "  slices: [{by: column, column: genre}, {by: length, edges: [8]}]\n",
         "",
     )
     proto.write_text(text)
