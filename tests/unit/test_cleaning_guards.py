@@ -98,7 +98,11 @@ def test_a_destructive_stage_stops_before_training_naming_the_stage(tmp_path: Pa
     frac = float(first.message.split("rows (")[1].split("%")[0]) / 100
     assert frac > 0.9
     # A few removed rows are shown beside the row each was judged a duplicate of.
-    examples = [p for p in info.value.problems if "judged a near duplicate of" in p.message]
+    examples = [
+        p
+        for p in info.value.problems
+        if "as a repeat of records.jsonl:" in p.message and "(near duplicate, Jaccard" in p.message
+    ]
     assert len(examples) == 3 and all(p.where.startswith("records.jsonl:") for p in examples)
     assert any(p.where == "cleaning.max_removed_fraction.total" for p in info.value.problems)
 

@@ -51,7 +51,9 @@ def _example_problem(e: Mapping[str, Any]) -> Problem:
     msg = f"removed {_short(e.get('text'))}"
     if e.get("kept_id") is not None:
         sim = f", Jaccard {e['similarity']:.2f}" if isinstance(e.get("similarity"), float) else ""
-        msg += f"  judged a {e.get('kind', 'duplicate')} of {e['kept_id']} {_short(e.get('kept_text'))}{sim}"
+        msg += (
+            f" as a repeat of {e['kept_id']} {_short(e.get('kept_text'))} ({e.get('kind', 'duplicate')}{sim})"
+        )
     elif e.get("reason"):
         msg += f" ({e['reason']})"
     return Problem(where, msg)
