@@ -103,3 +103,31 @@ gates:
 """
     path.write_text(text)
     return path
+
+
+def patient_records(n: int, seed: int = 0) -> list[dict[str, str]]:
+    """Structured rows rendered as "name: value" text, like tabular data fed to a text model: the
+    numbers carry the label (risk points from age, blood pressure, cholesterol, heart rate, oldpeak),
+    the template repeats on every row."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        age, bp, chol = rng.randint(28, 77), rng.randint(94, 200), rng.randint(120, 420)
+        hr, oldpeak = rng.randint(70, 202), round(rng.uniform(0.0, 4.0), 1)
+        points = (age > 55) + (bp > 145) + (chol > 260) + (hr < 130) + (oldpeak > 1.5)
+        fields = {
+            "age": age,
+            "sex": rng.choice(["M", "F"]),
+            "chest pain type": rng.choice(["ATA", "NAP", "ASY", "TA"]),
+            "resting bp": bp,
+            "cholesterol": chol,
+            "fasting bs": rng.choice([0, 1]),
+            "resting ecg": rng.choice(["Normal", "ST", "LVH"]),
+            "max hr": hr,
+            "exercise angina": rng.choice(["Y", "N"]),
+            "oldpeak": oldpeak,
+            "st slope": rng.choice(["Up", "Flat", "Down"]),
+        }
+        text = ", ".join(f"{k}: {v}" for k, v in fields.items())
+        rows.append({"text": text, "label": "disease" if points >= 3 else "healthy", "id": str(i)})
+    return rows

@@ -30,12 +30,14 @@ def validate(
     ] = False,
 ) -> None:
     """Check a protocol (schema, model, gates and every data row) and report every problem at once."""
-    from tuneproof.errors import ProtocolError
-    from tuneproof.protocol.check import check_protocol
+    from tuneproof.errors import DataValidationError, ProtocolError
+    from tuneproof.protocol.check import check_protocol_parts
 
-    _, problems = check_protocol(protocol, read_data=not no_data)
+    _, problems, data_problems = check_protocol_parts(protocol, read_data=not no_data)
     if problems:
-        _fail(ProtocolError(problems, str(protocol)))
+        _fail(ProtocolError(problems + data_problems, str(protocol)))
+    if data_problems:
+        _fail(DataValidationError(data_problems, f"data of {protocol}"))
     typer.echo(f"{protocol}: valid")
 
 
@@ -94,8 +96,14 @@ def run_cmd(
         return
     typer.echo(str(outcome.run_dir))
     if outcome.status != "passed":
-        failed = [v["gate"] for v in (outcome.gates or {}).get("verdicts", []) if not v["passed"]]
-        _fail(GateFailed(f"run rejected, gates failed: {'; '.join(failed)} (model kept, not deployable)"))
+        verdicts = (outcome.gates or {}).get("verdicts", [])
+        failed = [v["gate"] for v in verdicts if not v["passed"] and not v.get("undecidable")]
+        # A gate the test split is too small to decide is not a model that lost: say which it is.
+        undecidable = [v["gate"] for v in verdicts if v.get("undecidable")]
+        parts = [f"gates failed: {'; '.join(failed)}"] if failed else []
+        if undecidable:
+            parts.append(f"gates undecidable on this test split (too few rows): {'; '.join(undecidable)}")
+        _fail(GateFailed(f"run rejected, {', '.join(parts)} (model kept, not deployable)"))
 
 
 def _has_search(path: Path) -> bool:

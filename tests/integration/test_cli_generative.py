@@ -52,9 +52,12 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
+# The toy generative data repeat themselves (seq2seq rows: 61% exact duplicates) and the splits are
+# small on purpose: the removal limit and the split minimums are set explicitly for these smoke runs.
 COMMON = """
 seed: 5
-cleaning: {near_duplicates: {enabled: false}}
+cleaning: {near_duplicates: {enabled: false}, max_removed_fraction: 0.7}
+split: {enforce_minimums: false}
 leakage: {near: false}
 evaluate: {bootstrap_samples: 200}
 """

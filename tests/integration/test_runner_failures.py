@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 def test_nan_marks_the_run_failed_and_writes_no_later_checkpoint(
     tmp_path: Path, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    data = write_jsonl(tmp_path / "d.jsonl", toy_reviews(160))
+    data = write_jsonl(tmp_path / "d.jsonl", toy_reviews(200))
     proto = write_protocol(tmp_path / "p.yaml", tiny_bert, data)
     proto.write_text(
         proto.read_text().replace("  batch_size: 16", "  batch_size: 16\n  checkpoint_every_steps: 2")

@@ -18,6 +18,8 @@ from tuneproof.protocol import parse_protocol
 def protocol_for(data_files: list[Path], **sections: str) -> object:
     files = ", ".join(str(p) for p in data_files)
     sections.setdefault("model", "{source: some/model}")
+    # These fixtures are small on purpose; the split-size minimums have their own tests.
+    sections.setdefault("split", "{enforce_minimums: false}")
     extra = "\n".join(f"{k}: {v}" for k, v in sections.items())
     return parse_protocol(f"name: t\ndata: {{files: [{files}], labels: [neg, pos]}}\n{extra}\n")
 
@@ -26,7 +28,7 @@ WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lim
 
 
 def rows(n: int, prefix: str = "text") -> list[dict[str, str]]:
-    """Distinct texts: near-duplicate detection ignores digits, so rows differ in words, not numbers."""
+    """Distinct texts that differ in words, not only in numbers."""
     out = []
     for i in range(n):
         words = [
@@ -174,6 +176,9 @@ def _given_splits(tmp_path: Path, leak_action: str) -> object:
         f"name: t\nmodel: {{source: m/m}}\n"
         f"data: {{splits: {{train: [{tmp_path / 'train.jsonl'}], test: [{tmp_path / 'test.jsonl'}]}}}}\n"
         f"leakage: {{action: {leak_action}}}\n"
+        # 2 of 12 test rows leak on purpose: over the default 10% limit on the leakage stage.
+        "cleaning: {max_removed_fraction: {stages: {leakage: 0.2}}}\n"
+        "split: {enforce_minimums: false}\n"
     )
 
 
@@ -201,7 +206,7 @@ def test_truncation_is_reported_and_drop_removes(tmp_path: Path) -> None:
         protocol_for(
             [f],
             model="{source: m/m, max_length: 50}",  # type: ignore[arg-type]
-            cleaning="{over_length: drop}",
+            cleaning="{over_length: drop, max_removed_fraction: 0.6}",  # half the rows are long
         ),
         tmp_path,
         token_lengths=lengths,

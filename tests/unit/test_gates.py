@@ -120,7 +120,7 @@ def test_overall_result_and_labels() -> None:
     assert result["passed"] is False
     assert [v["gate"] for v in result["verdicts"]] == ["accuracy >= 0.8", "accuracy >= 0.9"]
     assert [v["passed"] for v in result["verdicts"]] == [True, False]
-    assert check_gates([], _metrics()) == {"passed": True, "verdicts": []}
+    assert check_gates([], _metrics()) == {"passed": True, "undecidable": [], "verdicts": []}
     named = check_gates([GateSpec(name="good enough", metric="accuracy", min=0.8)], _metrics())
     assert named["verdicts"][0]["gate"] == "good enough"
 

@@ -28,6 +28,8 @@ data:
 {data}
 cleaning: {{near_duplicates: {{enabled: false}}}}
 leakage: {{exact: false, near: false}}
+# Tiny fixtures on purpose: the split-size minimums are tested in test_cleaning_guards.py.
+split: {{enforce_minimums: false}}
 {extra}
 """)
 

@@ -34,7 +34,8 @@ data:
 {data}
 cleaning: {{near_duplicates: {{enabled: false}}}}
 leakage: {{exact: false, near: false}}
-split: {{train: 0.5, validation: 0.25, test: 0.25}}
+# Tiny fixtures on purpose: the split-size minimums are tested in test_cleaning_guards.py.
+split: {{train: 0.5, validation: 0.25, test: 0.25, enforce_minimums: false}}
 {extra}
 """)
 

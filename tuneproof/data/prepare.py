@@ -26,6 +26,7 @@ from tuneproof.data.clean import (
     near_duplicate_description,
     normalize_text,
 )
+from tuneproof.data.guards import removal_problems, split_checks
 from tuneproof.data.locate import resolve_location
 from tuneproof.data.readers import ReadResult, read_file
 from tuneproof.data.split import find_leaks, split_indices
@@ -33,6 +34,8 @@ from tuneproof.errors import DataValidationError, Problem
 from tuneproof.protocol.schema import Protocol
 
 SPLITS = ("train", "validation", "test")
+# Removed rows kept per stage as examples for the report (the error shows the first few).
+EXAMPLES_PER_STAGE = 20
 TargetCheck = Callable[[Any], tuple[Any, str | None]]
 # A target check that needs the whole row (token tags must match the tokens; spans need the text)
 # also has ``check_row(raw) -> (text, label, [(line or None, message), ...])``; it then replaces the
@@ -94,10 +97,28 @@ class _Stages:
         self.stages: list[dict[str, Any]] = []
         self.removed: Counter[str] = Counter()
 
-    def record(self, stage: str, rows: int, removed: int = 0, detail: str = "") -> None:
-        self.stages.append({"stage": stage, "rows": rows, "removed": removed, "detail": detail})
+    def record(
+        self,
+        stage: str,
+        rows: int,
+        removed: int = 0,
+        detail: str = "",
+        examples: list[dict[str, Any]] | None = None,
+        base: int | None = None,
+    ) -> None:
+        """``base``: the rows the stage's removed fraction is measured against (default: those entering)."""
+        entry: dict[str, Any] = {"stage": stage, "rows": rows, "removed": removed, "detail": detail}
+        entry["base"] = rows + removed if base is None else base
+        if examples:
+            entry["examples"] = examples[:EXAMPLES_PER_STAGE]
+        self.stages.append(entry)
         if removed:
             self.removed[stage] += removed
+
+    def selected(self) -> int:
+        """Rows the protocol selected (read, less those ``keep_if`` left out): the total's base."""
+        rows = {s["stage"]: s["rows"] for s in self.stages}
+        return int(rows.get("keep_if", rows.get("read", 0)))
 
 
 def _read_sources(
@@ -232,6 +253,7 @@ def read_and_validate(
         read_total - kept_out - len(empty_lines),
         len(empty_lines),
         ", ".join(empty_lines[:5]) + (" ..." if len(empty_lines) > 5 else ""),
+        [{"row_id": w, "text": "", "reason": "empty text"} for w in empty_lines[:EXAMPLES_PER_STAGE]],
     )
 
     if not problems and rows and data.label_column is not None and stratify:
@@ -255,6 +277,8 @@ def read_and_validate(
                     )
     if not rows and not problems:
         problems.append(Problem("data", "no rows left to train on"))
+    if not problems:
+        problems += removal_problems(stages.stages, cleaning.max_removed_fraction, stages.selected())
     if problems:
         raise DataValidationError(problems, "data")
     return rows, stages, hashes, sources
@@ -277,8 +301,10 @@ def _clean_and_split(
     if text_hook is not None:
         df, pii_report = text_hook(df)
     before = len(df)
-    df = df[df["text"].str.len() > 0] if cleaning.drop_empty else df
-    stages.record("empty_after_normalisation", len(df), before - len(df))
+    blank = df["text"].str.len() == 0
+    emptied = [{"row_id": r, "text": "", "reason": "empty after normalisation"} for r in df["row_id"][blank]]
+    df = df[~blank] if cleaning.drop_empty else df
+    stages.record("empty_after_normalisation", len(df), before - len(df), examples=emptied)
 
     # Conflicts are resolved before de-duplication, or dropping duplicates would hide them.
     keys = [dedup_key(t) for t in df["text"]]
@@ -291,30 +317,58 @@ def _clean_and_split(
                 [Problem(rid, "text appears with conflicting labels") for rid in bad], "data"
             )
         before = len(df)
+        clash = df[df["_key"].isin(conflicts)]
         df = df[~df["_key"].isin(conflicts)]
-        stages.record("conflicting_labels", len(df), before - len(df), f"{len(conflicts)} distinct texts")
+        stages.record(
+            "conflicting_labels",
+            len(df),
+            before - len(df),
+            f"{len(conflicts)} distinct texts",
+            _conflict_examples(clash),
+        )
 
     # Within one given split or the pooled files; across given splits it is leakage, handled below.
     group = df["split"].fillna("")
     if cleaning.drop_exact_duplicates:
         before = len(df)
-        df = df[~pd.DataFrame({"g": group, "k": df["_key"]}).duplicated()]
-        stages.record("exact_duplicates", len(df), before - len(df))
+        dup = pd.DataFrame({"g": group, "k": df["_key"]}).duplicated().to_numpy()
+        examples = _exact_examples(df, group, dup)
+        df = df[~dup]
+        stages.record("exact_duplicates", len(df), before - len(df), examples=examples)
     if cleaning.near_duplicates.enabled:
         keep = []
+        examples = []
+        kept_text: dict[str, str] = {}
         indexes: dict[str, NearDuplicateIndex] = {}
         for rid, text, g in zip(df["row_id"], df["text"], df["split"].fillna(""), strict=True):
             if g not in indexes:
                 indexes[g] = NearDuplicateIndex(cleaning.near_duplicates)
             index = indexes[g]
-            dup = bool(index.query(text))
-            if not dup:
+            hits = index.query(text)
+            if not hits:
                 index.add(rid, text)
-            keep.append(not dup)
+                kept_text[rid] = text
+            elif len(examples) < EXAMPLES_PER_STAGE:
+                other, sim = max(hits, key=lambda h: h[1])
+                examples.append(
+                    {
+                        "kind": "near duplicate",
+                        "row_id": rid,
+                        "text": text,
+                        "kept_id": other,
+                        "kept_text": kept_text[other],
+                        "similarity": round(float(sim), 4),
+                    }
+                )
+            keep.append(not hits)
         before = len(df)
         df = df[np.asarray(keep, dtype=bool)]
         stages.record(
-            "near_duplicates", len(df), before - len(df), near_duplicate_description(cleaning.near_duplicates)
+            "near_duplicates",
+            len(df),
+            before - len(df),
+            near_duplicate_description(cleaning.near_duplicates),
+            examples,
         )
 
     truncation: dict[str, Any] = {"max_length": protocol.model.max_length, "policy": cleaning.over_length}
@@ -334,12 +388,30 @@ def _clean_and_split(
             )
         if cleaning.over_length == "drop":
             before = len(df)
+            examples = [
+                {"row_id": r, "text": t, "reason": f"{int(n)} tokens"}
+                for r, t, n in zip(df["row_id"][over], df["text"][over], lengths[over], strict=True)
+            ]
             df, lengths = df[~over], lengths[~over]
-            stages.record("over_length", len(df), before - len(df), f"> {protocol.model.max_length} tokens")
+            stages.record(
+                "over_length", len(df), before - len(df), f"> {protocol.model.max_length} tokens", examples
+            )
     df = df.assign(_len=lengths if lengths is not None else df["text"].str.split().str.len())
+    # Stop here, before splitting: a split of what little is left would fail with a less useful error.
+    _guard(protocol, stages)
 
     splits = _assign_splits(protocol, df, stratify)
-    leak_report = _leakage(protocol, splits, stages)
+    texts = dict(zip(df["row_id"], df["text"], strict=True))
+    leak_report = _leakage(protocol, splits, stages, texts)
+    _guard(protocol, stages)
+    with_classes = protocol.data.label_column is not None and stratify
+    sizes = {name: len(part) for name, part in splits.items()}
+    class_counts = (
+        {n: dict(Counter(str(x) for x in p["label"])) for n, p in splits.items()} if with_classes else None
+    )
+    size_problems, size_report = split_checks(protocol, sizes, class_counts)
+    if size_problems:
+        raise DataValidationError(size_problems, "data: splits too small to decide anything")
 
     meta_cols = list(
         dict.fromkeys(
@@ -383,6 +455,8 @@ def _clean_and_split(
         },
         "leakage": leak_report,
         "splits": {n: {"rows": len(p), "sha256": split_hash(p)} for n, p in out.items()},
+        "split_sizes": size_report,
+        "removal_limits": cleaning.max_removed_fraction.model_dump(),
         "imbalance": {"strategy": protocol.imbalance.strategy},
         "pii": pii_report,
     }
@@ -405,7 +479,56 @@ def _assign_splits(protocol: Protocol, df: pd.DataFrame, stratify: bool) -> dict
     return {s: p for s, p in parts.items() if len(p) or s != "validation"}
 
 
-def _leakage(protocol: Protocol, splits: dict[str, pd.DataFrame], stages: _Stages) -> dict[str, Any]:
+def _guard(protocol: Protocol, stages: _Stages) -> None:
+    problems = removal_problems(stages.stages, protocol.cleaning.max_removed_fraction, stages.selected())
+    if problems:
+        raise DataValidationError(problems, "data: cleaning would remove too much")
+
+
+def _exact_examples(df: pd.DataFrame, group: pd.Series, dup: np.ndarray) -> list[dict[str, Any]]:
+    """Removed exact duplicates beside the first row (kept) with the same key in the same group."""
+    first: dict[tuple[str, str], tuple[str, str]] = {}
+    out: list[dict[str, Any]] = []
+    for rid, text, g, key, is_dup in zip(df["row_id"], df["text"], group, df["_key"], dup, strict=True):
+        if not is_dup:
+            first.setdefault((g, key), (rid, text))
+        elif len(out) < EXAMPLES_PER_STAGE:
+            kept_id, kept_text = first[(g, key)]
+            out.append(
+                {
+                    "kind": "exact duplicate",
+                    "row_id": rid,
+                    "text": text,
+                    "kept_id": kept_id,
+                    "kept_text": kept_text,
+                }
+            )
+    return out
+
+
+def _conflict_examples(clash: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows dropped for conflicting labels, each beside another row with the same text."""
+    out: list[dict[str, Any]] = []
+    for _, part in clash.groupby("_key", sort=False):
+        first = part.iloc[0]
+        for _, row in part.iloc[1:].iterrows():
+            out.append(
+                {
+                    "kind": f"label conflict ({row['label']} vs {first['label']})",
+                    "row_id": row["row_id"],
+                    "text": row["text"],
+                    "kept_id": first["row_id"],
+                    "kept_text": first["text"],
+                }
+            )
+        if len(out) >= EXAMPLES_PER_STAGE:
+            break
+    return out[:EXAMPLES_PER_STAGE]
+
+
+def _leakage(
+    protocol: Protocol, splits: dict[str, pd.DataFrame], stages: _Stages, texts: dict[str, str]
+) -> dict[str, Any]:
     spec = protocol.leakage
     if not (spec.exact or spec.near):
         return {"exact": 0, "near": 0, "action": spec.action, "removed": {}, "examples": [], "checked": False}
@@ -432,6 +555,7 @@ def _leakage(protocol: Protocol, splits: dict[str, pd.DataFrame], stages: _Stage
             "data: leakage across splits",
         )
     if spec.action == "remove":
+        evaluation_rows = sum(len(p) for s, p in splits.items() if s != "train")
         for s, positions in res.leaked.items():
             if positions and s in splits:
                 mask = np.ones(len(splits[s]), dtype=bool)
@@ -444,8 +568,22 @@ def _leakage(protocol: Protocol, splits: dict[str, pd.DataFrame], stages: _Stage
             sum(len(p) for p in splits.values()),
             total,
             f"{res.exact} exact, {res.near} near; removed from evaluation splits",
+            [_leak_example(e, texts) for e in res.examples],
+            base=evaluation_rows,
         )
     return report
+
+
+def _leak_example(e: dict[str, str], texts: dict[str, str]) -> dict[str, Any]:
+    """A leak (ids are ``split:row_id``) as a removed row beside the earlier row it repeats."""
+    removed, kept = e["b"], e["a"]
+    return {
+        "kind": f"{e['kind']} duplicate across splits",
+        "row_id": removed,
+        "text": texts.get(removed.split(":", 1)[1], ""),
+        "kept_id": kept,
+        "kept_text": texts.get(kept.split(":", 1)[1], ""),
+    }
 
 
 def _histogram(lengths: np.ndarray, unit: str) -> dict[str, Any]:

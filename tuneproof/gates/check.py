@@ -1,12 +1,15 @@
 """Acceptance gates decided on bootstrap intervals, giving the ``gates.json`` layout.
 
 A gate that cannot be decided (unknown metric or baseline, a metric undefined on this test set, no
-slices) fails with a detail saying why: a gate must never pass because nothing was checked.
+slices) fails with a detail saying why: a gate must never pass because nothing was checked. A gate
+on a test split smaller than :func:`rows_needed` is *undecidable*: it fails whatever the point
+estimates say, and its verdict says the data, not the model, is the reason.
 """
 
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Collection, Mapping, Sequence
 from fnmatch import fnmatchcase
 from typing import Any
@@ -15,7 +18,50 @@ from tuneproof.errors import Problem
 from tuneproof.evaluate.direction import lower_is_better
 from tuneproof.protocol.schema import GateSpec
 
+# Metrics on a 0-1 scale where 1 is best, and where 0 is best: on these a threshold implies a least
+# number of test rows (see rows_needed).
+BOUNDED_HIGHER_IS_BETTER = frozenset(
+    {
+        "accuracy",
+        "macro_f1",
+        "micro_f1",
+        "f1",
+        "precision",
+        "recall",
+        "macro_precision",
+        "macro_recall",
+        "micro_precision",
+        "micro_recall",
+        "subset_accuracy",
+        "exact_match",
+        "rouge_l",
+        "roc_auc",
+    }
+)
+BOUNDED_LOWER_IS_BETTER = frozenset({"ece"})
+
 _MISSING = object()
+
+
+def rows_needed(gate: GateSpec, confidence: float) -> int:
+    """The fewest test rows on which ``gate`` can be decided at ``confidence`` at all.
+
+    With n rows all judged correct, the exact (Clopper-Pearson) lower bound of a proportion is
+    (alpha/2)^(1/n): below ln(alpha/2) / ln(t) rows even a perfect model cannot show a rate above t,
+    while a percentile bootstrap would report [1, 1] and pass. The same bound on errors applies to
+    ``max`` gates on 0-1 metrics where 0 is best. For every other gate (``beats``, unbounded metrics)
+    the floor is the sign test's: with fewer than log2(2/alpha) rows (6 at 95%) even a unanimous result
+    is what chance gives more often than alpha/2. F1 and similar are not binomial proportions; for them
+    this is a necessary condition, not a sufficient one.
+    """
+    alpha = 1.0 - confidence
+    floor = math.ceil(math.log2(2.0 / alpha) - 1e-9)
+    leaf = gate.metric.rsplit(".", 1)[-1]
+    if gate.min is not None and leaf in BOUNDED_HIGHER_IS_BETTER and 0.0 < gate.min < 1.0:
+        return max(floor, math.ceil(math.log(alpha / 2) / math.log(gate.min) - 1e-9))
+    if gate.max is not None and leaf in BOUNDED_LOWER_IS_BETTER and 0.0 < gate.max < 1.0:
+        return max(floor, math.ceil(math.log(alpha / 2) / math.log(1.0 - gate.max) - 1e-9))
+    return floor
 
 
 def _lookup(node: Any, path: str) -> Any:
@@ -74,6 +120,22 @@ class _Judge:
         }
         if gate.beats is not None:
             out["baseline"] = gate.beats
+        return out
+
+    def undecidable(self, gate: GateSpec, n: int, need: int) -> dict[str, Any]:
+        threshold = {"min": gate.min, "max": gate.max, "beats": gate.by, "slice_min": gate.slice_min}[
+            _kind(gate)
+        ]
+        out = self.verdict(
+            gate,
+            False,
+            threshold=threshold,
+            decided_on=f"nothing: the test split is too small ({n} rows)",
+            detail=f"undecidable: the test split has {n} rows and this gate needs at least {need} to be "
+            f"decided at the {self.level} level (with fewer, even a perfect score could not clear it); "
+            "the run is not deployable whatever the point estimates say",
+        )
+        out["undecidable"] = True
         return out
 
     def unknown_metric(self, gate: GateSpec, threshold: float | None) -> dict[str, Any]:
@@ -266,16 +328,23 @@ def check_gates(gates: Sequence[GateSpec], metrics: Mapping[str, Any]) -> dict[s
     ``per_class.fresh.f1`` have point estimates only, and the verdict says so.
     """
     judge = _Judge(metrics)
+    n = metrics.get("n")
+    confidence = metrics.get("confidence")
+    level = float(confidence) if isinstance(confidence, int | float) and 0 < confidence < 1 else 0.95
     verdicts = []
     for gate in gates:
         kind = _kind(gate)
-        if kind in ("min", "max"):
+        need = rows_needed(gate, level)
+        if isinstance(n, int) and not isinstance(n, bool) and n < need:
+            verdicts.append(judge.undecidable(gate, n, need))
+        elif kind in ("min", "max"):
             verdicts.append(judge.bound(gate))
         elif kind == "beats":
             verdicts.append(judge.beats(gate))
         else:
             verdicts.append(judge.slice_floor(gate))
-    return {"passed": all(v["passed"] for v in verdicts), "verdicts": verdicts}
+    undecidable = [v["gate"] for v in verdicts if v.get("undecidable")]
+    return {"passed": all(v["passed"] for v in verdicts), "undecidable": undecidable, "verdicts": verdicts}
 
 
 def _known(name: str, known: Collection[str]) -> bool:

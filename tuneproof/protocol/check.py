@@ -10,7 +10,20 @@ from tuneproof.protocol.loader import LoadedProtocol, load_protocol
 
 def check_protocol(path: Path, read_data: bool = True) -> tuple[LoadedProtocol | None, list[Problem]]:
     """Schema, model source, gate names and (optionally) every data row; never trains."""
-    from tuneproof.data.prepare import read_and_validate
+    loaded, protocol_problems, data_problems = check_protocol_parts(path, read_data)
+    return loaded, protocol_problems + data_problems
+
+
+def check_protocol_parts(
+    path: Path, read_data: bool = True
+) -> tuple[LoadedProtocol | None, list[Problem], list[Problem]]:
+    """Like :func:`check_protocol`, with the protocol's problems and the data's apart (exit 2 vs 3).
+
+    Reading the data runs the data stage as a run would (cleaning, its removal limits, the split and
+    its size minimums) except the steps that need the model's tokenizer or the PII scanner: rows
+    over ``model.max_length`` and PII rewrites are checked by ``run`` only.
+    """
+    from tuneproof.data.prepare import prepare_data
     from tuneproof.gates import validate_gate_names
     from tuneproof.tasks.registry import get_task
     from tuneproof.train.model_source import resolve_model
@@ -18,13 +31,13 @@ def check_protocol(path: Path, read_data: bool = True) -> tuple[LoadedProtocol |
     try:
         loaded = load_protocol(path)
     except ProtocolError as exc:
-        return None, exc.problems
+        return None, exc.problems, []
     protocol = loaded.protocol
     problems: list[Problem] = []
     try:
         task = get_task(protocol)
     except ProtocolError as exc:
-        return loaded, exc.problems
+        return loaded, exc.problems, []
     try:
         resolve_model(protocol.model, loaded.base_dir)
     except ProtocolError as exc:
@@ -35,9 +48,10 @@ def check_protocol(path: Path, read_data: bool = True) -> tuple[LoadedProtocol |
     if protocol.pii is not None:
         known += [f"pii_remaining.{t}" for t in protocol.pii.entities]
     problems += validate_gate_names(protocol.gates, known, protocol.evaluate.baselines)
+    data_problems: list[Problem] = []
     if read_data:
         try:
-            read_and_validate(protocol, loaded.base_dir, task.target_check(), task.stratify)
+            prepare_data(protocol, loaded.base_dir, target_check=task.target_check(), stratify=task.stratify)
         except DataValidationError as exc:
-            problems += exc.problems
-    return loaded, problems
+            data_problems = exc.problems
+    return loaded, problems, data_problems

@@ -101,32 +101,121 @@ class DataSpec(Strict):
 
 
 class NearDuplicateSpec(Strict):
-    """Near duplicates: Jaccard similarity of character shingles of the normalised text, estimated
-    with MinHash LSH (datasketch). Normalised means lower-cased with punctuation and digits removed."""
+    """Near duplicates: Jaccard similarity of character shingles of a comparison key, estimated with
+    MinHash LSH (datasketch) and confirmed exactly. The key is built from the cleaned text by the
+    switches below; each switch makes more texts look alike, so each is a way to lose real rows."""
 
     enabled: bool = True
     threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.9
     shingle_chars: Annotated[int, Field(ge=2, le=20)] = 5
     num_perm: Annotated[int, Field(ge=16, le=1024)] = 128
+    casefold: bool = Field(
+        True,
+        description="compare ignoring letter case ('Great' = 'great'); set false where case carries "
+        "meaning (codes, gene symbols, units such as mM vs MM)",
+    )
+    strip_punctuation: bool = Field(
+        True,
+        description="compare ignoring punctuation and symbols ('great!!' = 'great'); a sign or decimal "
+        "mark inside a number is kept, so '-5' vs '5' and '1.5' vs '15' still differ",
+    )
+    # Off by default: in templated records, lab values, doses ('5 mg' vs '50 mg'), log lines or
+    # tabular data rendered as text the numbers are the content, and stripping them makes every
+    # record a duplicate of every other. It helps only where numbers are noise around free text
+    # (scraped posts that differ by a counter, a timestamp or a page number).
+    strip_digits: bool = Field(
+        False,
+        description="compare ignoring digits; only for free text where numbers are noise (counters, "
+        "timestamps); never for records where numbers carry the meaning",
+    )
+
+
+CleaningStage = Literal[
+    "empty",
+    "empty_after_normalisation",
+    "conflicting_labels",
+    "exact_duplicates",
+    "near_duplicates",
+    "over_length",
+    "leakage",
+]
+_Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class RemovalLimits(Strict):
+    """How much of the data cleaning may remove before the run stops and asks (before training).
+
+    A stage is measured against the rows that entered it (leakage against the evaluation splits);
+    the total against the rows selected by ``data`` (after ``keep_if``). A plain number in the
+    protocol sets the same limit for every stage and for the total.
+    """
+
+    per_stage: _Fraction = Field(0.1, description="largest fraction any one cleaning stage may remove")
+    total: _Fraction = Field(0.2, description="largest fraction all cleaning stages together may remove")
+    stages: dict[CleaningStage, _Fraction] = Field(
+        default_factory=dict, description="a different limit for named stages, e.g. {near_duplicates: 0.5}"
+    )
+
+    def limit(self, stage: str) -> float:
+        return self.stages.get(stage, self.per_stage)  # type: ignore[call-overload]
 
 
 class CleaningSpec(Strict):
-    unicode_form: Literal["NFKC", "NFC", "none"] = "NFKC"
-    normalize_whitespace: bool = True
+    unicode_form: Literal["NFKC", "NFC", "none"] = Field(
+        "NFC",
+        description="Unicode normalisation of the text itself (what the model sees). NFC only merges "
+        "different encodings of the same character; NFKC also folds compatibility forms, which changes "
+        "meaning in some data ('m²' becomes 'm2', '10⁵' becomes '105', '½' becomes '1⁄2')",
+    )
+    normalize_whitespace: bool = Field(
+        True, description="collapse runs of whitespace to one space, trim ends"
+    )
     drop_empty: bool = True
-    drop_exact_duplicates: bool = True
+    drop_exact_duplicates: bool = Field(
+        True,
+        description="drop rows whose text equals an earlier row's after case-folding and whitespace collapse",
+    )
     near_duplicates: NearDuplicateSpec = NearDuplicateSpec()
     over_length: Literal["truncate", "drop", "fail"] = Field(
         "truncate", description="rows over model.max_length tokens: truncate, drop, or fail listing each row"
     )
     conflicting_labels: Literal["drop", "fail"] = "drop"
+    max_removed_fraction: RemovalLimits = Field(
+        default_factory=RemovalLimits,
+        description="stop before training when a cleaning stage (or all together) would remove more "
+        "than this fraction of the rows; a number sets every stage and the total",
+    )
+
+    @field_validator("max_removed_fraction", mode="before")
+    @classmethod
+    def _one_number(cls, v: object) -> object:
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            return {"per_stage": v, "total": v}
+        return v
 
 
 class SplitSpec(Strict):
+    """Split fractions, and the sizes below which a split cannot support a decision.
+
+    Before training the run is refused when the training split has fewer than ``min_train_rows``
+    (or a class fewer than ``min_train_rows_per_class``), or the test split fewer than
+    ``min_test_rows``, a class fewer than ``min_test_rows_per_class``, or fewer rows than its gates
+    need to be decidable at all (see ``tuneproof.gates.check.rows_needed``).
+    """
+
     train: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.8
     validation: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
     test: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.1
     stratify: bool = True
+    min_train_rows: Annotated[int, Field(ge=1)] = 30
+    min_train_rows_per_class: Annotated[int, Field(ge=1)] = 5
+    min_test_rows: Annotated[int, Field(ge=1)] = 20
+    min_test_rows_per_class: Annotated[int, Field(ge=1)] = 5
+    enforce_minimums: bool = Field(
+        True,
+        description="false runs anyway on splits below these sizes (a smoke test); gates the test split "
+        "is too small to decide are then reported undecidable and the run is not deployable",
+    )
 
     @model_validator(mode="after")
     def _sum_to_one(self) -> SplitSpec:

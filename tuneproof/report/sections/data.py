@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tuneproof.report import plots
@@ -58,6 +58,26 @@ def cleaning(run: RunData) -> str | None:
             )
         parts.append(h3("Cleaning funnel"))
         parts.append(table(["stage", "rows kept", "removed", "share of read rows", "detail"], rows))
+    removed_examples = _removed_examples(stages)
+    if removed_examples:
+        parts.append(h3("What was removed"))
+        parts.append(
+            para(
+                "Removed rows beside the row each was judged to repeat, per stage, so the thresholds can be "
+                "judged on the data itself."
+            )
+        )
+        parts += removed_examples
+    limits = mapping(report.get("removal_limits"))
+    if limits:
+        per_stage = mapping(limits.get("stages"))
+        text = (
+            f"Removal limits: at most {fmt_setting(limits.get('per_stage'))} of the rows per stage and "
+            f"{fmt_setting(limits.get('total'))} in all (cleaning.max_removed_fraction)"
+        )
+        if per_stage:
+            text += "; " + ", ".join(f"{k}: {fmt_setting(v)}" for k, v in per_stage.items())
+        parts.append(para(text + "."))
     removed = {str(k): v for k, v in mapping(report.get("removed")).items()}
     if removed:
         parts.append(h3("Rows removed, by reason"))
@@ -72,6 +92,63 @@ def cleaning(run: RunData) -> str | None:
             )
         )
     return join(parts) or None
+
+
+def _removed_examples(stages: Sequence[Mapping[str, Any]]) -> list[str | None]:
+    out: list[str | None] = []
+    for s in stages:
+        examples = [mapping(e) for e in sequence(s.get("examples"))][:MAX_EXAMPLES]
+        if not examples:
+            continue
+        paired = any(e.get("kept_id") is not None for e in examples)
+        if paired:
+            headers = ["removed row", "removed text", "judged a repeat of", "kept text", "kind", "similarity"]
+            rows: list[list[Cell]] = [
+                [
+                    e.get("row_id"),
+                    e.get("text"),
+                    e.get("kept_id"),
+                    e.get("kept_text"),
+                    e.get("kind"),
+                    fmt_setting(e["similarity"]) if e.get("similarity") is not None else "",
+                ]
+                for e in examples
+            ]
+        else:
+            headers = ["removed row", "text", "reason"]
+            rows = [[e.get("row_id"), e.get("text"), e.get("reason")] for e in examples]
+        removed = s.get("removed")
+        out.append(
+            details(
+                f"{s.get('stage')}: {len(examples)} of {removed} removed rows shown",
+                table(headers, rows, numeric_from=99),
+            )
+        )
+    return out
+
+
+def split_sizes(run: RunData) -> str | None:
+    """What each split needed to support a decision, and what the test split can resolve."""
+    info = mapping(run.data_report.get("split_sizes"))
+    if not info:
+        return None
+    facts: dict[str, Any] = {}
+    train, test = mapping(info.get("train")), mapping(info.get("test"))
+    if train:
+        facts["train rows (minimum)"] = f"{fmt_num(train.get('rows'))} ({fmt_num(train.get('needed'))})"
+    if test:
+        facts["test rows (minimum)"] = (
+            f"{fmt_num(test.get('rows'))} ({fmt_num(test.get('needed'))}, set by {test.get('needed_by')})"
+        )
+        half = number(test.get("worst_case_half_width"))
+        if half is not None:
+            facts["worst-case interval half-width on the test split"] = f"±{half:.3f}"
+        for gate, n in mapping(test.get("gate_rows_needed")).items():
+            facts[f"rows gate '{gate}' needs to be decidable"] = n
+    below = [str(x) for x in sequence(info.get("below_minimums"))]
+    if below:
+        facts["below the minimums (enforce_minimums: false)"] = "; ".join(below)
+    return kv_table(facts)
 
 
 def leakage(run: RunData) -> str | None:
@@ -116,6 +193,9 @@ def splits(run: RunData) -> str | None:
     if not split_info and not distribution:
         return None
     parts: list[str | None] = []
+    sizes = split_sizes(run)
+    if sizes:
+        parts += [h3("Split sizes and what they can decide"), sizes]
     if split_info:
         total = sum(number(v.get("rows")) or 0 for v in split_info.values())
         rows = []
