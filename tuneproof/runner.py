@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from tuneproof import __version__
 from tuneproof.data.prepare import PreparedData, prepare_data, write_splits
-from tuneproof.errors import RunFolderError, TuneproofError
+from tuneproof.errors import Interrupted, RunFolderError, TuneproofError
 from tuneproof.export.manifest import environment, now, read_manifest, write_manifest
 from tuneproof.export.package import package_model
 from tuneproof.fsutil import atomic_write_json, atomic_write_text
@@ -29,7 +30,6 @@ from tuneproof.tasks.base import Task, get_task
 from tuneproof.train import distributed
 from tuneproof.train.features import cached_features, tokenizer_fingerprint
 from tuneproof.train.fit import build_features, fit, set_threads
-from tuneproof.train.loop import Interrupted
 from tuneproof.train.model_source import load_tokenizer, resolve_model
 from tuneproof.train.precision import choose_precision
 from tuneproof.train.tracking import Trackers
@@ -239,7 +239,7 @@ def _start_manifest(
     model: str,
 ) -> dict[str, Any]:
     return {
-        "tuneproof_version": "0.1.0",
+        "tuneproof_version": __version__,
         "status": "running",
         "deployable": False,
         "protocol": loaded.protocol.name,

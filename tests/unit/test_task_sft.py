@@ -13,11 +13,11 @@ from generative_helpers import chat_rows, chat_tokenizer, write_jsonl, write_tin
 
 from tuneproof.data.chat import check_messages, conversation_row_check
 from tuneproof.data.prepare import prepare_data, read_and_validate
-from tuneproof.errors import DataValidationError
+from tuneproof.errors import DataValidationError, TemplateError
 from tuneproof.protocol.loader import parse_protocol
 from tuneproof.tasks.base import get_task
 from tuneproof.tasks.generation import causal_nll, greedy_generate, sum_loss
-from tuneproof.tasks.sft import IGNORE, TemplateError, encode_conversation, pack_features, packed_collate
+from tuneproof.tasks.sft import IGNORE, encode_conversation, pack_features, packed_collate
 from tuneproof.train.features import pad_collate
 
 

@@ -229,9 +229,10 @@ def _provenance(run: RunData) -> str | None:
         return None
     env = mapping(m.get("environment"))
     facts = [
-        ["tuneproof", m.get("tuneproof_version")],
+        ["tuneproof", m.get("tuneproof_version") or env.get("tuneproof")],
         ["protocol sha256", m.get("protocol_sha256")],
-        *([k, v] for k, v in env.items() if not isinstance(v, dict | list)),
+        # the environment records tuneproof's version too; it is listed once, above
+        *([k, v] for k, v in env.items() if k != "tuneproof" and not isinstance(v, dict | list)),
     ]
     return "## Provenance\n\n" + md_table(["", ""], [r for r in facts if r[1] is not None])
 
