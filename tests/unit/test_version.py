@@ -20,5 +20,6 @@ def test_version_comes_from_the_package_metadata() -> None:
 def test_no_module_writes_the_version_by_hand() -> None:
     declared = re.escape(tuneproof.__version__)
     pattern = re.compile(rf"[\"']{declared}[\"']")
-    hits = [str(p.relative_to(ROOT)) for p in (ROOT / "tuneproof").rglob("*.py") if pattern.search(p.read_text())]
+    sources = (ROOT / "tuneproof").rglob("*.py")
+    hits = [str(p.relative_to(ROOT)) for p in sources if pattern.search(p.read_text())]
     assert hits == []
