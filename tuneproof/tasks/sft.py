@@ -212,7 +212,8 @@ class SftTask(GenerativeTask):
 
     # -- data ------------------------------------------------------------------------------------
     def target_check(self) -> TargetCheck:
-        row_check = conversation_row_check(self.protocol.data.text_column, self.protocol.data.label_column)
+        data, system = self.protocol.data, self.protocol.sft.system_prompt
+        row_check = conversation_row_check(data.text_column, data.label_column, system)
 
         def check(value: Any) -> tuple[Any, str | None]:  # not used: check_row replaces it
             return value, None
