@@ -525,3 +525,59 @@ def test_plot_labels_from_data_are_escaped_and_not_tex() -> None:
     assert ">$5 off $<" in svg  # drawn as text, not parsed as TeX (which would fail or drop the $)
     assert "http" not in svg
     assert plots.confusion_heatmap([[1, 2]], ["a"]) is None  # not square: nothing to draw
+
+
+# --- escaping through the templates ---------------------------------------------------------------
+
+HOSTILE = '"><img src=x onerror=alert(1)>'
+
+
+def test_hostile_names_labels_and_errors_are_escaped_in_the_page(tmp_path: Path) -> None:
+    files = copy.deepcopy(full_run_files(pii=False))
+    files["protocol.yaml"]["name"] = HOSTILE
+    files["protocol.yaml"]["data"]["labels"] = ["fresh", HOSTILE]
+    files["metrics.json"]["labels"] = ["fresh", HOSTILE]
+    for split in files["data_report.json"]["label_distribution"].values():
+        split[HOSTILE] = split.pop("rotten")
+    run = write_run(tmp_path / "hostile", files)
+
+    def broken(run: RunData) -> str:
+        raise ValueError(HOSTILE)
+
+    chosen = [s for s in SECTIONS if s.id in {"header", "splits"}] + [Section("broken", "Broken", broken)]
+    page = render_page(load_run(run), chosen)
+    assert "<img" not in page and "onerror=alert(1)>" not in page
+    escaped = "&#34;&gt;&lt;img src=x onerror=alert(1)&gt;"
+    assert f"<title>{escaped} — tuneproof report</title>" in page
+    assert f"<h1>{escaped}</h1>" in page
+    assert f"<td>{escaped}</td>" in page  # the label in the split table
+    assert f"This section could not be rendered: ValueError: {escaped}" in page
+
+
+def test_every_building_block_escapes_its_text_arguments() -> None:
+    from tuneproof.report import markup as m
+
+    blocks = [
+        m.tag("p", HOSTILE, HOSTILE, title=HOSTILE),
+        m.para(HOSTILE, HOSTILE),
+        m.h3(HOSTILE),
+        m.note(HOSTILE),
+        m.chip(HOSTILE, HOSTILE),
+        m.table([HOSTILE, "n"], [[HOSTILE, 1.5], [None, True]], cls=HOSTILE),
+        m.kv_table({HOSTILE: HOSTILE}),
+        m.details(HOSTILE, m.para(HOSTILE)),
+        m.pre(HOSTILE),
+        m.bar(0.25, HOSTILE),
+        m.generic_value({HOSTILE: {HOSTILE: HOSTILE}}),
+        m.generic_value([HOSTILE, 1]),
+    ]
+    for html in blocks:
+        assert "<img" not in html and HOSTILE not in html, html
+        assert "&lt;img src=x onerror=alert(1)&gt;" in html, html
+    # what a section built from escaped parts is inserted as is, not escaped twice
+    assert m.join([m.para("a < b"), None, m.note("c")]) == '<p>a &lt; b</p>\n<p class="note">c</p>'
+    assert m.table(["x"], [[m.chip("ok", "pass")]]).count('<span class="chip pass">ok</span>') == 1
+    assert m.table(["", "v"], [["n", 1234.5], ["none", None]]).endswith(
+        '<tr><td>n</td><td class="num">1,234</td></tr><tr><td>none</td><td class="num">—</td></tr>'
+        "</tbody></table></div>"
+    )
