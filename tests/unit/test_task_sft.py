@@ -7,17 +7,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from generative_helpers import chat_rows, chat_tokenizer, write_jsonl, write_tiny_llama
 
 from tuneproof.data.chat import check_messages, conversation_row_check
 from tuneproof.data.prepare import prepare_data, read_and_validate
-from tuneproof.errors import DataValidationError
+from tuneproof.errors import DataValidationError, ProtocolError, TemplateError
 from tuneproof.protocol.loader import parse_protocol
 from tuneproof.tasks.generation import causal_nll, greedy_generate, sum_loss
 from tuneproof.tasks.registry import get_task
-from tuneproof.tasks.sft import IGNORE, TemplateError, encode_conversation, pack_features, packed_collate
+from tuneproof.tasks.sft import IGNORE, encode_conversation, pack_features, packed_collate
 from tuneproof.train.features import pad_collate
 
 
@@ -354,3 +355,34 @@ def test_gguf_is_converted_once_per_file_content(tmp_path: Path, monkeypatch: py
     local = loadable(ref)
     assert Path(local.name_or_path).parent == root and local.spec.gguf_file is None
     assert local.load_kwargs()["use_safetensors"] is True
+
+
+def test_prompt_completion_columns_of_any_table_get_the_protocol_system_prompt(tmp_path: Path) -> None:
+    table = tmp_path / "pairs.csv"
+    pd.DataFrame(
+        {"abstract": ["we study a", "we study b", "we study c"], "title": ["On a", "On b", "On c"]}
+    ).to_csv(table, index=False)
+    protocol = parse_protocol(
+        f"name: t\ntask: sft\nmodel: {{source: {tmp_path}, max_length: 64}}\n"
+        f"data: {{files: [{table}], text_column: abstract, label_column: title}}\n"
+        "sft: {system_prompt: Write the title.}\n"
+    )
+    task: Any = get_task(protocol)
+    rows, *_ = read_and_validate(protocol, tmp_path, task.target_check(), task.stratify)
+    assert [json.loads(r["text"]) for r in rows][1] == [
+        {"role": "system", "content": "Write the title."},
+        {"role": "user", "content": "we study b"},
+        {"role": "assistant", "content": "On b"},
+    ]
+    assert [r["label"] for r in rows] == ["On a", "On b", "On c"]
+    # a row's own system message wins over the protocol's
+    check = conversation_row_check("input", "ideal", "Write the title.")
+    own = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "q"}]
+    text, _, errors = check({"input": own, "ideal": "a"})
+    assert errors == [] and json.loads(text)[0] == {"role": "system", "content": "be brief"}
+    with pytest.raises(ProtocolError, match=r"sft\.system_prompt"):
+        parse_protocol(
+            f"name: t\ntask: sft\nmodel: {{source: {tmp_path}}}\n"
+            f"data: {{files: [{table}], text_column: abstract, label_column: title}}\n"
+            "sft: {system_prompt: ''}\n"
+        )

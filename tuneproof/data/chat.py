@@ -4,7 +4,8 @@ Accepted inputs, per row:
 
 - ``messages``: a list of ``{"role", "content"}`` (OpenAI style; optional ``weight`` 0/1 on assistant
   turns says whether that turn is trained on, optional ``name`` is kept out of the prompt);
-- a prompt string (prompt/completion data), which becomes one user turn.
+- a prompt string (prompt/completion data from any table: CSV, JSONL, Parquet...), which becomes one
+  user turn, after the protocol's ``sft.system_prompt`` when one is set.
 
 Every problem of a row is reported, with the message index, so the user fixes a file once. A valid
 conversation is stored as canonical JSON text in the prepared ``text`` column (the data stage works
@@ -115,11 +116,14 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def conversation_row_check(text_column: str, target_column: str | None) -> RowCheck:
+def conversation_row_check(
+    text_column: str, target_column: str | None, system_prompt: str | None = None
+) -> RowCheck:
     """The data stage's whole-row check for chat and prompt/completion data.
 
-    Returns (the conversation as canonical text, ending with the answer; the final answer; problems
-    as [(line or None, message)]).
+    ``system_prompt`` opens every conversation that has no system message of its own (a row's own
+    instructions win). Returns (the conversation as canonical text, ending with the answer; the final
+    answer; problems as [(line or None, message)]).
     """
 
     def check(raw: dict[str, Any]) -> tuple[str | None, Any, list[tuple[int | None, str]]]:
@@ -144,6 +148,10 @@ def conversation_row_check(text_column: str, target_column: str | None) -> RowCh
                     ],
                 )
             messages = [{"role": "user", "content": value}]
+        if system_prompt is not None and not (
+            messages and isinstance(messages[0], dict) and messages[0].get("role") == "system"
+        ):
+            messages = [{"role": "system", "content": system_prompt}, *messages]
         canonical, errors = check_messages(messages, "user" if target_column is not None else "assistant")
         target = None
         if target_column is not None:

@@ -379,6 +379,15 @@ class GenerationSpec(Strict):
 
 
 class SftSpec(Strict):
+    """Instruction tuning. The data are chat conversations (``data.text_column`` holds a list of
+    messages) or prompt/completion pairs from any table (``data.text_column`` the prompt string,
+    ``data.label_column`` the completion)."""
+
+    system_prompt: Annotated[str, Field(min_length=1, max_length=4000)] | None = Field(
+        None,
+        description="system message put first in every conversation that has none of its own "
+        "(e.g. the instruction for prompt/completion rows); part of the trained and scored prompt",
+    )
     packing: bool | None = Field(
         None,
         description="pack training examples into max_length rows, position ids restarting per example so no "

@@ -1,67 +1,85 @@
-"""Small HTML builders. Every piece of text is escaped unless it is wrapped in :class:`Safe`.
+"""The HTML building blocks report sections use, rendered by Jinja2 templates with autoescape.
 
 Texts in a run folder come from user data (labels, file names, example rows) and may hold markup
-such as ``<script>``; making escaping the default means a forgotten call cannot inject anything.
+such as ``<script>``; autoescape makes escaping the default, so a forgotten call cannot inject
+anything. The templates live in ``tuneproof/report/templates/`` (``parts.html.j2`` for these
+blocks, ``page.html.j2`` for the page); the functions here keep the signatures sections call.
+``Safe`` is markupsafe's ``Markup``: HTML built from escaped parts, inserted as is.
 """
 
 from __future__ import annotations
 
-import html
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from functools import cache
 from typing import Any
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
+from markupsafe import Markup, escape
 
 from tuneproof.report.fmt import fmt_num, fmt_pct
 from tuneproof.report.run_data import number
 
-
-class Safe(str):
-    """HTML that was built here from escaped parts and may be inserted as is."""
-
-    __slots__ = ()
-
-
+Safe = Markup
 Cell = Any
 
 
-def esc(value: Any) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
+@cache
+def environment() -> Environment:
+    """The report's Jinja2 environment, built on first use (nothing runs at import)."""
+    env = Environment(
+        loader=PackageLoader("tuneproof.report", "templates"),
+        autoescape=True,
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+    )
+    env.globals["cell"] = render
+    return env
 
 
-def render(value: Cell) -> str:
-    """A cell's HTML: Safe as is, numbers formatted, anything else escaped."""
-    if isinstance(value, Safe):
+@cache
+def _parts() -> Any:
+    return environment().get_template("parts.html.j2").module
+
+
+def esc(value: Any) -> Markup:
+    return escape("" if value is None else str(value))
+
+
+def render(value: Cell) -> Markup:
+    """A cell's HTML: Markup as is, numbers formatted, anything else escaped."""
+    if isinstance(value, Markup):
         return value
     if isinstance(value, bool) or number(value) is not None:
         return esc(fmt_num(value))
     if value is None:
-        return "—"
+        return Markup("—")
     return esc(value)
 
 
-def join(parts: Iterable[str | None]) -> Safe:
-    return Safe("\n".join(p for p in parts if p))
+def join(parts: Iterable[str | None]) -> Markup:
+    """Blocks of HTML one after another; the parts are HTML that sections built, not text."""
+    return Markup("\n".join(p for p in parts if p))
 
 
-def tag(name: str, content: Cell = "", cls: str | None = None, **attrs: str) -> Safe:
-    attr_text = f' class="{esc(cls)}"' if cls else ""
-    attr_text += "".join(f' {k.rstrip("_")}="{esc(v)}"' for k, v in attrs.items())
-    return Safe(f"<{name}{attr_text}>{render(content)}</{name}>")
+def tag(name: str, content: Cell = "", cls: str | None = None, **attrs: str) -> Markup:
+    pairs = [(k.rstrip("_"), v) for k, v in attrs.items()]
+    return Markup(_parts().tag(name, content, cls, pairs))
 
 
-def para(content: Cell, cls: str | None = None) -> Safe:
+def para(content: Cell, cls: str | None = None) -> Markup:
     return tag("p", content, cls)
 
 
-def h3(content: Cell) -> Safe:
+def h3(content: Cell) -> Markup:
     return tag("h3", content)
 
 
-def note(content: Cell) -> Safe:
+def note(content: Cell) -> Markup:
     return tag("p", content, "note")
 
 
-def chip(text: str, kind: str) -> Safe:
+def chip(text: str, kind: str) -> Markup:
     """A coloured label; ``kind`` is one of pass, fail, warn, info, neutral."""
     return tag("span", text, f"chip {kind}")
 
@@ -71,41 +89,35 @@ def table(
     rows: Iterable[Sequence[Cell]],
     cls: str | None = None,
     numeric_from: int = 1,
-) -> Safe:
+) -> Markup:
     """A table; columns from ``numeric_from`` on are right-aligned (they usually hold numbers)."""
-
-    def cells(row: Sequence[Cell], cell_tag: str) -> str:
-        out = []
-        for i, value in enumerate(row):
-            align = ' class="num"' if i >= numeric_from else ""
-            out.append(f"<{cell_tag}{align}>{render(value)}</{cell_tag}>")
-        return "".join(out)
-
-    body = "".join(f"<tr>{cells(row, 'td')}</tr>" for row in rows)
-    head = f"<thead><tr>{cells(headers, 'th')}</tr></thead>"
-    cls_attr = f' class="{esc(cls)}"' if cls else ""
-    return Safe(f'<div class="scroll"><table{cls_attr}>{head}<tbody>{body}</tbody></table></div>')
+    return Markup(_parts().table(headers, rows, cls, numeric_from))
 
 
-def kv_table(items: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> Safe:
+def kv_table(items: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> Markup:
     pairs = list(items.items()) if isinstance(items, Mapping) else list(items)
-    rows = "".join(f"<tr><th>{render(k)}</th><td>{render(v)}</td></tr>" for k, v in pairs)
-    return Safe(f'<table class="kv"><tbody>{rows}</tbody></table>')
+    return Markup(_parts().kv_table(pairs))
 
 
-def details(summary: str, body: str) -> Safe:
-    return Safe(f"<details><summary>{esc(summary)}</summary>{body}</details>")
+def details(summary: str, body: str) -> Markup:
+    """A collapsed block: ``summary`` is text (escaped), ``body`` HTML a section built."""
+    return Markup(_parts().details(str(summary), Markup(body)))
 
 
-def pre(text: str) -> Safe:
+def pre(text: str) -> Markup:
     return tag("pre", text)
 
 
-def bar(fraction: float | None, label: str | None = None) -> Safe:
+def bar(fraction: float | None, label: str | None = None) -> Markup:
     """A horizontal CSS bar for funnels and shares, sized without any image."""
     frac = min(max(fraction or 0.0, 0.0), 1.0)
     text = label if label is not None else fmt_pct(frac)
-    return Safe(f'<div class="bar"><span style="width:{100 * frac:.1f}%"></span><em>{esc(text)}</em></div>')
+    return Markup(_parts().bar(f"{100 * frac:.1f}%", str(text)))
+
+
+def section_error(exc: BaseException) -> Markup:
+    """What the page shows in place of a section whose renderer raised."""
+    return Markup(_parts().section_error(f"{type(exc).__name__}: {exc}"))
 
 
 def _is_scalar(value: Any) -> bool:

@@ -2,6 +2,12 @@
 
 Built from the same run files as the HTML page, as a list of section functions (``CARD_SECTIONS``)
 each returning Markdown or None, so a task can add its own part the same way it does for the page.
+
+The card is a Hugging Face model card: YAML metadata (``base_model``, ``license``, ``datasets``,
+``pipeline_tag``, and a ``model-index`` holding every test metric with its bootstrap interval),
+built with ``huggingface_hub``'s ``ModelCard``/``ModelCardData``, then the Markdown sections. It
+is written twice: ``model_card.md`` in the run folder and ``model/README.md``, so the ``model/``
+folder can be pushed to the Hub as it is.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from pathlib import Path, PurePath
 from typing import Any
 
 from tuneproof.report.fmt import comparison_outcome, fmt_interval, fmt_num, lower_is_better, metric_names
+from tuneproof.report.hub_card import card_data
 from tuneproof.report.limitations import limitations
 from tuneproof.report.run_data import RunData, dig, load_run, mapping, number, sequence
 from tuneproof.report.sections.data import data_summary_counts
@@ -19,6 +26,7 @@ from tuneproof.report.sections.overview import describe_location
 from tuneproof.report.sections.training import training_settings
 
 MODEL_CARD_FILE = "model_card.md"
+HUB_CARD_FILE = "README.md"  # inside model/: the name the Hub shows as the model's card
 CardSection = Callable[[RunData], str | None]
 
 
@@ -226,9 +234,10 @@ def _provenance(run: RunData) -> str | None:
         return None
     env = mapping(m.get("environment"))
     facts = [
-        ["tuneproof", m.get("tuneproof_version")],
+        ["tuneproof", m.get("tuneproof_version") or env.get("tuneproof")],
         ["protocol sha256", m.get("protocol_sha256")],
-        *([k, v] for k, v in env.items() if not isinstance(v, dict | list)),
+        # the environment records tuneproof's version too; it is listed once, above
+        *([k, v] for k, v in env.items() if k != "tuneproof" and not isinstance(v, dict | list)),
     ]
     return "## Provenance\n\n" + md_table(["", ""], [r for r in facts if r[1] is not None])
 
@@ -247,7 +256,8 @@ CARD_SECTIONS: list[CardSection] = [
 ]
 
 
-def render_model_card(run: RunData, sections: Sequence[CardSection] | None = None) -> str:
+def render_body(run: RunData, sections: Sequence[CardSection] | None = None) -> str:
+    """The card's Markdown sections, without the metadata."""
     parts = []
     for section in CARD_SECTIONS if sections is None else sections:
         try:
@@ -259,12 +269,27 @@ def render_model_card(run: RunData, sections: Sequence[CardSection] | None = Non
     return "\n\n".join(parts) + "\n"
 
 
+def render_model_card(run: RunData, sections: Sequence[CardSection] | None = None) -> str:
+    """The whole card: Hugging Face metadata between ``---`` lines, then the Markdown sections."""
+    body = render_body(run, sections)
+    try:
+        data = card_data(run)
+    except Exception as exc:  # metadata from malformed files must not cost the reader the card itself
+        return f"> The card's metadata could not be written: {md(type(exc).__name__)}: {md(exc)}\n\n{body}"
+    return f"---\n{data.to_yaml()}\n---\n\n{body}"
+
+
 def write_model_card(run_dir: Path, sections: Sequence[CardSection] | None = None) -> Path:
-    """Write ``run_dir/model_card.md`` from the run's files and return its path."""
+    """Write ``run_dir/model_card.md`` (and ``model/README.md`` when there is a model) and return
+    the first path."""
     run_dir = Path(run_dir)
     text = render_model_card(load_run(run_dir), sections)
     target = run_dir / MODEL_CARD_FILE
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, target)
+    targets = [target]
+    if (run_dir / "model").is_dir():
+        targets.append(run_dir / "model" / HUB_CARD_FILE)
+    for path in targets:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
     return target

@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tuneproof.errors import TrainingDiverged, TuneproofError
+from tuneproof.errors import Interrupted, SearchError, TrainingDiverged, TrialFailed
 from tuneproof.evaluate.direction import direction as metric_direction
 from tuneproof.protocol.loader import validation_context
 from tuneproof.search.schema import SearchSpec
@@ -49,18 +49,6 @@ SELECTION_STATEMENT = (
     "scored once, after the search, for the chosen configuration."
 )
 MIN_TRIALS_FOR_IMPORTANCE = 5
-
-
-class SearchError(TuneproofError):
-    exit_code = 10
-
-
-class TrialFailed(Exception):
-    """A trial that could not finish (out of memory, diverged, invalid values); the search goes on."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass
@@ -302,7 +290,6 @@ def run_one_trial(ctx: TrialContext, trial: Any) -> float:
 
     from tuneproof.tasks.registry import get_task
     from tuneproof.train.fit import fit
-    from tuneproof.train.loop import Interrupted
 
     params = suggest(trial, ctx.spec)
     trial.set_user_attr("worker", worker_id())

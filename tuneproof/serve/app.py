@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
+from tuneproof import __version__
 from tuneproof.serve.predict import Predictor
 
 MAX_BATCH = 1024
@@ -20,7 +21,7 @@ class PredictRequest(BaseModel):
 
 def create_app(run_dir: Path) -> FastAPI:
     predictor = Predictor.load(run_dir)
-    app = FastAPI(title="tuneproof model", version="0.1.0")
+    app = FastAPI(title="tuneproof model", version=__version__)
 
     @app.get("/health")
     def health() -> dict[str, Any]:

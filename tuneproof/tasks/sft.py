@@ -28,7 +28,7 @@ from torch import nn
 
 from tuneproof.data.chat import conversation_row_check, from_text
 from tuneproof.data.prepare import TargetCheck, split_hash
-from tuneproof.errors import TuneproofError
+from tuneproof.errors import TemplateError
 from tuneproof.tasks.generation import (
     GenerativeTask,
     generation_frame,
@@ -49,10 +49,6 @@ PACKING_REASON = (
     "packed: examples share rows of max_length tokens; position ids restart per example and no KV "
     "cache is used, so attention never crosses examples; train.batch_size counts packed rows"
 )
-
-
-class TemplateError(TuneproofError):
-    """The chat template cannot be used for assistant-only loss (missing or not prefix-stable)."""
 
 
 def _template_messages(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -227,7 +223,8 @@ class SftTask(GenerativeTask):
 
     # -- data ------------------------------------------------------------------------------------
     def target_check(self) -> TargetCheck:
-        row_check = conversation_row_check(self.protocol.data.text_column, self.protocol.data.label_column)
+        data, system = self.protocol.data, self.protocol.sft.system_prompt
+        row_check = conversation_row_check(data.text_column, data.label_column, system)
 
         def check(value: Any) -> tuple[Any, str | None]:  # not used: check_row replaces it
             return value, None

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tuneproof.errors import TrainingDiverged, TuneproofError
+from tuneproof.errors import Interrupted, TrainingDiverged, TuneproofError
 from tuneproof.evaluate.direction import lower_is_better
 from tuneproof.protocol.schema import TrainSpec
 from tuneproof.train.checkpoint import (
@@ -52,12 +52,6 @@ Batch = dict[str, Any]
 # (model, batch) -> (sum of per-example or per-token losses, number of terms in that sum)
 LossFn = Callable[[nn.Module, Batch], tuple[torch.Tensor, int]]
 EvalFn = Callable[[nn.Module], dict[str, float]]
-
-
-class Interrupted(TuneproofError):
-    """Training was stopped by a signal after saving a checkpoint; resume with `run --resume`."""
-
-    exit_code = 130
 
 
 @dataclass
