@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from generative_helpers import chat_rows, write_tiny_llama
 from generative_helpers import write_jsonl as write_chat_jsonl
+
 from helpers import toy_reviews, write_jsonl, write_protocol
 
 

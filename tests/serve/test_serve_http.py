@@ -3,7 +3,6 @@ cancellation, dynamic batching, metrics with observer gauges, capture."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import socket
@@ -20,7 +19,7 @@ from tuneproof.serve.app import create_app
 from tuneproof.serve.auth import ApiKeys
 from tuneproof.serve.predict import Predictor
 from tuneproof.serve.server import check_binding
-from tuneproof.serve.settings import Batching, Capture, Limits, ServeConfigError, ServeSettings
+from tuneproof.serve.settings import Capture, Limits, ServeConfigError, ServeSettings
 
 pytestmark = pytest.mark.integration
 

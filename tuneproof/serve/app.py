@@ -20,6 +20,7 @@ queue deadline, or the server is shutting down); 504 (not answered within the re
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -117,7 +118,7 @@ def create_app(
         if capture is not None:
             capture.submit(route, request_id, texts, preds)
         for obs in observers:
-            observer_pool.submit(lambda o=obs: _observe(o, texts, preds, metrics))
+            observer_pool.submit(functools.partial(_observe, obs, texts, preds, metrics))
 
     def on_result(item: Pending, preds: list[dict[str, Any]]) -> None:
         after_batch("/predict", item.request_id, item.texts, preds)
@@ -349,7 +350,7 @@ def create_app(
         deployable=deployable,
     )
     app.state.guard = guard_state
-    app.add_middleware(Guard, state=guard_state)  # type: ignore[arg-type]
+    app.add_middleware(Guard, state=guard_state)
     return app
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -173,7 +174,7 @@ class DynamicBatcher:
             t0 = time.perf_counter()
             try:
                 results = await asyncio.wrap_future(
-                    self.worker.submit(lambda m=merged, g=group: self._run(m, g))
+                    self.worker.submit(functools.partial(self._run, merged, group))
                 )
             except Exception as exc:  # every request of the batch learns why
                 log.exception("model batch failed")

@@ -71,7 +71,7 @@ def predict_models(task: str, limits: Limits) -> tuple[type[BaseModel], type[Bas
     request = create_model(
         "PredictRequest",
         __config__=ConfigDict(extra="forbid"),
-        texts=(list[text], Field(min_length=1, max_length=limits.max_texts)),  # type: ignore[valid-type]
+        texts=(list[text], Field(min_length=1, max_length=limits.max_texts)),
     )
     pred = PREDICTION_OF.get(task, GenerationPrediction)
     response = create_model("PredictResponse", predictions=(list[pred], ...))  # type: ignore[valid-type]
@@ -84,7 +84,7 @@ def chat_request_model(limits: Limits) -> type[BaseModel]:
     class ChatMessage(BaseModel):
         model_config = ConfigDict(extra="forbid")
         role: Literal["system", "user", "assistant"]
-        content: content  # type: ignore[valid-type]
+        content: content
 
     class StreamOptions(BaseModel):
         model_config = ConfigDict(extra="forbid")
