@@ -199,13 +199,71 @@ def serve(
     run_dir: Path,
     host: str = "127.0.0.1",
     port: int = 8000,
+    api_keys_env: Annotated[
+        str | None, typer.Option(help="environment variable holding comma-separated API keys")
+    ] = None,
+    api_keys_file: Annotated[
+        Path | None, typer.Option(help="file of SHA-256 hex digests of API keys, one per line")
+    ] = None,
+    allow_rejected: Annotated[
+        bool, typer.Option("--allow-rejected", help="serve a model whose gates failed (responses say so)")
+    ] = False,
+    max_body_bytes: int = 1_048_576,
+    max_texts: int = 64,
+    max_chars_per_text: int = 4000,
+    max_concurrent: int = 64,
+    queue_deadline_s: float = 2.0,
+    request_timeout_s: float = 30.0,
+    max_new_tokens: int = 256,
+    batch_window_ms: float = 4.0,
+    batch_max_texts: int = 256,
+    batch_max_padded_tokens: int = 16384,
+    capture: Annotated[
+        Path | None, typer.Option(help="write PII-scrubbed inputs and predictions (JSONL) to this folder")
+    ] = None,
+    capture_max_file_bytes: int = 64 * 1024 * 1024,
+    capture_max_files: int = 50,
 ) -> None:
-    """Serve a run's model over HTTP (POST /predict)."""
-    import uvicorn
+    """Serve a run's model over HTTP: POST /predict (or /v1/chat/completions for sft), /health, /ready,
+    /metrics. API keys are required unless binding to loopback."""
+    from pydantic import ValidationError
 
-    from tuneproof.serve.app import create_app
+    from tuneproof.serve.auth import ApiKeys
+    from tuneproof.serve.server import serve as run_server
+    from tuneproof.serve.settings import Batching, Capture, Limits, ServeConfigError, ServeSettings
 
-    uvicorn.run(create_app(run_dir), host=host, port=port)
+    try:
+        settings = ServeSettings(
+            limits=Limits(
+                max_body_bytes=max_body_bytes,
+                max_texts=max_texts,
+                max_chars_per_text=max_chars_per_text,
+                max_concurrent=max_concurrent,
+                queue_deadline_s=queue_deadline_s,
+                request_timeout_s=request_timeout_s,
+                max_new_tokens=max_new_tokens,
+            ),
+            batching=Batching(
+                window_ms=batch_window_ms,
+                max_texts=batch_max_texts,
+                max_padded_tokens=batch_max_padded_tokens,
+            ),
+            capture=Capture(
+                folder=capture, max_file_bytes=capture_max_file_bytes, max_files=capture_max_files
+            )
+            if capture is not None
+            else None,
+            allow_rejected=allow_rejected,
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        _fail(ServeConfigError(f"{'.'.join(str(x) for x in first['loc'])}: {first['msg']}"))
+        return
+    try:
+        keys = ApiKeys.load(api_keys_env, api_keys_file) if (api_keys_env or api_keys_file) else None
+        run_server(run_dir, host, port, settings, keys)
+    except TuneproofError as exc:
+        _fail(exc)
 
 
 def main() -> None:
