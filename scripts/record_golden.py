@@ -47,9 +47,19 @@ def _differences(a: Any, b: Any, path: str = "") -> list[str]:
     return [] if a == b and type(a) is type(b) else [f"{path}: {a!r} != {b!r}"]
 
 
-def _commit() -> str:
-    res = subprocess.run(["git", "rev-parse", "HEAD"], cwd=V.REPO_ROOT, capture_output=True, text=True)
-    return res.stdout.strip() or "unknown"
+def _git(*args: str) -> str:
+    res = subprocess.run(["git", *args], cwd=V.REPO_ROOT, capture_output=True, text=True)
+    return res.stdout.strip()
+
+
+def _code_version() -> dict[str, Any]:
+    """Which code gave the results: the commit, the tree of tuneproof/ (the same tree across commits
+    that only touch tests or docs) and whether tuneproof/ had uncommitted changes."""
+    return {
+        "commit": _git("rev-parse", "HEAD") or "unknown",
+        "tuneproof_tree": _git("rev-parse", "HEAD:tuneproof") or "unknown",
+        "tuneproof_uncommitted_changes": bool(_git("status", "--porcelain", "--", "tuneproof")),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     entry = by_signature.get(signature, {"inputs_sha256": {}, "variants": {}})
     entry["inputs_sha256"] = records[0]["inputs_sha256"]
     entry["variants"].update(records[0]["variants"])
-    entry["recorded_at_commit"] = _commit()
+    entry["recorded_with"] = _code_version()
     by_signature[signature] = entry
     golden = {
         "format": FORMAT,
