@@ -125,8 +125,9 @@ def test_show_summarises_the_run(passed_run: Path, tmp_path: Path) -> None:
 
 
 def test_failed_gate_exits_4_and_keeps_a_non_deployable_model(tmp_path: Path, tiny_bert: Path) -> None:
-    data = write_jsonl(tmp_path / "reviews.jsonl", toy_reviews(200))
-    gates = "  - {metric: accuracy, min: 0.99}\n  - {metric: macro_f1, beats: tfidf_logreg, by: 0.5}"
+    # 400 rows: a test split of 40 can decide both gates (accuracy >= 0.85 needs at least 23 rows).
+    data = write_jsonl(tmp_path / "reviews.jsonl", toy_reviews(400))
+    gates = "  - {metric: accuracy, min: 0.85}\n  - {metric: macro_f1, beats: tfidf_logreg, by: 0.5}"
     proto = write_protocol(tmp_path / "p.yaml", tiny_bert, data, gates=gates, epochs="1")
     res = tp("run", str(proto), cwd=tmp_path)
     assert res.returncode == 4, res.stderr[-2000:]
@@ -143,7 +144,7 @@ def test_failed_gate_exits_4_and_keeps_a_non_deployable_model(tmp_path: Path, ti
 def test_validate_reports_everything_and_runs_nothing(tmp_path: Path, tiny_bert: Path) -> None:
     data = write_jsonl(tmp_path / "reviews.jsonl", [*toy_reviews(20), {"text": "x", "label": "maybe"}])
     good = write_protocol(
-        tmp_path / "good.yaml", tiny_bert, write_jsonl(tmp_path / "ok.jsonl", toy_reviews(20))
+        tmp_path / "good.yaml", tiny_bert, write_jsonl(tmp_path / "ok.jsonl", toy_reviews(400))
     )
     assert tp("validate", str(good), cwd=tmp_path).returncode == 0
     bad = write_protocol(tmp_path / "bad.yaml", tiny_bert, data, gates="  - {metric: acurracy, min: 0.5}")

@@ -232,3 +232,36 @@ def test_reports_json_lists_removed_pairs(tmp_path: Path) -> None:
     assert stage["removed"] == 10 and len(stage["examples"]) == 10
     assert all(e["text"] == e["kept_text"] and e["row_id"] != e["kept_id"] for e in stage["examples"])
     json.dumps(prepared.report)  # the report stays JSON
+
+
+def test_the_918_records_with_no_cleaning_section_train_and_their_gates_decide(
+    tmp_path: Path, tiny_bert: Path
+) -> None:
+    """The issue's case end to end: every default, no `cleaning:` section; almost all rows kept, the
+    model trains, and every gate is decided on a test split large enough to decide it."""
+    import json
+
+    data = _records(tmp_path)
+    proto = tmp_path / "records.yaml"
+    proto.write_text(
+        f"""
+name: records
+seed: 7
+model: {{source: {tiny_bert}, max_length: 64}}
+data: {{files: [{data}], labels: {LABELS}}}
+train: {{epochs: 2, batch_size: 32, learning_rate: 0.003, scheduler: constant, precision: fp32}}
+evaluate: {{bootstrap_samples: 200, baselines: [majority]}}
+gates:
+  - {{metric: accuracy, min: 0.5}}
+  - {{metric: macro_f1, beats: majority, by: 0.0}}
+"""
+    )
+    res = _cli("run", str(proto), "--output-dir", str(tmp_path / "runs"))
+    assert res.exit_code in (0, 4), res.output  # trained and decided, whichever way the gates went
+    run_dir = next((tmp_path / "runs").iterdir())
+    report = json.loads((run_dir / "data_report.json").read_text())
+    kept = sum(s["rows"] for s in report["splits"].values())
+    assert kept >= 0.99 * 918, report["removed"]
+    gates = json.loads((run_dir / "gates.json").read_text())
+    assert gates["undecidable"] == [] and len(gates["verdicts"]) == 2
+    assert report["splits"]["test"]["rows"] >= 90
