@@ -13,6 +13,7 @@
       10  ├── SearchError                       a hyper-parameter search cannot start or go on
       10  │   └── TrialFailed                   one trial could not finish; the search records it and goes on
       11  ├── TemplateError                     the chat template cannot be used for assistant-only loss
+      12  ├── ServeConfigError                  `serve` cannot start as asked (binding, rejected model, keys)
      130  └── Interrupted                       a signal stopped training after a checkpoint; `run` resumes
 
 Each class has an ``exit_code`` so the CLI maps failures to distinct process exit codes without a
@@ -111,6 +112,12 @@ class TemplateError(TuneproofError):
     """The chat template cannot be used for assistant-only loss (missing or not prefix-stable)."""
 
     exit_code = 11
+
+
+class ServeConfigError(TuneproofError):
+    """`tuneproof serve` cannot start as asked (unsafe binding, rejected model, bad key file)."""
+
+    exit_code = 12
 
 
 class Interrupted(TuneproofError):

@@ -36,7 +36,7 @@ def _tp_run(protocol: Path, cwd: Path) -> Path:
 @pytest.fixture(scope="session")
 def serve_work(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path) -> Path:
     d = tmp_path_factory.mktemp("serve")
-    write_jsonl(d / "reviews.jsonl", toy_reviews(120))
+    write_jsonl(d / "reviews.jsonl", toy_reviews(400))  # a test split of 40 decides the gates
     return d
 
 
@@ -59,7 +59,7 @@ def rejected_run(serve_work: Path, tiny_bert: Path) -> Path:
         tiny_bert,
         serve_work / "reviews.jsonl",
         epochs="1",
-        gates="  - {metric: accuracy, min: 0.999}",
+        gates="  - {metric: macro_f1, beats: tfidf_logreg, by: 0.5}",  # decidable, and fails
     )
     return _tp_run(proto, serve_work)
 
@@ -76,7 +76,9 @@ model: {source: ./llama, max_length: 40}
 data: {files: [chat.jsonl], text_column: messages}
 train: {method: full, epochs: 1, batch_size: 8, learning_rate: 0.01, scheduler: constant, precision: fp32}
 generation: {max_new_tokens: 4, test_examples: 2, samples_in_report: 1}
-cleaning: {near_duplicates: {enabled: false}}
+cleaning: {near_duplicates: {enabled: false}, max_removed_fraction: 0.5}
+# A smoke run: 40 templated conversations; a 30% test split still decides the perplexity gate.
+split: {train: 0.6, validation: 0.1, test: 0.3, enforce_minimums: false}
 leakage: {near: false}
 evaluate: {bootstrap_samples: 100}
 gates:

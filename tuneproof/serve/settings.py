@@ -10,13 +10,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tuneproof.errors import TuneproofError
+from tuneproof.errors import ServeConfigError
 
-
-class ServeConfigError(TuneproofError):
-    """The server cannot start as asked (unsafe binding, rejected model, bad key file)."""
-
-    exit_code = 2  # a usage error, like the command line's own
+__all__ = ["Batching", "Capture", "Limits", "ServeConfigError", "ServeSettings"]
 
 
 class Limits(BaseModel):
