@@ -416,6 +416,31 @@ class GenerativeTask(Task):
         summary = lm_summary(*self.score(model, features, pad_id, batch_size, precision))
         return {"loss": summary["loss"], "perplexity": summary["perplexity"]}
 
+    def generate_into(
+        self,
+        out: np.ndarray,
+        model: nn.Module,
+        features: Sequence[dict[str, Any]],
+        precision: str,
+        evaluating: bool,
+        decoder_only: bool,
+    ) -> None:
+        """Greedy generations from each feature's prompt into ``out["generation"]``; on the test split
+        only the first ``generation.test_examples`` rows (the split is shuffled)."""
+        gen = self.protocol.generation
+        count = min(gen.test_examples or len(features), len(features)) if evaluating else len(features)
+        texts = greedy_generate(
+            model,
+            self._tokenizer,
+            [features[i]["prompt_ids"] for i in range(count)],
+            gen.max_new_tokens,
+            gen.batch_size,
+            precision,
+            decoder_only=decoder_only,
+        )
+        for i, text in enumerate(texts):
+            out["generation"][i] = text
+
     def remember(self, model: nn.Module, batch_size: int, precision: str) -> None:
         self._precision, self._batch_size = precision, batch_size
         self._device = next(model.parameters()).device

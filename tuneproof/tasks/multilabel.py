@@ -18,7 +18,6 @@ import torch
 from torch import nn
 
 from tuneproof.data.prepare import PreparedData
-from tuneproof.evaluate.intervals import slice_masks
 from tuneproof.evaluate.multilabel import (
     DEFAULT_THRESHOLD,
     decide,
@@ -238,9 +237,7 @@ class MultilabelTask(EncoderTask):
         baselines: dict[str, np.ndarray],
         validation: dict[str, Any] | None,
     ) -> dict[str, Any]:
-        slices = slice_masks(
-            self.protocol.evaluate, list(test["text"]), {c: test[c].tolist() for c in test.columns}
-        )
+        slices = self.test_slices(test)
         thresholds = {
             "values": self.thresholds.tolist(),
             "tuned_on": self.tuned_on,

@@ -18,7 +18,6 @@ import torch
 from torch import nn
 
 from tuneproof.data.prepare import PreparedData, TargetCheck
-from tuneproof.evaluate.intervals import slice_masks
 from tuneproof.evaluate.regression import evaluate_regression, regression_metric_names
 from tuneproof.protocol.schema import Protocol
 from tuneproof.tasks._inference import config_value, predict_rows
@@ -159,9 +158,7 @@ class RegressionTask(EncoderTask):
         baselines: dict[str, np.ndarray],
         validation: dict[str, Any] | None,
     ) -> dict[str, Any]:
-        slices = slice_masks(
-            self.protocol.evaluate, list(test["text"]), {c: test[c].tolist() for c in test.columns}
-        )
+        slices = self.test_slices(test)
         y = test["label"].to_numpy(dtype=np.float64)
         return evaluate_regression(
             y, outputs, baselines, self.protocol.evaluate, self.protocol.seed, slices or None, validation

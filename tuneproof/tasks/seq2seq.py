@@ -23,7 +23,6 @@ from tuneproof.tasks.generation import (
     generation_frame,
     generative_metrics,
     generative_spec,
-    greedy_generate,
     new_outputs,
     samples,
     seq2seq_nll,
@@ -138,19 +137,7 @@ class Seq2SeqTask(GenerativeTask):
         evaluating = bool(features) and "labels" in features[0]
         if evaluating:
             out["nll"], out["tokens"] = self.score(model, features, pad_id, batch_size, precision)
-        gen = self.protocol.generation
-        count = min(gen.test_examples or len(features), len(features)) if evaluating else len(features)
-        texts = greedy_generate(
-            model,
-            self._tokenizer,
-            [features[i]["prompt_ids"] for i in range(count)],
-            gen.max_new_tokens,
-            gen.batch_size,
-            precision,
-            decoder_only=False,
-        )
-        for i, text in enumerate(texts):
-            out["generation"][i] = text
+        self.generate_into(out, model, features, precision, evaluating, decoder_only=False)
         return out
 
     def evaluate(

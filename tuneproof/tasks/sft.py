@@ -34,7 +34,6 @@ from tuneproof.tasks.generation import (
     generation_frame,
     generative_metrics,
     generative_spec,
-    greedy_generate,
     new_outputs,
     samples,
 )
@@ -336,19 +335,7 @@ class SftTask(GenerativeTask):
                 "prompt_truncated": sum(bool(f["prompt_truncated"]) for f in features),
                 "no_assistant_tokens": sum(1 for f in features if f["n_loss"] == 0),
             }
-        gen = self.protocol.generation
-        count = min(gen.test_examples or len(features), len(features)) if evaluating else len(features)
-        texts = greedy_generate(
-            model,
-            self._tokenizer,
-            [features[i]["prompt_ids"] for i in range(count)],
-            gen.max_new_tokens,
-            gen.batch_size,
-            precision,
-            decoder_only=True,
-        )
-        for i, text in enumerate(texts):
-            out["generation"][i] = text
+        self.generate_into(out, model, features, precision, evaluating, decoder_only=True)
         return out
 
     def evaluate(
