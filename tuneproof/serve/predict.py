@@ -15,7 +15,7 @@ from tuneproof.errors import DataValidationError, Problem, RunFolderError
 from tuneproof.export.package import MODEL_INFO
 from tuneproof.protocol import load_protocol
 from tuneproof.tasks._inference import bf16_linear_weights
-from tuneproof.tasks.base import Task
+from tuneproof.tasks.base import Task, TaskEnv
 from tuneproof.tasks.registry import get_task
 
 
@@ -38,9 +38,10 @@ class Predictor:
             raise RunFolderError(f"{run_dir} has no packaged model ({info_path} is missing)")
         info = json.loads(info_path.read_text())
         protocol = load_protocol(run_dir / "protocol.source.yaml").protocol
-        task = get_task(protocol)
-        task.labels = list(info.get("labels") or [])
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        precision = str(info.get("precision", "fp32"))
+        task = get_task(protocol, TaskEnv(tokenizer=tokenizer, precision=precision))
+        task.labels = list(info.get("labels") or [])
         model = task.load_packaged(model_dir)
         model.eval()
         if info.get("precision") == "bf16" and task.predicts_under_autocast:

@@ -102,7 +102,6 @@ class Seq2SeqTask(GenerativeTask):
         return seq2seq_collate(pad_id)
 
     def features(self, df: pd.DataFrame, tokenizer: Any, cache_dir: Path | None) -> list[dict[str, Any]]:
-        self._tokenizer, self._cache = tokenizer, cache_dir
         src_len, tgt_len = self.protocol.model.max_length, self.protocol.generation.max_target_length
         eos = tokenizer.eos_token_id
 
@@ -122,7 +121,6 @@ class Seq2SeqTask(GenerativeTask):
         )
 
     def features_for_inference(self, df: pd.DataFrame, tokenizer: Any) -> list[dict[str, Any]]:
-        self._tokenizer = tokenizer
         enc = tokenizer(df["text"].tolist(), truncation=True, max_length=self.protocol.model.max_length)
         return [
             {"row_id": rid, "input_ids": ids, "prompt_ids": ids}
@@ -132,7 +130,6 @@ class Seq2SeqTask(GenerativeTask):
     def predict(
         self, model: nn.Module, features: list[dict[str, Any]], pad_id: int, batch_size: int, precision: str
     ) -> np.ndarray:
-        self.remember(model, batch_size, precision)
         out = new_outputs(len(features))
         evaluating = bool(features) and "labels" in features[0]
         if evaluating:
@@ -150,8 +147,6 @@ class Seq2SeqTask(GenerativeTask):
         refs = [str(x) for x in test["label"]]
         metrics = generative_metrics(self.protocol, outputs, baselines, refs)
         metrics["validation"] = validation
-        if self.base_validation is not None:
-            metrics["validation_baselines"] = {"base_model": self.base_validation}
         metrics["samples"] = samples(
             outputs,
             baselines,
