@@ -390,7 +390,22 @@ async def _agreement(bases: dict[str, str], payloads: Sequence[dict[str, Any]]) 
     return {arm: sum(a == b for a, b in zip(ls, ref, strict=True)) / len(ref) for arm, ls in labels.items()}
 
 
-async def measure(plan: Plan, bases: dict[str, str], payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a server process and its children (uvicorn runs in the process)."""
+    import psutil
+
+    proc = psutil.Process(pid)
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
+
+
+async def measure(
+    plan: Plan, bases: dict[str, str], payloads: list[dict[str, Any]], pids: dict[str, int] | None = None
+) -> list[dict[str, Any]]:
     import httpx
 
     loads: list[dict[str, Any]] = []
@@ -406,7 +421,13 @@ async def measure(plan: Plan, bases: dict[str, str], payloads: list[dict[str, An
                     base_url=bases[arm], timeout=plan.client_timeout_s, limits=limits
                 ) as client:
                     before = batch_counters((await client.get("/metrics")).text) if arm != "plain" else {}
+                    cpu0 = cpu_seconds(pids[arm]) if pids else None
                     load = await run_load(client, payloads, c, plan.requests, plan.seconds)
+                    if cpu0 is not None and pids and load["ok"]:
+                        # the server's CPU per answered request: what the 2 cores were spent on
+                        load["server_cpu_ms_per_request"] = (
+                            1000 * (cpu_seconds(pids[arm]) - cpu0) / load["ok"]
+                        )
                     if arm != "plain":
                         load["batching"] = batch_stats(
                             before, batch_counters((await client.get("/metrics")).text)
@@ -443,8 +464,8 @@ def summarize(loads: Sequence[dict[str, Any]], concurrency: Sequence[int]) -> di
                 "non_200": non_ok,
                 "errors": sum(x["errors"] for x in mine),
             }
-            for key in ("rps", "texts_per_s", "p50_ms", "p99_ms"):
-                row[key] = median(x[key] for x in mine)
+            for key in ("rps", "texts_per_s", "p50_ms", "p99_ms", "server_cpu_ms_per_request"):
+                row[key] = median(x.get(key) for x in mine)
             batching = [x["batching"] for x in mine if x.get("batching")]
             for key in ("requests_per_batch", "texts_per_batch", "batch_ms"):
                 row[key] = median(b[key] for b in batching) if batching else None
@@ -492,8 +513,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"{_f(meta.get('loadavg_during_max'), '.2f')} at most after a load.",
         "",
         "| arm | concurrency | req/s | texts/s | p50 ms | p99 ms | non-200 | errors "
-        "| requests/batch | texts/batch | batch ms |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |",
+        "| server CPU ms/request | requests/batch | texts/batch | batch ms |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for arm, rows in summary["table"].items():
         for c, row in rows.items():
@@ -501,6 +522,7 @@ def render_markdown(results: dict[str, Any]) -> str:
             lines.append(
                 f"| {arm} | {c} | {_f(row['rps'])} | {_f(row['texts_per_s'])} | {_f(row['p50_ms'])} | "
                 f"{_f(row['p99_ms'])} | {non_ok} | {row['errors']} | "
+                f"{_f(row.get('server_cpu_ms_per_request'))} | "
                 f"{_f(row['requests_per_batch'], '.2f')} | {_f(row['texts_per_batch'])} | "
                 f"{_f(row['batch_ms'])} |"
             )
@@ -562,7 +584,7 @@ def run_benchmark(plan: Plan, run_dir: Path, out_dir: Path) -> dict[str, Any]:
         check = payloads[-16:]
         meta["label_agreement"] = asyncio.run(_agreement(bases, check))
         meta["agreement_texts"] = sum(len(b["texts"]) for b in check)
-        loads = asyncio.run(measure(plan, bases, payloads))
+        loads = asyncio.run(measure(plan, bases, payloads, {arm: s.proc.pid for arm, s in running.items()}))
     meta["loadavg_end"] = os.getloadavg()[0]
     meta["loadavg_during_max"] = max((x["loadavg_1m"] for x in loads), default=None)
     meta["seconds"] = time.perf_counter() - t0

@@ -137,13 +137,15 @@ def test_summary_takes_medians_over_repeats_and_decides_the_target() -> None:
         _load("tuneproof", 32, 300.0, 100.0, 0, batching=batching),
         _load("tuneproof", 32, 340.0, 120.0, 1, batching=batching),
         _load("tuneproof", 32, 320.0, 110.0, 2, batching=batching),
-        _load("one-by-one", 32, 100.0, 400.0),
+        _load("one-by-one", 32, 100.0, 400.0, server_cpu_ms_per_request=40.0),
         _load("plain", 32, 100.0, 900.0, statuses={"500": 2}),
     ]
     s = sb.summarize(loads, [32])
     assert s["table"]["tuneproof"]["32"]["rps"] == 320.0
     assert s["table"]["tuneproof"]["32"]["requests_per_batch"] == 8.0
     assert s["table"]["plain"]["32"]["non_200"] == {"500": 2}
+    assert s["table"]["one-by-one"]["32"]["server_cpu_ms_per_request"] == 40.0
+    assert s["table"]["plain"]["32"]["server_cpu_ms_per_request"] is None
     assert s["ratios"]["32"]["rps_vs_plain"] == pytest.approx(3.2)
     assert s["ratios"]["32"]["p99_vs_plain"] == pytest.approx(110 / 900)
     assert s["target"]["met"] is True
