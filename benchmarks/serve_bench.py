@@ -3,7 +3,7 @@ FastAPI + `pipeline` server, on the same packaged model, in one run, on 127.0.0.
 
     python benchmarks/serve_bench.py                   # builds (once) benchmarks/serve-bench.yaml
     python benchmarks/serve_bench.py --run runs/<run>  # an existing packaged classification run
-    python benchmarks/serve_bench.py --quick           # smoke check of the harness (about a minute)
+    python benchmarks/serve_bench.py --quick           # smoke check of the harness (about 2 minutes)
     python benchmarks/serve_bench.py --render benchmarks/results/serve-<timestamp>.json
 
 Arms (each its own server subprocess, all started once and kept idle while another is measured):
