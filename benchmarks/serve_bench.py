@@ -348,7 +348,8 @@ def packaged_run(protocol: Path, cache: Path, threads: int) -> Path:
     )
     if res.returncode not in (0, 4):  # 4: a gate failed; the model is packaged all the same
         raise RuntimeError(f"tuneproof run exited {res.returncode}:\n{res.stderr[-3000:]}")
-    return Path(res.stdout.strip().splitlines()[-1])
+    run_dir = Path(res.stdout.strip().splitlines()[-1])
+    return run_dir if run_dir.is_absolute() else REPO / run_dir
 
 
 def run_info(run_dir: Path) -> dict[str, Any]:
