@@ -76,12 +76,14 @@ def test_run_folder_holds_the_evidence(passed_run: Path) -> None:
         assert json.loads((passed_run / name).read_text())["schema_version"] == SCHEMA_VERSION, name
     # The base model as the protocol names it, not where it lay on this machine, with its hashes.
     base = manifest["base_model"]
-    assert base["source"] == "tiny-bert" and str(passed_run.parent) not in json.dumps(base)
-    weights = passed_run.parent / "tiny-bert" / "model.safetensors"
+    protocol_dir = Path(manifest["protocol_dir"])
+    assert base["source"] == "tiny-bert" and str(protocol_dir) not in json.dumps(base)
+    weights = protocol_dir / "tiny-bert" / "model.safetensors"
     assert base["files"]["model.safetensors"] == sha256_file(weights) and len(base["sha256"]) == 64
     assert manifest["lineage"]["base_model"] == base
     info = json.loads((passed_run / "model" / "tuneproof_model.json").read_text())
     assert info["base_model"] == base and info["deployable"] is True
+    assert base["sha256"] in (passed_run / "model_card.md").read_text()
     metrics = json.loads((passed_run / "metrics.json").read_text())
     acc = metrics["model"]["accuracy"]
     assert acc["low"] <= acc["value"] <= acc["high"]
