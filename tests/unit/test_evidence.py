@@ -13,6 +13,8 @@ import pytest
 from helpers import write_tiny_bert
 from tuneproof.errors import RunFolderError
 from tuneproof.evaluate.classification import evaluate_classification
+from tuneproof.evaluate.ner import evaluate_ner
+from tuneproof.evaluate.regression import evaluate_regression
 from tuneproof.evidence import (
     LEGACY_VERSION,
     SCHEMA_VERSION,
@@ -103,25 +105,56 @@ def test_manifest_changes_through_its_methods(tmp_path: Path) -> None:
         m.status = "exploded"  # type: ignore[assignment]  # validate_assignment refuses it
 
 
-def test_metrics_envelope_keeps_every_value_and_type(tmp_path: Path) -> None:
-    metrics = classification_metrics()
+def regression_metrics() -> dict[str, Any]:
+    rng = np.random.default_rng(4)
+    y = rng.normal(size=80)
+    pred = y + rng.normal(scale=0.3, size=80)
+    mean = np.full(80, y.mean())
+    slices = {"first half": np.arange(80) < 40}
+    out = evaluate_regression(y, pred, {"mean": mean}, EvaluateSpec(bootstrap_samples=100), 5, slices)
+    return json.loads(json.dumps({**out, "padding_efficiency": 0.5}))
+
+
+def ner_metrics() -> dict[str, Any]:
+    gold = [["B-PER", "O", "B-LOC"], ["O", "B-ORG", "I-ORG"], ["B-PER", "I-PER", "O"]] * 10
+    pred = [["B-PER", "O", "O"], ["O", "B-ORG", "I-ORG"], ["B-PER", "O", "O"]] * 10
+    none = [["O"] * 3] * 30
+    out = evaluate_ner(gold, pred, {"all_o": none}, EvaluateSpec(bootstrap_samples=100), 6)
+    return json.loads(json.dumps({**out, "padding_efficiency": 1.0}))
+
+
+def _types(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _types(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_types(v) for v in obj]
+    return type(obj).__name__
+
+
+@pytest.mark.parametrize("make", [classification_metrics, regression_metrics, ner_metrics])
+def test_metrics_envelope_keeps_every_value_and_type(tmp_path: Path, make: Any) -> None:
+    metrics = make()
     env = MetricsEnvelope.from_evaluation(metrics)
     path = env.write(tmp_path)
     raw = json.loads(path.read_text())
     assert raw.pop("schema_version") == SCHEMA_VERSION
-    assert raw == metrics
-
-    def types(obj: Any) -> Any:
-        if isinstance(obj, dict):
-            return {k: types(v) for k, v in obj.items()}
-        if isinstance(obj, list):
-            return [types(v) for v in obj]
-        return type(obj).__name__
-
-    assert types(raw) == types(metrics)  # an int stays an int, a float a float
+    assert raw == metrics and set(raw) == set(metrics)
+    assert _types(raw) == _types(metrics)  # an int stays an int, a float a float
     back = MetricsEnvelope.read(path)
-    assert back == env and back.slices is not None and back.slices[0].name == "short"
-    assert set(back.extra) >= {"calibration"} and back.labels == ["neg", "pos"]
+    assert back == env and back.to_json() == {"schema_version": SCHEMA_VERSION, **metrics}
+    assert back.task == metrics["task"] and back.n == metrics["n"]
+    assert back.labels == metrics.get("labels")
+    if "slices" in metrics:
+        assert back.slices is not None and [x.name for x in back.slices] == [
+            x["name"] for x in metrics["slices"]
+        ]
+
+
+def test_envelope_extras_hold_the_task_specific_sections() -> None:
+    env = MetricsEnvelope.from_evaluation(classification_metrics())
+    assert "calibration" in env.extra and "model" not in env.extra
+    reg = MetricsEnvelope.from_evaluation(regression_metrics())
+    assert {"target", "residuals"} <= set(reg.extra) and reg.labels is None
 
 
 def test_metrics_without_optional_parts_gain_no_keys() -> None:
