@@ -15,7 +15,7 @@ from typing import Any
 from tuneproof.data.prepare import FrameHook, PreparedData, prepare_data
 from tuneproof.protocol import LoadedProtocol
 from tuneproof.protocol.schema import Protocol
-from tuneproof.tasks.base import Task, TokenLengths
+from tuneproof.tasks.base import Task, TaskEnv, TokenLengths
 from tuneproof.tasks.registry import get_task
 from tuneproof.train.features import cached_features, tokenizer_fingerprint
 from tuneproof.train.fit import set_threads
@@ -53,14 +53,13 @@ class RunContext:
 def build_context(loaded: LoadedProtocol, base_dir: Path, cache_dir: Path | None) -> RunContext:
     quiet_libraries()
     protocol = loaded.protocol
-    task = get_task(protocol)
-    task.use_base_dir(base_dir)
     threads = set_threads(protocol)
     precision, why = choose_precision(protocol.train.precision)
     ref = resolve_model(protocol.model, base_dir)
-    return RunContext(
-        loaded, protocol, base_dir, task, ref, load_tokenizer(ref), precision, why, threads, cache_dir
-    )
+    tokenizer = load_tokenizer(ref)
+    task = get_task(protocol, TaskEnv(tokenizer, ref, precision, cache_dir))
+    task.use_base_dir(base_dir)
+    return RunContext(loaded, protocol, base_dir, task, ref, tokenizer, precision, why, threads, cache_dir)
 
 
 def quiet_libraries() -> None:

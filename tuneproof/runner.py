@@ -256,7 +256,11 @@ def _train_evaluate_package(
     outputs = task.predict(result.model, features["test"], pad_id, protocol.evaluate.batch_size, precision)
     (run_dir / "predictions").mkdir(exist_ok=True)
     task.prediction_frame(test, outputs).to_parquet(run_dir / "predictions" / "test.parquet", index=False)
-    metrics = task.evaluate(test, outputs, task.baselines(prepared, test), validation)
+    baselines = task.baselines(prepared, test, next(result.model.parameters()).device)
+    metrics = task.evaluate(test, outputs, baselines.outputs, validation)
+    if baselines.validation:
+        metrics["validation_baselines"] = baselines.validation
+    metrics.update(task.evaluation_notes(features))
     metrics["task"] = task.name  # the scorer may be shared between tasks; the envelope names the run's
     metrics["padding_efficiency"] = result.train.padding_efficiency
     if prepared.report.get("pii"):

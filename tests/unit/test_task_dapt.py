@@ -18,6 +18,7 @@ from tuneproof.evaluate.generation import interval_group, lm_statistics
 from tuneproof.gates.check import check_gates
 from tuneproof.protocol.loader import parse_protocol
 from tuneproof.protocol.schema import GateSpec
+from tuneproof.tasks.base import TaskEnv
 from tuneproof.tasks.dapt import block_features, chunk_blocks
 from tuneproof.tasks.generation import causal_nll, lm_summary, score_nll
 from tuneproof.tasks.registry import get_task
@@ -160,8 +161,10 @@ def test_dapt_features_score_domain_then_general_blocks(tmp_path: Path, tiny_lla
 
     data = write_lines(tmp_path / "domain.txt", ["x"])
     general = write_lines(tmp_path / "general.txt", ["the sky is blue", "the sun is yellow"])
-    task: Any = get_task(_protocol(tiny_llama, data, f"dapt: {{general_text: [{general}], block_size: 8}}\n"))
-    task.use_base_dir(tmp_path)  # type: ignore[attr-defined]
+    tok = chat_tokenizer()
+    protocol = _protocol(tiny_llama, data, f"dapt: {{general_text: [{general}], block_size: 8}}\n")
+    task: Any = get_task(protocol, TaskEnv(tokenizer=tok, cache_dir=tmp_path))
+    task.use_base_dir(tmp_path)
     df = pd.DataFrame(
         {
             "row_id": ["a", "b"],
@@ -169,7 +172,6 @@ def test_dapt_features_score_domain_then_general_blocks(tmp_path: Path, tiny_lla
             "label": [None, None],
         }
     )
-    tok = chat_tokenizer()
     feats = task.features(df, tok, tmp_path)
     # 8 words + EOS + 3 words + EOS = 13 tokens -> blocks of 8 and 5.
     assert [len(f["input_ids"]) for f in feats] == [8, 5]

@@ -213,7 +213,7 @@ def test_majority_baseline_predicts_labels_on_in_most_training_texts() -> None:
     task: Any = get_task(protocol)
     train = pd.DataFrame({"text": ["w"] * 4, "label": [["a", "b"], ["a"], ["a", "c"], ["b"]]})
     task.set_labels(PreparedData({"train": train}, {}))
-    out = task.baselines(PreparedData({"train": train}, {}), pd.DataFrame({"text": ["x", "y"]}))
+    out = task.baselines(PreparedData({"train": train}, {}), pd.DataFrame({"text": ["x", "y"]})).outputs
     # a: 3/4 on -> on; b: 2/4 is not more than half -> off; c: 1/4 -> off
     assert out["majority"].tolist() == [[1, 0, 0], [1, 0, 0]]
 
@@ -241,7 +241,7 @@ def test_tfidf_baseline_tunes_its_thresholds_on_validation(monkeypatch: pytest.M
 
     splits = {"train": frame(40, 0), "validation": frame(10, 1), "test": frame(10, 2)}
     task.set_labels(PreparedData(splits, {}))
-    out = task.baselines(PreparedData(splits, {}), splits["test"])
+    out = task.baselines(PreparedData(splits, {}), splits["test"]).outputs
     assert len(seen) == 1 and seen[0].tolist() == task.multi_hot(list(splits["validation"]["label"])).tolist()
     assert out["tfidf_logreg"].tolist() == task.multi_hot(list(splits["test"]["label"])).tolist()
 

@@ -20,6 +20,7 @@ from tuneproof.evaluate.generation import (
     rouge_l_scores,
 )
 from tuneproof.protocol.loader import parse_protocol
+from tuneproof.tasks.base import TaskEnv
 from tuneproof.tasks.generation import seq2seq_nll, sum_loss
 from tuneproof.tasks.registry import get_task
 from tuneproof.tasks.seq2seq import seq2seq_collate, text_target
@@ -30,12 +31,13 @@ def tiny_t5(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_t5(tmp_path_factory.mktemp("tiny-t5"))
 
 
-def _task(model: Path, data: Path, extra: str = "") -> Any:
+def _task(model: Path, data: Path, extra: str = "", tokenizer: Any = None) -> Any:
     return get_task(
         parse_protocol(
             f"name: s\ntask: seq2seq\nmodel: {{source: {model}, max_length: 16}}\n"
             f"data: {{files: [{data}], text_column: source, label_column: target}}\n{extra}"
-        )
+        ),
+        TaskEnv(tokenizer=tokenizer),
     )
 
 
@@ -111,7 +113,7 @@ def test_predict_generates_in_input_order_and_scores_each_example(tmp_path: Path
 
     tok = AutoTokenizer.from_pretrained(tiny_t5)
     model = AutoModelForSeq2SeqLM.from_pretrained(tiny_t5)
-    task = _task(tiny_t5, tmp_path / "x.jsonl", "generation: {max_new_tokens: 4, test_examples: 5}\n")
+    task = _task(tiny_t5, tmp_path / "x.jsonl", "generation: {max_new_tokens: 4, test_examples: 5}\n", tok)
     df = _frame(seq2seq_rows(7))
     feats = task.features(df, tok, tmp_path)
     out = task.predict(model, feats, tok.pad_token_id, 3, "fp32")

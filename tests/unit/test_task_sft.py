@@ -16,6 +16,7 @@ from tuneproof.data.chat import check_messages, conversation_row_check
 from tuneproof.data.prepare import prepare_data, read_and_validate
 from tuneproof.errors import DataValidationError, ProtocolError, TemplateError
 from tuneproof.protocol.loader import parse_protocol
+from tuneproof.tasks.base import TaskEnv
 from tuneproof.tasks.generation import causal_nll, greedy_generate, sum_loss
 from tuneproof.tasks.registry import get_task
 from tuneproof.tasks.sft import IGNORE, encode_conversation, pack_features, packed_collate
@@ -272,7 +273,7 @@ def test_task_scores_and_generates_in_feature_order(tmp_path: Path, tiny_llama: 
         f"data: {{files: [{data}], text_column: messages}}\n"
         "generation: {test_examples: 4, max_new_tokens: 3}\n"
     )
-    task: Any = get_task(protocol)
+    task: Any = get_task(protocol, TaskEnv(tokenizer=chat_tokenizer()))
     check = task.target_check().check_row  # type: ignore[attr-defined]
     rows = [check({"messages": r["messages"]}) for r in chat_rows(12)]
     df = pd.DataFrame(

@@ -19,6 +19,7 @@ from tuneproof.evaluate.baselines import majority_probs
 from tuneproof.evaluate.classification import classification_metric_names, evaluate_classification
 from tuneproof.tasks import registry
 from tuneproof.tasks._inference import predict_rows
+from tuneproof.tasks.base import Baselines, TaskEnv
 from tuneproof.tasks.encoder import EncoderTask
 from tuneproof.tasks.spec import TaskSpec
 from tuneproof.train.loop import LossFn
@@ -46,8 +47,8 @@ class PraiseTask(EncoderTask):
         options=("data.label_column",),
     )
 
-    def __init__(self, protocol: Any) -> None:
-        super().__init__(protocol)
+    def __init__(self, protocol: Any, env: TaskEnv | None = None) -> None:
+        super().__init__(protocol, env)
         self.labels = list(LABELS)
 
     def target_check(self) -> TargetCheck:
@@ -90,9 +91,9 @@ class PraiseTask(EncoderTask):
         p_true = np.clip(probs[np.arange(len(y)), y], 1e-12, 1.0)
         return {"loss": float(-np.log(p_true).mean()), "accuracy": float((probs.argmax(1) == y).mean())}
 
-    def baselines(self, prepared: PreparedData, test: pd.DataFrame) -> dict[str, np.ndarray]:
+    def baselines(self, prepared: PreparedData, test: pd.DataFrame, device: Any = None) -> Baselines:
         y_train = np.array([LABELS.index(v) for v in prepared.splits["train"]["label"]])
-        return {"majority": majority_probs(y_train, len(test), 2)}
+        return Baselines({"majority": majority_probs(y_train, len(test), 2)})
 
     def evaluate(
         self,

@@ -131,7 +131,7 @@ def lead_search(
     # protocol.yaml says what produced the model: the chosen configuration, every default spelled
     # out. The protocol as written, search section included, stays in protocol.source.yaml.
     atomic_write_text(run_dir / "protocol.yaml", dump_protocol(chosen))
-    return replace(run, protocol=chosen, task=get_task(chosen))
+    return replace(run, protocol=chosen, task=get_task(chosen, run.task.env))
 
 
 # -- extra local workers for `tuneproof run --processes N` on a protocol with a search -------------

@@ -300,7 +300,7 @@ def run_one_trial(ctx: TrialContext, trial: Any) -> float:
             protocol = with_params(ctx.protocol, params, validation_context())
         except (KeyError, ValueError) as exc:
             raise TrialFailed(f"invalid configuration: {' '.join(str(exc).split())[:300]}") from exc
-        task = get_task(protocol)
+        task = get_task(protocol, ctx.task.env)
         task.labels = list(ctx.task.labels)
         # fit() builds a new model object every time: accelerate does not re-wrap a model it already
         # prepared, so reusing one would silently train later trials in another precision.

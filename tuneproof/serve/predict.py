@@ -15,7 +15,7 @@ from tuneproof.errors import DataValidationError, Problem, RunFolderError
 from tuneproof.evidence import ModelInfo
 from tuneproof.protocol import load_protocol
 from tuneproof.tasks._inference import bf16_linear_weights
-from tuneproof.tasks.base import Task
+from tuneproof.tasks.base import Task, TaskEnv
 from tuneproof.tasks.registry import get_task
 
 
@@ -38,9 +38,9 @@ class Predictor:
             raise RunFolderError(f"{run_dir} has no packaged model ({info_path} is missing)")
         info = ModelInfo.read(info_path)
         protocol = load_protocol(run_dir / "protocol.source.yaml").protocol
-        task = get_task(protocol)
-        task.labels = list(info.labels)
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        task = get_task(protocol, TaskEnv(tokenizer=tokenizer, precision=info.precision))
+        task.labels = list(info.labels)
         model = task.load_packaged(model_dir)
         model.eval()
         if info.precision == "bf16" and task.predicts_under_autocast:

@@ -8,12 +8,14 @@ use is declared here.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
+import torch
 from torch import nn
 
 from tuneproof.data.prepare import PreparedData, TargetCheck
@@ -26,14 +28,36 @@ Features = list[dict[str, Any]]
 TokenLengths = Callable[[list[str]], list[int]]
 
 
+@dataclass(frozen=True)
+class TaskEnv:
+    """What a task needs beyond its protocol, handed in once by whoever builds it (the run context,
+    the predictor) and never picked up from an earlier call: the tokenizer generation decodes with,
+    the base model a baseline reloads, the precision it scores in, and the features cache."""
+
+    tokenizer: Any = None
+    ref: ModelRef | None = None
+    precision: str = "fp32"
+    cache_dir: Path | None = None
+
+
+@dataclass
+class Baselines:
+    """Each baseline's outputs on the test rows, and its validation metrics where it has any (the
+    generative tasks' base model is scored on the validation split too)."""
+
+    outputs: dict[str, np.ndarray]
+    validation: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
 class Task(ABC):
     spec: ClassVar[TaskSpec]
     # True where ``predict`` runs every forward through ``logits_batches`` under autocast, so a served
     # model may keep its Linear weights in bf16 (``bf16_linear_weights``) with the same outputs.
     predicts_under_autocast: ClassVar[bool] = False
 
-    def __init__(self, protocol: Protocol) -> None:
+    def __init__(self, protocol: Protocol, env: TaskEnv | None = None) -> None:
         self.protocol = protocol
+        self.env = env or TaskEnv()
         self.labels: list[str] = []
 
     @property
@@ -110,7 +134,10 @@ class Task(ABC):
     ) -> np.ndarray: ...
 
     @abstractmethod
-    def baselines(self, prepared: PreparedData, test: pd.DataFrame) -> dict[str, np.ndarray]: ...
+    def baselines(
+        self, prepared: PreparedData, test: pd.DataFrame, device: torch.device | None = None
+    ) -> Baselines:
+        """The protocol's baselines on the test rows; ``device`` is where the fine-tuned model ran."""
 
     @abstractmethod
     def evaluate(
@@ -121,6 +148,11 @@ class Task(ABC):
         validation: dict[str, Any] | None,
     ) -> dict[str, Any]: ...
 
+    def evaluation_notes(self, features: Mapping[str, Features]) -> dict[str, Any]:
+        """Further ``metrics.json`` entries computed from the splits' features (before resampling),
+        such as what truncation cut; none by default."""
+        return {}
+
     @abstractmethod
     def format_prediction(self, outputs: np.ndarray) -> list[dict[str, Any]]: ...
 
@@ -128,4 +160,4 @@ class Task(ABC):
     def prediction_frame(self, df: pd.DataFrame, outputs: np.ndarray) -> pd.DataFrame: ...
 
 
-__all__ = ["Batch", "Features", "Task", "TokenLengths"]
+__all__ = ["Baselines", "Batch", "Features", "Task", "TaskEnv", "TokenLengths"]

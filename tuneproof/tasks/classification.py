@@ -21,6 +21,7 @@ from tuneproof.evaluate.baselines import majority_probs, tfidf_logreg_probs
 from tuneproof.evaluate.classification import column_slices, evaluate_classification, length_slices
 from tuneproof.protocol.schema import Protocol
 from tuneproof.tasks._inference import predict_rows
+from tuneproof.tasks.base import Baselines, TaskEnv
 from tuneproof.tasks.encoder import EncoderTask
 from tuneproof.tasks.spec import TaskSpec
 from tuneproof.train.loop import LossFn
@@ -47,8 +48,8 @@ SPEC = TaskSpec(
 class ClassificationTask(EncoderTask):
     spec = SPEC
 
-    def __init__(self, protocol: Protocol) -> None:
-        super().__init__(protocol)
+    def __init__(self, protocol: Protocol, env: TaskEnv | None = None) -> None:
+        super().__init__(protocol, env)
         self.labels = list(protocol.data.labels or [])
 
     # -- data ------------------------------------------------------------------------------------
@@ -153,7 +154,9 @@ class ClassificationTask(EncoderTask):
             "macro_f1": float(f1_score(y, pred, average="macro", zero_division=0)),
         }
 
-    def baselines(self, prepared: PreparedData, test: pd.DataFrame) -> dict[str, np.ndarray]:
+    def baselines(
+        self, prepared: PreparedData, test: pd.DataFrame, device: torch.device | None = None
+    ) -> Baselines:
         train = prepared.splits["train"]
         label2id = {lab: i for i, lab in enumerate(self.labels)}
         y_train = np.array([label2id[x] for x in train["label"]])
@@ -166,7 +169,7 @@ class ClassificationTask(EncoderTask):
                 out[name] = tfidf_logreg_probs(
                     train["text"].tolist(), y_train, test["text"].tolist(), k, self.protocol.seed
                 )
-        return out
+        return Baselines(out)
 
     def evaluate(
         self,

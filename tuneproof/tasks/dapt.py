@@ -26,6 +26,7 @@ from tuneproof.data.prepare import TargetCheck, sha256_file, split_hash
 from tuneproof.data.readers import read_file
 from tuneproof.errors import DataValidationError, Problem
 from tuneproof.evaluate.generation import interval_group, lm_statistics, merge_groups
+from tuneproof.tasks.base import TaskEnv
 from tuneproof.tasks.generation import GenerativeTask, generative_spec, new_outputs
 from tuneproof.train.features import cached_features, tokenizer_fingerprint
 
@@ -66,8 +67,8 @@ class DaptTask(GenerativeTask):
     spec = SPEC
     with_generation = False
 
-    def __init__(self, protocol: Any) -> None:
-        super().__init__(protocol)
+    def __init__(self, protocol: Any, env: TaskEnv | None = None) -> None:
+        super().__init__(protocol, env)
         self.block_size = protocol.dapt.block_size or protocol.model.max_length
         self.general_texts: list[str] = []
         self.general_sources: list[dict[str, Any]] = []
@@ -111,22 +112,21 @@ class DaptTask(GenerativeTask):
         self.general_texts = texts
 
     def _blocks(
-        self, texts: list[str], row_ids: list[str], tokenizer: Any, key: list[str]
+        self, texts: list[str], row_ids: list[str], tokenizer: Any, key: list[str], cache_dir: Path | None
     ) -> list[list[int]]:
         def encode(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
             return {"ids": tokenizer(batch["text"], add_special_tokens=False)["input_ids"]}
 
-        rows = cached_features({"row_id": row_ids, "text": texts}, encode, key, self._cache)
+        rows = cached_features({"row_id": row_ids, "text": texts}, encode, key, cache_dir)
         return chunk_blocks([r["ids"] for r in rows], self.block_size, tokenizer.eos_token_id)
 
     def features(self, df: pd.DataFrame, tokenizer: Any, cache_dir: Path | None) -> list[dict[str, Any]]:
-        self._tokenizer, self._cache = tokenizer, cache_dir
         key = ["dapt-docs", tokenizer_fingerprint(tokenizer), split_hash(df)]
-        return block_features(self._blocks(df["text"].tolist(), df["row_id"].tolist(), tokenizer, key), "")
+        blocks = self._blocks(df["text"].tolist(), df["row_id"].tolist(), tokenizer, key, cache_dir)
+        return block_features(blocks, "")
 
     def features_for_inference(self, df: pd.DataFrame, tokenizer: Any) -> list[dict[str, Any]]:
         """Each text scored on its own (its first ``block_size`` tokens), for ``tuneproof predict``."""
-        self._tokenizer = tokenizer
         filler = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
         # An empty text still gets a row (0 scored tokens), so outputs stay aligned with inputs.
         ids = [
@@ -144,9 +144,11 @@ class DaptTask(GenerativeTask):
         import hashlib
 
         digest = hashlib.sha256("\x1e".join(self.general_texts).encode()).hexdigest()
-        key = ["dapt-general", tokenizer_fingerprint(self._tokenizer), digest]
+        tokenizer = self.tokenizer
+        key = ["dapt-general", tokenizer_fingerprint(tokenizer), digest]
         ids = [f"general:{i}" for i in range(len(self.general_texts))]
-        return block_features(self._blocks(self.general_texts, ids, self._tokenizer, key), "general-")
+        blocks = self._blocks(self.general_texts, ids, tokenizer, key, self.env.cache_dir)
+        return block_features(blocks, "general-")
 
     def _cap(self, feats: list[dict[str, Any]]) -> list[dict[str, Any]]:
         cap = self.protocol.dapt.max_eval_blocks
@@ -156,7 +158,6 @@ class DaptTask(GenerativeTask):
         self, model: nn.Module, features: list[dict[str, Any]], pad_id: int, batch_size: int, precision: str
     ) -> np.ndarray:
         """Per-block NLL of the domain test blocks, then of the general-text blocks (field ``set``)."""
-        self.remember(model, batch_size, precision)
         domain, general = self._cap(features), self._cap(self.general_features())
         out = new_outputs(len(domain) + len(general))
         out["set"][len(domain) :] = "general"
@@ -218,8 +219,6 @@ class DaptTask(GenerativeTask):
                 "max_eval_blocks": self.protocol.dapt.max_eval_blocks,
             },
         }
-        if self.base_validation is not None:
-            metrics["validation_baselines"] = {"base_model": self.base_validation}
         return metrics
 
     def prediction_frame(self, df: pd.DataFrame, outputs: np.ndarray) -> pd.DataFrame:

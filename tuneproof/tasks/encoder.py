@@ -11,6 +11,7 @@ import pandas as pd
 from torch import nn
 
 from tuneproof.data.prepare import split_hash
+from tuneproof.evaluate.intervals import slice_masks
 from tuneproof.tasks.base import Features, Task
 from tuneproof.train.features import cached_features, pad_collate, tokenizer_fingerprint
 from tuneproof.train.model_source import ModelRef, load_pretrained
@@ -78,6 +79,12 @@ class EncoderTask(Task):
             encode,
             [self.name, tokenizer_fingerprint(tokenizer), str(max_length), key, split_hash(df)],
             cache_dir,
+        )
+
+    def test_slices(self, test: pd.DataFrame) -> dict[str, Any]:
+        """The protocol's slices of the test split, as boolean row masks by slice name."""
+        return slice_masks(
+            self.protocol.evaluate, list(test["text"]), {c: test[c].tolist() for c in test.columns}
         )
 
     def features_for_inference(self, df: pd.DataFrame, tokenizer: Any) -> Features:

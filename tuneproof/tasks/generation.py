@@ -6,9 +6,9 @@ fields of :data:`OUTPUT_DTYPE`, so the runner's contract (``predict`` returns an
 and the model and the base model are scored row for row on the same examples.
 
 The base model (the one training started from) is the baseline: it is loaded again from the same
-source and scored exactly like the fine-tuned model. The task remembers the source it was asked to
-build (``build_model``), the tokenizer it featurised with (``features``) and the precision it
-predicted with (``predict``), so the baseline needs nothing beyond the runner's usual calls.
+source and scored exactly like the fine-tuned model. What that needs beyond the protocol (the base
+model's reference, the tokenizer, the precision, the cache) comes in the task's ``TaskEnv``, given
+when the task is built; no call depends on an earlier one having run.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from tuneproof.errors import TuneproofError
 from tuneproof.evaluate.generation import (
     GENERATION_METRICS,
     LM_METRICS,
@@ -34,7 +35,7 @@ from tuneproof.evaluate.generation import (
     per_example_scores,
 )
 from tuneproof.protocol.schema import Protocol
-from tuneproof.tasks.base import Task
+from tuneproof.tasks.base import Baselines, Task, TaskEnv
 from tuneproof.tasks.spec import TaskSpec
 from tuneproof.train.features import inference_batches
 from tuneproof.train.model_source import ModelRef
@@ -350,15 +351,17 @@ class GenerativeTask(Task):
     peft_type = "CAUSAL_LM"
     with_generation = True
 
-    def __init__(self, protocol: Protocol) -> None:
-        super().__init__(protocol)
-        self._ref: ModelRef | None = None
-        self._tokenizer: Any = None
-        self._cache: Path | None = None
-        self._precision = "fp32"
-        self._batch_size = protocol.evaluate.batch_size
-        self._device: torch.device | None = None
-        self.base_validation: dict[str, float] | None = None
+    def __init__(self, protocol: Protocol, env: TaskEnv | None = None) -> None:
+        super().__init__(protocol, env)
+
+    @property
+    def tokenizer(self) -> Any:
+        """The tokenizer generation decodes with, from the task's environment."""
+        if self.env.tokenizer is None:
+            raise TuneproofError(
+                f"the {self.name} task needs its tokenizer: get_task(protocol, TaskEnv(tokenizer=...))"
+            )
+        return self.env.tokenizer
 
     # -- model -----------------------------------------------------------------------------------
     def auto_class(self) -> Any:
@@ -375,7 +378,6 @@ class GenerativeTask(Task):
         return model
 
     def build_model(self, ref: ModelRef) -> nn.Module:
-        self._ref = ref  # the base-model baseline is loaded again from here
         return self.load_model(ref)
 
     def load_packaged(self, model_dir: Path) -> nn.Module:
@@ -416,36 +418,58 @@ class GenerativeTask(Task):
         summary = lm_summary(*self.score(model, features, pad_id, batch_size, precision))
         return {"loss": summary["loss"], "perplexity": summary["perplexity"]}
 
-    def remember(self, model: nn.Module, batch_size: int, precision: str) -> None:
-        self._precision, self._batch_size = precision, batch_size
-        self._device = next(model.parameters()).device
+    def generate_into(
+        self,
+        out: np.ndarray,
+        model: nn.Module,
+        features: Sequence[dict[str, Any]],
+        precision: str,
+        evaluating: bool,
+        decoder_only: bool,
+    ) -> None:
+        """Greedy generations from each feature's prompt into ``out["generation"]``; on the test split
+        only the first ``generation.test_examples`` rows (the split is shuffled)."""
+        gen = self.protocol.generation
+        count = min(gen.test_examples or len(features), len(features)) if evaluating else len(features)
+        texts = greedy_generate(
+            model,
+            self.tokenizer,
+            [features[i]["prompt_ids"] for i in range(count)],
+            gen.max_new_tokens,
+            gen.batch_size,
+            precision,
+            decoder_only=decoder_only,
+        )
+        for i, text in enumerate(texts):
+            out["generation"][i] = text
 
     def pad_id(self) -> int:
-        tok = self._tokenizer
+        tok = self.env.tokenizer
         return tok.pad_token_id if tok is not None and tok.pad_token_id is not None else 0
 
-    def baselines(self, prepared: Any, test: pd.DataFrame) -> dict[str, np.ndarray]:
+    def baselines(self, prepared: Any, test: pd.DataFrame, device: torch.device | None = None) -> Baselines:
         """The base model, scored on the same test rows (and validation split) as the fine-tuned one."""
         if "base_model" not in self.protocol.evaluate.baselines:
-            return {}
-        if self._ref is None or self._tokenizer is None:
-            from tuneproof.errors import TuneproofError
-
-            raise TuneproofError("the base-model baseline needs build_model and features to have run first")
-        base = self.load_model(self._ref)
-        if self._device is not None:
-            base.to(self._device)
+            return Baselines({})
+        env = self.env
+        if env.ref is None:
+            raise TuneproofError("the base-model baseline needs the base model's reference (TaskEnv.ref)")
+        base = self.load_model(env.ref)
+        if device is not None:
+            base.to(device)
+        batch_size = self.protocol.evaluate.batch_size
         torch.manual_seed(self.protocol.seed)
-        feats = self.features(test, self._tokenizer, self._cache)
-        outputs: np.ndarray = self.predict(base, feats, self.pad_id(), self._batch_size, self._precision)
+        feats = self.features(test, self.tokenizer, env.cache_dir)
+        outputs: np.ndarray = self.predict(base, feats, self.pad_id(), batch_size, env.precision)
+        validation: dict[str, dict[str, float]] = {}
         val = prepared.splits.get("validation")
         if val is not None and len(val):
-            val_feats = self.features(val, self._tokenizer, self._cache)
-            self.base_validation = self.validation_metrics(
-                base, val_feats, self.pad_id(), self._batch_size, self._precision
+            val_feats = self.features(val, self.tokenizer, env.cache_dir)
+            validation["base_model"] = self.validation_metrics(
+                base, val_feats, self.pad_id(), batch_size, env.precision
             )
         del base
-        return {"base_model": outputs}
+        return Baselines({"base_model": outputs}, validation)
 
 
 __all__ = [

@@ -18,7 +18,6 @@ import torch
 from torch import nn
 
 from tuneproof.data.prepare import PreparedData
-from tuneproof.evaluate.intervals import slice_masks
 from tuneproof.evaluate.multilabel import (
     DEFAULT_THRESHOLD,
     decide,
@@ -28,6 +27,7 @@ from tuneproof.evaluate.multilabel import (
 )
 from tuneproof.protocol.schema import Protocol
 from tuneproof.tasks._inference import config_value, predict_rows
+from tuneproof.tasks.base import Baselines, TaskEnv
 from tuneproof.tasks.encoder import EncoderTask
 from tuneproof.tasks.spec import TaskSpec
 from tuneproof.train.loop import LossFn
@@ -98,8 +98,8 @@ SPEC = TaskSpec(
 class MultilabelTask(EncoderTask):
     spec = SPEC
 
-    def __init__(self, protocol: Protocol) -> None:
-        super().__init__(protocol)
+    def __init__(self, protocol: Protocol, env: TaskEnv | None = None) -> None:
+        super().__init__(protocol, env)
         self.labels = list(protocol.data.labels or [])
         self.thresholds = np.full(len(self.labels), DEFAULT_THRESHOLD)
         self.tuned_on: str | None = None
@@ -212,7 +212,9 @@ class MultilabelTask(EncoderTask):
             "subset_accuracy": float(np.all(pred == yb, axis=1).mean()),
         }
 
-    def baselines(self, prepared: PreparedData, test: pd.DataFrame) -> dict[str, np.ndarray]:
+    def baselines(
+        self, prepared: PreparedData, test: pd.DataFrame, device: torch.device | None = None
+    ) -> Baselines:
         train = prepared.splits["train"]
         y_train = self.multi_hot(list(train["label"]))
         val = prepared.splits.get("validation")
@@ -229,7 +231,7 @@ class MultilabelTask(EncoderTask):
                 if val is not None:
                     thresholds = tune_thresholds(probs[1], self.multi_hot(list(val["label"])))[0]
                 out[name] = decide(probs[0], thresholds)
-        return out
+        return Baselines(out)
 
     def evaluate(
         self,
@@ -238,9 +240,7 @@ class MultilabelTask(EncoderTask):
         baselines: dict[str, np.ndarray],
         validation: dict[str, Any] | None,
     ) -> dict[str, Any]:
-        slices = slice_masks(
-            self.protocol.evaluate, list(test["text"]), {c: test[c].tolist() for c in test.columns}
-        )
+        slices = self.test_slices(test)
         thresholds = {
             "values": self.thresholds.tolist(),
             "tuned_on": self.tuned_on,

@@ -9,7 +9,7 @@ from tuneproof.errors import Problem, ProtocolError
 from tuneproof.tasks.spec import TaskSpec
 
 if TYPE_CHECKING:
-    from tuneproof.tasks.base import Task
+    from tuneproof.tasks.base import Task, TaskEnv
 
 # name -> "module:class". Adding a task is a new module under tasks/ plus one line here.
 TASKS: dict[str, str] = {
@@ -40,6 +40,6 @@ def task_specs() -> dict[str, TaskSpec]:
     return {name: task_spec(name) for name in TASKS}
 
 
-def get_task(protocol: Any) -> Task:
-    """The task object for ``protocol.task``."""
-    return task_class(protocol.task)(protocol)
+def get_task(protocol: Any, env: TaskEnv | None = None) -> Task:
+    """The task object for ``protocol.task``, with what it needs beyond the protocol."""
+    return task_class(protocol.task)(protocol, env)

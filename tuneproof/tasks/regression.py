@@ -18,10 +18,10 @@ import torch
 from torch import nn
 
 from tuneproof.data.prepare import PreparedData, TargetCheck
-from tuneproof.evaluate.intervals import slice_masks
 from tuneproof.evaluate.regression import evaluate_regression, regression_metric_names
 from tuneproof.protocol.schema import Protocol
 from tuneproof.tasks._inference import config_value, predict_rows
+from tuneproof.tasks.base import Baselines, TaskEnv
 from tuneproof.tasks.encoder import EncoderTask
 from tuneproof.tasks.spec import TaskSpec
 from tuneproof.train.loop import LossFn
@@ -64,8 +64,8 @@ SPEC = TaskSpec(
 class RegressionTask(EncoderTask):
     spec = SPEC
 
-    def __init__(self, protocol: Protocol) -> None:
-        super().__init__(protocol)
+    def __init__(self, protocol: Protocol, env: TaskEnv | None = None) -> None:
+        super().__init__(protocol, env)
         self.mean, self.std = 0.0, 1.0
 
     # -- data ------------------------------------------------------------------------------------
@@ -141,7 +141,9 @@ class RegressionTask(EncoderTask):
             "spearman": float(rho),
         }
 
-    def baselines(self, prepared: PreparedData, test: pd.DataFrame) -> dict[str, np.ndarray]:
+    def baselines(
+        self, prepared: PreparedData, test: pd.DataFrame, device: torch.device | None = None
+    ) -> Baselines:
         train = prepared.splits["train"]
         y = train["label"].to_numpy(dtype=np.float64)
         out: dict[str, np.ndarray] = {}
@@ -150,7 +152,7 @@ class RegressionTask(EncoderTask):
                 out[name] = np.full(len(test), y.mean())
             elif name == "tfidf_ridge":
                 out[name] = tfidf_ridge(train["text"].tolist(), y, test["text"].tolist())
-        return out
+        return Baselines(out)
 
     def evaluate(
         self,
@@ -159,9 +161,7 @@ class RegressionTask(EncoderTask):
         baselines: dict[str, np.ndarray],
         validation: dict[str, Any] | None,
     ) -> dict[str, Any]:
-        slices = slice_masks(
-            self.protocol.evaluate, list(test["text"]), {c: test[c].tolist() for c in test.columns}
-        )
+        slices = self.test_slices(test)
         y = test["label"].to_numpy(dtype=np.float64)
         return evaluate_regression(
             y, outputs, baselines, self.protocol.evaluate, self.protocol.seed, slices or None, validation

@@ -23,7 +23,6 @@ from tuneproof.tasks.generation import (
     generation_frame,
     generative_metrics,
     generative_spec,
-    greedy_generate,
     new_outputs,
     samples,
     seq2seq_nll,
@@ -103,7 +102,6 @@ class Seq2SeqTask(GenerativeTask):
         return seq2seq_collate(pad_id)
 
     def features(self, df: pd.DataFrame, tokenizer: Any, cache_dir: Path | None) -> list[dict[str, Any]]:
-        self._tokenizer, self._cache = tokenizer, cache_dir
         src_len, tgt_len = self.protocol.model.max_length, self.protocol.generation.max_target_length
         eos = tokenizer.eos_token_id
 
@@ -123,7 +121,6 @@ class Seq2SeqTask(GenerativeTask):
         )
 
     def features_for_inference(self, df: pd.DataFrame, tokenizer: Any) -> list[dict[str, Any]]:
-        self._tokenizer = tokenizer
         enc = tokenizer(df["text"].tolist(), truncation=True, max_length=self.protocol.model.max_length)
         return [
             {"row_id": rid, "input_ids": ids, "prompt_ids": ids}
@@ -133,24 +130,11 @@ class Seq2SeqTask(GenerativeTask):
     def predict(
         self, model: nn.Module, features: list[dict[str, Any]], pad_id: int, batch_size: int, precision: str
     ) -> np.ndarray:
-        self.remember(model, batch_size, precision)
         out = new_outputs(len(features))
         evaluating = bool(features) and "labels" in features[0]
         if evaluating:
             out["nll"], out["tokens"] = self.score(model, features, pad_id, batch_size, precision)
-        gen = self.protocol.generation
-        count = min(gen.test_examples or len(features), len(features)) if evaluating else len(features)
-        texts = greedy_generate(
-            model,
-            self._tokenizer,
-            [features[i]["prompt_ids"] for i in range(count)],
-            gen.max_new_tokens,
-            gen.batch_size,
-            precision,
-            decoder_only=False,
-        )
-        for i, text in enumerate(texts):
-            out["generation"][i] = text
+        self.generate_into(out, model, features, precision, evaluating, decoder_only=False)
         return out
 
     def evaluate(
@@ -163,8 +147,6 @@ class Seq2SeqTask(GenerativeTask):
         refs = [str(x) for x in test["label"]]
         metrics = generative_metrics(self.protocol, outputs, baselines, refs)
         metrics["validation"] = validation
-        if self.base_validation is not None:
-            metrics["validation_baselines"] = {"base_model": self.base_validation}
         metrics["samples"] = samples(
             outputs,
             baselines,

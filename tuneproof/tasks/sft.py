@@ -18,6 +18,7 @@ base model with paired bootstrap intervals.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +30,12 @@ from torch import nn
 from tuneproof.data.chat import conversation_row_check, from_text
 from tuneproof.data.prepare import TargetCheck, split_hash
 from tuneproof.errors import TemplateError
+from tuneproof.tasks.base import TaskEnv
 from tuneproof.tasks.generation import (
     GenerativeTask,
     generation_frame,
     generative_metrics,
     generative_spec,
-    greedy_generate,
     new_outputs,
     samples,
 )
@@ -217,9 +218,8 @@ SPEC = generative_spec(
 class SftTask(GenerativeTask):
     spec = SPEC
 
-    def __init__(self, protocol: Any) -> None:
-        super().__init__(protocol)
-        self.truncation: dict[str, Any] = {"max_length": protocol.model.max_length}
+    def __init__(self, protocol: Any, env: TaskEnv | None = None) -> None:
+        super().__init__(protocol, env)
 
     # -- data ------------------------------------------------------------------------------------
     def target_check(self) -> TargetCheck:
@@ -253,12 +253,11 @@ class SftTask(GenerativeTask):
                 }
 
             key = ["sft-lengths", tokenizer_fingerprint(tokenizer), _template_hash(tokenizer), digest]
-            return [r["n"] for r in cached_features({"text": texts}, encode, key, self._cache)]
+            return [r["n"] for r in cached_features({"text": texts}, encode, key, self.env.cache_dir)]
 
         return lengths
 
     def features(self, df: pd.DataFrame, tokenizer: Any, cache_dir: Path | None) -> list[dict[str, Any]]:
-        self._tokenizer, self._cache = tokenizer, cache_dir
         max_length = self.protocol.model.max_length
 
         def encode(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
@@ -288,7 +287,6 @@ class SftTask(GenerativeTask):
 
     def features_for_inference(self, df: pd.DataFrame, tokenizer: Any) -> list[dict[str, Any]]:
         """Each text as one user turn, ready for generation (``tuneproof predict`` / serve)."""
-        self._tokenizer = tokenizer
         out = []
         for rid, text in zip(df["row_id"], df["text"], strict=True):
             prompt = tokenizer(
@@ -309,46 +307,42 @@ class SftTask(GenerativeTask):
         """Drops examples whose assistant tokens were all truncated away (they would train on nothing),
         then packs the rest when packing is on."""
         kept = [f for f in train_features if f["n_loss"] > 0]
-        self.truncation["train"] = {
-            "examples": len(train_features),
-            "truncated": sum(bool(f["truncated"]) for f in train_features),
-            "dropped_no_assistant_tokens": len(train_features) - len(kept),
-            "assistant_tokens": int(sum(f["n_loss"] for f in kept)),
-            "tokens": int(sum(len(f["input_ids"]) for f in kept)),
-        }
-        if self.packing:
-            kept = pack_features(kept, self.protocol.model.max_length)
-            self.truncation["train"]["packed_rows"] = len(kept)
-        return kept
+        return pack_features(kept, self.protocol.model.max_length) if self.packing else kept
+
+    def evaluation_notes(self, features: Mapping[str, list[dict[str, Any]]]) -> dict[str, Any]:
+        """What truncation cut from the training and test conversations, from their features."""
+        truncation: dict[str, Any] = {"max_length": self.protocol.model.max_length}
+        train = features.get("train")
+        if train is not None:
+            kept = [f for f in train if f["n_loss"] > 0]
+            truncation["train"] = {
+                "examples": len(train),
+                "truncated": sum(bool(f["truncated"]) for f in train),
+                "dropped_no_assistant_tokens": len(train) - len(kept),
+                "assistant_tokens": int(sum(f["n_loss"] for f in kept)),
+                "tokens": int(sum(len(f["input_ids"]) for f in kept)),
+            }
+            if self.packing:
+                truncation["train"]["packed_rows"] = len(self.resample(train, 0))
+        test = features.get("test")
+        if test:
+            truncation["test"] = {
+                "examples": len(test),
+                "truncated": sum(bool(f["truncated"]) for f in test),
+                "prompt_truncated": sum(bool(f["prompt_truncated"]) for f in test),
+                "no_assistant_tokens": sum(1 for f in test if f["n_loss"] == 0),
+            }
+        return {"truncation": truncation}
 
     # -- inference -------------------------------------------------------------------------------
     def predict(
         self, model: nn.Module, features: list[dict[str, Any]], pad_id: int, batch_size: int, precision: str
     ) -> np.ndarray:
-        self.remember(model, batch_size, precision)
         out = new_outputs(len(features))
         evaluating = bool(features) and "labels" in features[0]
         if evaluating:
             out["nll"], out["tokens"] = self.score(model, features, pad_id, batch_size, precision)
-            self.truncation["test"] = {
-                "examples": len(features),
-                "truncated": sum(bool(f["truncated"]) for f in features),
-                "prompt_truncated": sum(bool(f["prompt_truncated"]) for f in features),
-                "no_assistant_tokens": sum(1 for f in features if f["n_loss"] == 0),
-            }
-        gen = self.protocol.generation
-        count = min(gen.test_examples or len(features), len(features)) if evaluating else len(features)
-        texts = greedy_generate(
-            model,
-            self._tokenizer,
-            [features[i]["prompt_ids"] for i in range(count)],
-            gen.max_new_tokens,
-            gen.batch_size,
-            precision,
-            decoder_only=True,
-        )
-        for i, text in enumerate(texts):
-            out["generation"][i] = text
+        self.generate_into(out, model, features, precision, evaluating, decoder_only=True)
         return out
 
     def evaluate(
@@ -362,8 +356,6 @@ class SftTask(GenerativeTask):
         refs = [final_answer(c) for c in convs]
         metrics = generative_metrics(self.protocol, outputs, baselines, refs)
         metrics["validation"] = validation
-        if self.base_validation is not None:
-            metrics["validation_baselines"] = {"base_model": self.base_validation}
         metrics["samples"] = samples(
             outputs,
             baselines,
@@ -372,7 +364,6 @@ class SftTask(GenerativeTask):
             test["row_id"].tolist(),
             self.protocol.generation.samples_in_report,
         )
-        metrics["truncation"] = self.truncation
         metrics["batching"] = {
             "packing": self.packing,
             "group_by_length": self.protocol.train.group_by_length,

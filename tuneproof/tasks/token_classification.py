@@ -26,6 +26,7 @@ from tuneproof.evaluate.intervals import slice_masks
 from tuneproof.evaluate.ner import entities, evaluate_ner, ner_metric_names
 from tuneproof.protocol.schema import Protocol
 from tuneproof.tasks._inference import logits_batches
+from tuneproof.tasks.base import Baselines, TaskEnv
 from tuneproof.tasks.encoder import EncoderTask
 from tuneproof.tasks.spec import TaskSpec
 from tuneproof.train.features import cached_features, tokenizer_fingerprint
@@ -123,8 +124,8 @@ class TokenClassificationTask(EncoderTask):
     peft_type = "TOKEN_CLS"
     label_pad = IGNORE
 
-    def __init__(self, protocol: Protocol) -> None:
-        super().__init__(protocol)
+    def __init__(self, protocol: Protocol, env: TaskEnv | None = None) -> None:
+        super().__init__(protocol, env)
         self.labels = _tag_set(protocol.data.labels or [])
 
     # -- data ------------------------------------------------------------------------------------
@@ -292,7 +293,9 @@ class TokenClassificationTask(EncoderTask):
             "recall": float(recall_score(gold, pred, **kw)),
         }
 
-    def baselines(self, prepared: PreparedData, test: pd.DataFrame) -> dict[str, np.ndarray]:
+    def baselines(
+        self, prepared: PreparedData, test: pd.DataFrame, device: torch.device | None = None
+    ) -> Baselines:
         out: dict[str, np.ndarray] = {}
         for name in self.protocol.evaluate.baselines:
             if name == "most_frequent_tag":
@@ -300,7 +303,7 @@ class TokenClassificationTask(EncoderTask):
                 out[name] = _as_objects(
                     most_frequent_tag(self._words(train), list(train["label"]), self._words(test))
                 )
-        return out
+        return Baselines(out)
 
     def evaluate(
         self,
