@@ -96,10 +96,9 @@ def run_cmd(
         return
     typer.echo(str(outcome.run_dir))
     if outcome.status != "passed":
-        verdicts = (outcome.gates or {}).get("verdicts", [])
-        failed = [v["gate"] for v in verdicts if not v["passed"] and not v.get("undecidable")]
+        failed = outcome.gates.failed if outcome.gates is not None else []
         # A gate the test split is too small to decide is not a model that lost: say which it is.
-        undecidable = [v["gate"] for v in verdicts if v.get("undecidable")]
+        undecidable = outcome.gates.undecidable if outcome.gates is not None else []
         parts = [f"gates failed: {'; '.join(failed)}"] if failed else []
         if undecidable:
             parts.append(f"gates undecidable on this test split (too few rows): {'; '.join(undecidable)}")

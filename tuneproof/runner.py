@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -20,7 +20,8 @@ from tuneproof import __version__
 from tuneproof.context import RunContext, build_context
 from tuneproof.data.prepare import PreparedData, write_splits
 from tuneproof.errors import Interrupted, RunFolderError, TuneproofError
-from tuneproof.export.manifest import environment, now, read_manifest, write_manifest
+from tuneproof.evidence import BaseModelRecord, GateReport, Lineage, Manifest, MetricsEnvelope, ModelInfo, now
+from tuneproof.export.manifest import environment, read_manifest, write_manifest
 from tuneproof.export.package import package_model
 from tuneproof.fsutil import atomic_write_json, atomic_write_text
 from tuneproof.gates import check_gates
@@ -28,7 +29,7 @@ from tuneproof.protocol import LoadedProtocol, dump_protocol, load_protocol
 from tuneproof.protocol.schema import Protocol
 from tuneproof.train import distributed
 from tuneproof.train.fit import build_features, fit
-from tuneproof.train.model_source import resolve_model
+from tuneproof.train.model_source import ModelRef, base_model_record, parent_run
 from tuneproof.train.tracking import Trackers
 
 
@@ -36,7 +37,7 @@ from tuneproof.train.tracking import Trackers
 class RunOutcome:
     run_dir: Path
     status: str  # passed | rejected | failed
-    gates: dict[str, Any] | None
+    gates: GateReport | None
 
 
 def stage(name: str, message: str) -> None:
@@ -71,12 +72,14 @@ def run(
     automatically unless ``fresh`` is set.
     """
     distributed.init_process_group()  # no-op for one process; ranks must agree on the run folder
+    manifest: Manifest | None = None
+    run_dir: Path | None = None
     if resume_dir is not None:
         manifest = read_manifest(resume_dir)
-        if manifest.get("status") in ("passed", "rejected"):
-            raise RunFolderError(f"{resume_dir} already finished ({manifest['status']}); nothing to resume")
+        if manifest.finished:
+            raise RunFolderError(f"{resume_dir} already finished ({manifest.status}); nothing to resume")
         loaded = load_protocol(resume_dir / "protocol.source.yaml")
-        base_dir = Path(manifest["protocol_dir"])
+        base_dir = Path(manifest.protocol_dir)
         run_dir = resume_dir
     else:
         assert protocol_path is not None
@@ -86,8 +89,6 @@ def run(
             stage("resume", f"found the unfinished run {unfinished}; resuming it (--fresh starts a new one)")
             return run(resume_dir=unfinished, cache_dir=cache_dir, search_workers=search_workers)
         base_dir = loaded.base_dir
-        manifest = {}
-        run_dir = None
     ctx = build_context(loaded, base_dir, cache_dir)
 
     stage("prepare", "reading, validating and cleaning data")
@@ -96,11 +97,10 @@ def run(
     distributed.main_done()
     if run_dir is None and not distributed.is_main():
         run_dir = distributed.broadcast_object(None)  # the folder rank 0 created
+        manifest = read_manifest(run_dir)  # rank 0 wrote it before telling the folder
     elif run_dir is None:
         run_dir = _new_run_dir(ctx.protocol, base_dir, output_dir)
-        manifest = _start_manifest(ctx, run_dir, prepared)
-        manifest["processes"] = distributed.world_size()
-        manifest["distributed"] = distributed.mode()  # single | ddp | fsdp
+        manifest = _start_manifest(ctx, prepared)
         write_manifest(run_dir, manifest, hash_files=False)
         atomic_write_text(run_dir / "protocol.yaml", dump_protocol(ctx.protocol))
         atomic_write_text(run_dir / "protocol.source.yaml", loaded.text)
@@ -109,11 +109,12 @@ def run(
         distributed.broadcast_object(run_dir)
     else:
         _check_same_data(run_dir, prepared)
-        manifest["resumed_at"] = [*manifest.get("resumed_at", []), now()]
-        manifest["status"] = "running"
+        assert manifest is not None  # read above, with resume_dir
+        manifest.mark_resumed()
         if distributed.is_main():
             write_manifest(run_dir, manifest, hash_files=False)
     stage("prepare", " ".join(f"{k}={v['rows']}" for k, v in prepared.report["splits"].items()))
+    assert manifest is not None  # read, started or (on other ranks) read back above
     try:
         if ctx.protocol.search is not None:
             from tuneproof.search.entry import lead_search
@@ -128,8 +129,8 @@ def run(
             )
         outcome = _train_evaluate_package(ctx, prepared, run_dir, manifest, resume=resume_dir is not None)
     except BaseException as exc:
-        status = "interrupted" if isinstance(exc, Interrupted | KeyboardInterrupt) else "failed"
-        manifest.update(status=status, error=f"{type(exc).__name__}: {exc}", finished_at=now())
+        interrupted = isinstance(exc, Interrupted | KeyboardInterrupt)
+        manifest.finish("interrupted" if interrupted else "failed", error=f"{type(exc).__name__}: {exc}")
         _finish(run_dir, manifest)
         raise
     return outcome
@@ -148,57 +149,58 @@ def find_unfinished(loaded: LoadedProtocol, output_dir: Path | None) -> Path | N
     candidates = []
     for d in root.glob(f"{loaded.protocol.name}-*"):
         try:
-            m = json.loads((d / "manifest.json").read_text())
-        except (OSError, ValueError):
+            m = Manifest.read(d)
+        except RunFolderError:  # not a run folder, or one this version cannot read: not resumable
             continue
-        if m.get("status") in ("running", "interrupted") and m.get("protocol_sha256") == loaded.sha256:
-            candidates.append((m.get("started_at", ""), d))
+        if m.status in ("running", "interrupted") and m.protocol_sha256 == loaded.sha256:
+            candidates.append((m.started_at, d))
     return max(candidates)[1] if candidates else None
 
 
-def _start_manifest(ctx: RunContext, run_dir: Path, prepared: PreparedData) -> dict[str, Any]:
-    loaded, model = ctx.loaded, ctx.ref.name_or_path
-    return {
-        "tuneproof_version": __version__,
-        "status": "running",
-        "deployable": False,
-        "protocol": loaded.protocol.name,
-        "task": loaded.protocol.task,
-        "protocol_path": str(loaded.path),
-        "protocol_dir": str(loaded.base_dir),
-        "protocol_sha256": loaded.sha256,
-        "inputs": prepared.input_hashes,
-        "base_model": model,
-        "splits": {k: v["sha256"] for k, v in prepared.report["splits"].items()},
-        "environment": environment(ctx.threads, ctx.precision, "cpu"),
-        "precision_reason": ctx.precision_reason,
-        "seed": loaded.protocol.seed,
-        "started_at": now(),
-        "finished_at": None,
-        "error": None,
-        "lineage": _lineage(loaded, model),
-    }
+def _start_manifest(ctx: RunContext, prepared: PreparedData) -> Manifest:
+    loaded = ctx.loaded
+    base_model = base_model_record(ctx.ref)
+    return Manifest(
+        tuneproof_version=__version__,
+        status="running",
+        deployable=False,
+        protocol=loaded.protocol.name,
+        task=loaded.protocol.task,
+        protocol_path=str(loaded.path),
+        protocol_dir=str(loaded.base_dir),
+        protocol_sha256=loaded.sha256,
+        inputs=prepared.input_hashes,
+        base_model=base_model,
+        splits={k: v["sha256"] for k, v in prepared.report["splits"].items()},
+        environment=environment(ctx.threads, ctx.precision, "cpu"),
+        precision_reason=ctx.precision_reason,
+        seed=loaded.protocol.seed,
+        started_at=now(),
+        finished_at=None,
+        error=None,
+        lineage=_lineage(loaded, ctx.ref, base_model),
+        processes=distributed.world_size(),
+        distributed=distributed.mode(),  # single | ddp | fsdp
+    )
 
 
-def _lineage(loaded: LoadedProtocol, model: str) -> dict[str, Any]:
+def _lineage(loaded: LoadedProtocol, ref: ModelRef, base_model: BaseModelRecord) -> Lineage:
     """The base model at the root of the chain, and the parent run when starting from one's model."""
-    from tuneproof.train.model_source import parent_run
-
-    parent = parent_run(resolve_model(loaded.protocol.model, loaded.base_dir))
+    parent = parent_run(ref)
     if parent is None:
-        return {"base_model": model, "protocol_sha256": loaded.sha256}
-    return {"base_model": parent["base_model"], "protocol_sha256": loaded.sha256, "parent": parent}
+        return Lineage(base_model=base_model, protocol_sha256=loaded.sha256)
+    return Lineage(base_model=parent.base_model, protocol_sha256=loaded.sha256, parent=parent)
 
 
 def _check_same_data(run_dir: Path, prepared: PreparedData) -> None:
-    recorded = read_manifest(run_dir).get("splits", {})
+    recorded = read_manifest(run_dir).splits
     current = {k: v["sha256"] for k, v in prepared.report["splits"].items()}
     if recorded != current:
         raise RunFolderError(f"the data changed since {run_dir} started; start a new run instead of resuming")
 
 
 def _train_evaluate_package(
-    ctx: RunContext, prepared: PreparedData, run_dir: Path, manifest: dict[str, Any], resume: bool
+    ctx: RunContext, prepared: PreparedData, run_dir: Path, manifest: Manifest, resume: bool
 ) -> RunOutcome:
     task, protocol, ref, tokenizer = ctx.task, ctx.protocol, ctx.ref, ctx.tokenizer
     precision, cache_dir = ctx.precision, ctx.cache_dir
@@ -207,7 +209,7 @@ def _train_evaluate_package(
     features = build_features(task, prepared.splits, tokenizer, cache_dir)
     distributed.main_done()
     trackers = Trackers(protocol, run_dir, enabled=distributed.is_main())
-    manifest["tracking"] = trackers.status
+    manifest.record_tracking(trackers.status)
 
     stage(
         "train",
@@ -265,33 +267,34 @@ def _train_evaluate_package(
         from tuneproof.data.pii_step import remaining_by_type
 
         metrics.setdefault("model", {})["pii_remaining"] = remaining_by_type(prepared.report["pii"])
-    atomic_write_json(run_dir / "metrics.json", _jsonable(metrics))
+    envelope = MetricsEnvelope.from_evaluation(_jsonable(metrics))
+    envelope.write(run_dir)
 
-    gates = check_gates(protocol.gates, metrics)
-    atomic_write_json(run_dir / "gates.json", gates)
-    for v in gates["verdicts"]:
-        stage("gates", f"{'PASS' if v['passed'] else 'FAIL'} {v['gate']}: {v.get('detail', '')}")
+    gates = check_gates(protocol.gates, envelope.to_json())
+    gates.write(run_dir)
+    for v in gates.verdicts:
+        stage("gates", f"{'PASS' if v.passed else 'FAIL'} {v.gate}: {v.detail}")
 
     stage("package", "writing the model as safetensors")
-    info = {
-        "task": protocol.task,
-        "labels": task.labels,
-        "max_length": protocol.model.max_length,
-        "precision": precision,
-        "method": protocol.train.method,
-        "base_model": ref.name_or_path,
-        "deployable": gates["passed"],
-    }
+    info = ModelInfo(
+        task=protocol.task,
+        labels=task.labels,
+        max_length=protocol.model.max_length,
+        precision=precision,
+        method=protocol.train.method,
+        base_model=manifest.base_model,  # the portable reference, as the manifest records it
+        deployable=gates.passed,
+    )
     package_model(result.model, tokenizer, info, run_dir / "model")
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-    status = "passed" if gates["passed"] else "rejected"
-    manifest.update(status=status, deployable=gates["passed"], finished_at=now())
+    status: Literal["passed", "rejected"] = "passed" if gates.passed else "rejected"
+    manifest.finish(status, deployable=gates.passed)
     _finish(run_dir, manifest)
     stage("done", f"{status}: {run_dir}")
     return RunOutcome(run_dir, status, gates)
 
 
-def _finish(run_dir: Path, manifest: dict[str, Any]) -> None:
+def _finish(run_dir: Path, manifest: Manifest) -> None:
     """Write the evidence a person reads, then the manifest last (it hashes everything else)."""
     if not distributed.is_main():
         return

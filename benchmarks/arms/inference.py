@@ -33,7 +33,10 @@ def package_run(run_dir: Path, seed: int) -> Path:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from tuneproof.evidence import ModelInfo
     from tuneproof.export.package import package_model
+    from tuneproof.protocol.schema import ModelSpec
+    from tuneproof.train.model_source import base_model_record, resolve_model
     from tuneproof.train.precision import choose_precision
 
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -47,15 +50,15 @@ def package_run(run_dir: Path, seed: int) -> Path:
     )
     tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
     precision = choose_precision("auto")[0]
-    info = {
-        "task": "classification",
-        "labels": LABELS,
-        "max_length": 128,
-        "precision": precision,
-        "method": "full",
-        "base_model": str(minilm_dir()),
-        "deployable": True,
-    }
+    info = ModelInfo(
+        task="classification",
+        labels=LABELS,
+        max_length=128,
+        precision=precision,
+        method="full",
+        base_model=base_model_record(resolve_model(ModelSpec(source=str(minilm_dir())), REPO)),
+        deployable=True,
+    )
     package_model(model, tokenizer, info, run_dir / "model")
     shutil.copy(REPO / "examples" / "review-sentiment.yaml", run_dir / "protocol.source.yaml")
     return run_dir

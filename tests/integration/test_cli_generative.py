@@ -20,6 +20,8 @@ from generative_helpers import (
     write_tiny_t5,
 )
 
+from tuneproof.fsutil import sha256_file
+
 pytestmark = pytest.mark.integration
 
 
@@ -116,7 +118,16 @@ gates:
     manifest = json.loads((run / "manifest.json").read_text())
     parent = json.loads((dapt_run / "manifest.json").read_text())
     lineage = manifest["lineage"]
-    assert lineage["base_model"] == parent["lineage"]["base_model"] == str((work / "llama").resolve())
+    # The root of the chain is the dapt run's base model, recorded as its protocol wrote it, hashed.
+    assert lineage["base_model"] == parent["lineage"]["base_model"] == parent["base_model"]
+    root = parent["base_model"]
+    assert root["source"] == "./llama" and str(work) not in json.dumps(root)
+    assert root["files"]["model.safetensors"] == sha256_file(work / "llama" / "model.safetensors")
+    # This run's own base model is the dapt run's packaged model.
+    assert manifest["base_model"]["source"] == str(dapt_run)
+    assert manifest["base_model"]["files"]["model.safetensors"] == sha256_file(
+        dapt_run / "model" / "model.safetensors"
+    )
     assert lineage["parent"]["run"] == str(dapt_run)
     assert lineage["parent"]["task"] == "dapt" and lineage["parent"]["model_files_match_manifest"]
     import hashlib

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,8 @@ import pandas as pd
 import pytest
 
 from helpers import toy_reviews, write_jsonl, write_protocol
+from tuneproof.evidence import SCHEMA_VERSION
+from tuneproof.fsutil import sha256_file
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +35,9 @@ def tp(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.C
 def passed_run(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path) -> Path:
     d = tmp_path_factory.mktemp("run")
     data = write_jsonl(d / "reviews.jsonl", toy_reviews(300))
-    proto = write_protocol(d / "protocol.yaml", tiny_bert, data)
+    # The model named relative to the protocol's folder, as a protocol shared with others would.
+    shutil.copytree(tiny_bert, d / "tiny-bert")
+    proto = write_protocol(d / "protocol.yaml", Path("tiny-bert"), data)
     res = tp("run", str(proto), cwd=d)
     assert res.returncode == 0, res.stderr[-3000:]
     run_dir = Path(res.stdout.strip().splitlines()[-1])
@@ -67,6 +72,18 @@ def test_run_folder_holds_the_evidence(passed_run: Path) -> None:
     env = manifest["environment"]
     assert env["torch"] and env["transformers"] and env["threads"] == 1 and env["precision"] == "fp32"
     assert manifest["inputs"] and manifest["protocol_sha256"]
+    for name in ("manifest.json", "metrics.json", "gates.json", "model/tuneproof_model.json"):
+        assert json.loads((passed_run / name).read_text())["schema_version"] == SCHEMA_VERSION, name
+    # The base model as the protocol names it, not where it lay on this machine, with its hashes.
+    base = manifest["base_model"]
+    protocol_dir = Path(manifest["protocol_dir"])
+    assert base["source"] == "tiny-bert" and str(protocol_dir) not in json.dumps(base)
+    weights = protocol_dir / "tiny-bert" / "model.safetensors"
+    assert base["files"]["model.safetensors"] == sha256_file(weights) and len(base["sha256"]) == 64
+    assert manifest["lineage"]["base_model"] == base
+    info = json.loads((passed_run / "model" / "tuneproof_model.json").read_text())
+    assert info["base_model"] == base and info["deployable"] is True
+    assert base["sha256"] in (passed_run / "model_card.md").read_text()
     metrics = json.loads((passed_run / "metrics.json").read_text())
     acc = metrics["model"]["accuracy"]
     assert acc["low"] <= acc["value"] <= acc["high"]
@@ -90,8 +107,6 @@ def test_verify_catches_a_changed_file(passed_run: Path, tmp_path: Path) -> None
     ok = tp("verify", str(passed_run), cwd=tmp_path)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     copy = tmp_path / "copy"
-    import shutil
-
     shutil.copytree(passed_run, copy)
     metrics = json.loads((copy / "metrics.json").read_text())
     metrics["model"]["accuracy"]["value"] = 0.99

@@ -11,6 +11,7 @@ import pytest
 
 from helpers import toy_reviews, write_jsonl, write_protocol
 from tuneproof.errors import TrainingDiverged
+from tuneproof.evidence import ModelInfo
 from tuneproof.export import package as package_mod
 from tuneproof.runner import run
 from tuneproof.tasks.classification import ClassificationTask
@@ -52,6 +53,17 @@ def test_nan_marks_the_run_failed_and_writes_no_later_checkpoint(
     assert "TrainingDiverged" in (run_dir / "report.html").read_text()
 
 
+def _info(deployable: bool) -> ModelInfo:
+    return ModelInfo(
+        task="classification",
+        labels=["a", "b"],
+        max_length=32,
+        method="full",
+        base_model="tiny-bert",
+        deployable=deployable,
+    )
+
+
 def test_a_failed_model_write_keeps_the_previous_model(
     tmp_path: Path, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -60,7 +72,7 @@ def test_a_failed_model_write_keeps_the_previous_model(
     model = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2)
     tok = AutoTokenizer.from_pretrained(tiny_bert)
     out = tmp_path / "model"
-    package_mod.package_model(model, tok, {"v": 1}, out)
+    package_mod.package_model(model, tok, _info(deployable=True), out)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
 
     def full_disk(*args: Any, **kwargs: Any) -> None:
@@ -68,6 +80,6 @@ def test_a_failed_model_write_keeps_the_previous_model(
 
     monkeypatch.setattr(type(tok), "save_pretrained", full_disk)
     with pytest.raises(OSError, match="No space left"):
-        package_mod.package_model(model, tok, {"v": 2}, out)
+        package_mod.package_model(model, tok, _info(deployable=False), out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["model"]

@@ -173,10 +173,10 @@ def test_a_gate_on_a_two_row_test_split_can_never_pass(gate: GateSpec) -> None:
         "comparisons": {"majority": {"accuracy": {"diff": 0.5, "low": 0.5, "high": 0.5}}},
         "slices": [{"name": "all", "n": 2, "metrics": {"accuracy": 1.0}}],
     }
-    result = check_gates([gate], metrics)
+    result = check_gates([gate], metrics).to_json()
     assert result["passed"] is False and result["undecidable"] == [gate.label]
     assert "undecidable: the test split has 2 rows" in result["verdicts"][0]["detail"]
-    assert check_gates([gate], {**metrics, "n": 200})["passed"] is True  # the same numbers on enough rows
+    assert check_gates([gate], {**metrics, "n": 200}).passed is True  # the same numbers on enough rows
 
 
 @pytest.mark.parametrize("threshold", [0.5, 0.75, 0.9, 0.95])

@@ -13,6 +13,7 @@ from tuneproof.evaluate.classification import (
     evaluate_classification,
 )
 from tuneproof.evaluate.direction import LOWER_IS_BETTER
+from tuneproof.evidence import SCHEMA_VERSION
 from tuneproof.gates import check_gates, validate_gate_names
 from tuneproof.protocol.schema import EvaluateSpec, GateSpec
 
@@ -46,7 +47,7 @@ def _metrics() -> dict[str, Any]:
 
 
 def _one(gate: GateSpec, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
-    return check_gates([gate], metrics or _metrics())["verdicts"][0]
+    return check_gates([gate], metrics or _metrics()).to_json()["verdicts"][0]
 
 
 def test_min_uses_lower_bound_and_max_upper_bound() -> None:
@@ -116,12 +117,17 @@ def test_slice_min_checks_every_slice() -> None:
 def test_overall_result_and_labels() -> None:
     result = check_gates(
         [GateSpec(metric="accuracy", min=0.8), GateSpec(metric="accuracy", min=0.9)], _metrics()
-    )
+    ).to_json()
     assert result["passed"] is False
     assert [v["gate"] for v in result["verdicts"]] == ["accuracy >= 0.8", "accuracy >= 0.9"]
     assert [v["passed"] for v in result["verdicts"]] == [True, False]
-    assert check_gates([], _metrics()) == {"passed": True, "undecidable": [], "verdicts": []}
-    named = check_gates([GateSpec(name="good enough", metric="accuracy", min=0.8)], _metrics())
+    assert check_gates([], _metrics()).to_json() == {
+        "schema_version": SCHEMA_VERSION,
+        "passed": True,
+        "undecidable": [],
+        "verdicts": [],
+    }
+    named = check_gates([GateSpec(name="good enough", metric="accuracy", min=0.8)], _metrics()).to_json()
     assert named["verdicts"][0]["gate"] == "good enough"
 
 
@@ -134,7 +140,7 @@ def test_small_test_set_passes_on_point_but_fails_on_interval() -> None:
         probs = np.where(pred[:, None] == np.arange(2), 0.9, 0.1)
         metrics = evaluate_classification(y, probs, {}, ["a", "b"], EvaluateSpec(), seed=13)
         assert metrics["model"]["accuracy"]["value"] == pytest.approx(0.85)
-        return check_gates([GateSpec(metric="accuracy", min=0.75)], metrics)
+        return check_gates([GateSpec(metric="accuracy", min=0.75)], metrics).to_json()
 
     small, large = run(20), run(2000)
     assert small["passed"] is False and "point estimate alone would pass" in small["verdicts"][0]["detail"]

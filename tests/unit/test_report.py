@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tuneproof.evidence import LEGACY_VERSION
 from tuneproof.report import (
     RunData,
     Section,
@@ -178,6 +179,7 @@ def _gates() -> dict[str, Any]:
                 "threshold": 0.75,
                 "decided_on": "lower bound of 95% interval",
                 "detail": "0.792 >= 0.75",
+                "kind": "min",
             },
             {
                 "gate": "accuracy beats tfidf_logreg by >= 0.05",
@@ -189,6 +191,8 @@ def _gates() -> dict[str, Any]:
                 "threshold": 0.05,
                 "decided_on": "lower bound of paired 95% interval",
                 "detail": "-0.01 < 0.05",
+                "kind": "beats",
+                "baseline": "tfidf_logreg",
             },
         ],
     }
@@ -214,12 +218,20 @@ def _log_history() -> list[dict[str, Any]]:
 
 
 def _manifest(status: str = "rejected", error: Any = None) -> dict[str, Any]:
+    # The layout of a run written before schema_version (version 0): base_model a plain path.
     return {
         "tuneproof_version": "0.1.0",
         "status": status,
         "deployable": status == "passed",
+        "protocol": "sentiment",
+        "task": "classification",
+        "protocol_path": "/work/protocols/sentiment.yaml",
+        "protocol_dir": "/work/protocols",
         "protocol_sha256": "9f" * 32,
         "inputs": {"/data/reviews.csv": "ab" * 32},
+        "base_model": "/models/minilm",
+        "splits": {"train": "01" * 32, "validation": "02" * 32, "test": "03" * 32},
+        "precision_reason": "bf16: the CPU supports it",
         "files": {"model/model.safetensors": "77" * 32},
         "environment": {
             "python": "3.11.7",
@@ -234,7 +246,7 @@ def _manifest(status: str = "rejected", error: Any = None) -> dict[str, Any]:
         "started_at": "2025-01-01T10:00:00+00:00",
         "finished_at": "2025-01-01T10:12:03+00:00",
         "error": error,
-        "lineage": {},
+        "lineage": {"base_model": "/models/minilm", "protocol_sha256": "9f" * 32},
     }
 
 
@@ -367,6 +379,16 @@ def test_report_shows_unknown_metrics_generically(page: str) -> None:
     text = _text_only(page)
     assert "per_entity_like" in text and "0.712" in text
     assert "unknown_top_level" in text
+
+
+def test_version_0_files_are_read_through_the_evidence_models(full_run: Path) -> None:
+    run = load_run(full_run)
+    assert run.problems == ()
+    assert run.manifest_doc is not None and run.manifest_doc.schema_version == LEGACY_VERSION
+    assert run.manifest_doc.base_model == "/models/minilm"  # version 0 recorded a plain path
+    assert run.gate_report is not None and run.gate_report.undecidable == []  # absent before gates could be
+    assert run.envelope is not None and run.envelope.task == run.task
+    assert run.status == "rejected" and run.deployable is False
 
 
 def test_report_is_deterministic(full_run: Path, page: str) -> None:

@@ -148,7 +148,7 @@ def test_perplexity_gates_are_lower_is_better_on_paired_intervals() -> None:
         GateSpec(metric="general_perplexity", beats="base_model", by=5.0),
         GateSpec(metric="general_perplexity", max=30.0),
     ]
-    verdicts = check_gates(gates, metrics)["verdicts"]
+    verdicts = check_gates(gates, metrics).to_json()["verdicts"]
     assert [v["passed"] for v in verdicts] == [
         True,
         False,

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from helpers import toy_reviews
+from tuneproof.evidence import ModelInfo
 from tuneproof.export.package import package_model
 from tuneproof.protocol import parse_protocol
 from tuneproof.tasks.classification import ClassificationTask
@@ -43,7 +44,10 @@ def test_lora_trains_only_adapters_and_head_and_packages_merged(tiny_bert: Path,
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n or "classifier" in n for n in trainable)
     result = fit(task, protocol, ref, tok, feats, tmp_path / "ck", "fp32")
-    merged = package_model(result.model, tok, {"task": "classification"}, tmp_path / "model")
+    info = ModelInfo(
+        task="classification", labels=task.labels, max_length=32, method="lora", base_model="tiny"
+    )
+    merged = package_model(result.model, tok, info, tmp_path / "model")
     from transformers import AutoModelForSequenceClassification
 
     reloaded = AutoModelForSequenceClassification.from_pretrained(merged)

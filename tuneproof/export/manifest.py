@@ -5,20 +5,18 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys
-from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from tuneproof.errors import RunFolderError
-from tuneproof.fsutil import atomic_write_json
+from tuneproof.evidence import Manifest, now
 from tuneproof.fsutil import sha256_file as sha256_path
 
-MANIFEST = "manifest.json"
+MANIFEST = Manifest.FILE
 # Checkpoints rotate during training; they carry their own checkpoint.json hashes.
 _UNHASHED_DIRS = ("checkpoints",)
 _LIBRARIES = (
@@ -35,10 +33,6 @@ _LIBRARIES = (
     "trl",
     "optuna",
 )
-
-
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def environment(threads: int, precision: str, device: str) -> dict[str, Any]:
@@ -73,28 +67,37 @@ def hash_run_files(run_dir: Path) -> dict[str, str]:
     return out
 
 
-def write_manifest(run_dir: Path, manifest: dict[str, Any], hash_files: bool = True) -> None:
+def write_manifest(run_dir: Path, manifest: Manifest, hash_files: bool = True) -> None:
+    """Write the manifest; with ``hash_files`` it first records the hash of every other file."""
     if hash_files:
-        manifest["files"] = hash_run_files(run_dir)
-    atomic_write_json(run_dir / MANIFEST, manifest)
+        manifest.record_files(hash_run_files(run_dir))
+    manifest.write(run_dir)
 
 
-def read_manifest(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / MANIFEST
-    if not path.is_file():
+def read_manifest(run_dir: Path) -> Manifest:
+    if not (run_dir / MANIFEST).is_file():
         raise RunFolderError(f"{run_dir} is not a run folder (no {MANIFEST})")
-    try:
-        return json.loads(path.read_text())
-    except ValueError as exc:
-        raise RunFolderError(f"{path} is not valid JSON: {exc}") from None
+    return Manifest.read(run_dir / MANIFEST)
 
 
 def verify(run_dir: Path) -> dict[str, list[str]]:
     """Files changed, missing, or added since the manifest was written."""
-    recorded = read_manifest(run_dir).get("files", {})
+    recorded = read_manifest(run_dir).files or {}
     current = hash_run_files(run_dir)
     return {
         "changed": sorted(f for f in recorded if f in current and current[f] != recorded[f]),
         "missing": sorted(f for f in recorded if f not in current),
         "added": sorted(f for f in current if f not in recorded),
     }
+
+
+__all__ = [
+    "MANIFEST",
+    "Manifest",
+    "environment",
+    "hash_run_files",
+    "now",
+    "read_manifest",
+    "verify",
+    "write_manifest",
+]

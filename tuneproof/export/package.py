@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from tuneproof.evidence import ModelInfo
 from tuneproof.fsutil import replace_dir
 
-MODEL_INFO = "tuneproof_model.json"
+MODEL_INFO = ModelInfo.FILE
 
 
-def package_model(model: nn.Module, tokenizer: Any, info: dict[str, Any], out_dir: Path) -> Path:
+def package_model(model: nn.Module, tokenizer: Any, info: ModelInfo, out_dir: Path) -> Path:
     """Write ``out_dir`` atomically: a failed write (full disk) leaves any previous model intact."""
     if hasattr(model, "merge_and_unload"):  # a PEFT model: serve the merged weights, no peft needed
         model = model.merge_and_unload()  # type: ignore[operator]  # nn.Module types attributes as Tensor
@@ -24,7 +24,7 @@ def package_model(model: nn.Module, tokenizer: Any, info: dict[str, Any], out_di
     try:
         model.save_pretrained(tmp, safe_serialization=True)  # type: ignore[operator]
         tokenizer.save_pretrained(tmp)
-        (tmp / MODEL_INFO).write_text(json.dumps(info, indent=1))
+        info.write_into(tmp)
         replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

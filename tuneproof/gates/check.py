@@ -16,6 +16,7 @@ from typing import Any
 
 from tuneproof.errors import Problem
 from tuneproof.evaluate.direction import lower_is_better
+from tuneproof.evidence import GateReport, GateVerdict
 from tuneproof.protocol.schema import GateSpec
 
 # Metrics on a 0-1 scale where 1 is best, and where 0 is best: on these a threshold implies a least
@@ -105,24 +106,22 @@ class _Judge:
         observed: float | None = None,
         low: float | None = None,
         high: float | None = None,
-    ) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "gate": gate.label,
-            "passed": passed,
-            "metric": gate.metric,
-            "observed": observed,
-            "low": low,
-            "high": high,
-            "threshold": threshold,
-            "decided_on": decided_on,
-            "detail": detail,
-            "kind": _kind(gate),
-        }
-        if gate.beats is not None:
-            out["baseline"] = gate.beats
-        return out
+    ) -> GateVerdict:
+        return GateVerdict(
+            gate=gate.label,
+            passed=passed,
+            metric=gate.metric,
+            observed=observed,
+            low=low,
+            high=high,
+            threshold=threshold,
+            decided_on=decided_on,
+            detail=detail,
+            kind=_kind(gate),
+            baseline=gate.beats,
+        )
 
-    def undecidable(self, gate: GateSpec, n: int, need: int) -> dict[str, Any]:
+    def undecidable(self, gate: GateSpec, n: int, need: int) -> GateVerdict:
         threshold = {"min": gate.min, "max": gate.max, "beats": gate.by, "slice_min": gate.slice_min}[
             _kind(gate)
         ]
@@ -135,10 +134,10 @@ class _Judge:
             f"decided at the {self.level} level (with fewer, even a perfect score could not clear it); "
             "the run is not deployable whatever the point estimates say",
         )
-        out["undecidable"] = True
+        out.undecidable = True
         return out
 
-    def unknown_metric(self, gate: GateSpec, threshold: float | None) -> dict[str, Any]:
+    def unknown_metric(self, gate: GateSpec, threshold: float | None) -> GateVerdict:
         known = sorted(k for k, v in self.model.items() if isinstance(v, Mapping) and "value" in v)
         hint = difflib.get_close_matches(gate.metric, known, n=1)
         detail = f"unknown metric {gate.metric!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
@@ -150,7 +149,7 @@ class _Judge:
             detail=f"{detail}; known: {', '.join(known) or 'none'}",
         )
 
-    def bound(self, gate: GateSpec) -> dict[str, Any]:
+    def bound(self, gate: GateSpec) -> GateVerdict:
         is_min = gate.min is not None
         threshold = gate.min if is_min else gate.max
         assert threshold is not None
@@ -216,7 +215,7 @@ class _Judge:
             detail=detail,
         )
 
-    def beats(self, gate: GateSpec) -> dict[str, Any]:
+    def beats(self, gate: GateSpec) -> GateVerdict:
         baseline, lower = gate.beats, lower_is_better(gate.metric)
         assert baseline is not None
         threshold = -gate.by if lower else gate.by
@@ -271,7 +270,7 @@ class _Judge:
             detail=detail,
         )
 
-    def slice_floor(self, gate: GateSpec) -> dict[str, Any]:
+    def slice_floor(self, gate: GateSpec) -> GateVerdict:
         floor = gate.slice_min
         assert floor is not None
         decided_on = "point estimate of every slice (slices are too small for useful intervals)"
@@ -318,8 +317,8 @@ def _kind(gate: GateSpec) -> str:
     raise ValueError("gate has no kind")  # GateSpec's validator makes this unreachable
 
 
-def check_gates(gates: Sequence[GateSpec], metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """Decide every gate against a ``metrics.json`` dict; the result is the ``gates.json`` layout.
+def check_gates(gates: Sequence[GateSpec], metrics: Mapping[str, Any]) -> GateReport:
+    """Decide every gate against a ``metrics.json`` dict; the result is what ``gates.json`` holds.
 
     ``min``: the interval's lower bound >= threshold. ``max``: its upper bound <= threshold.
     ``beats``: the paired difference's lower bound >= ``by`` (upper bound <= ``-by`` for metrics
@@ -343,8 +342,8 @@ def check_gates(gates: Sequence[GateSpec], metrics: Mapping[str, Any]) -> dict[s
             verdicts.append(judge.beats(gate))
         else:
             verdicts.append(judge.slice_floor(gate))
-    undecidable = [v["gate"] for v in verdicts if v.get("undecidable")]
-    return {"passed": all(v["passed"] for v in verdicts), "undecidable": undecidable, "verdicts": verdicts}
+    undecidable = [v.gate for v in verdicts if v.undecidable]
+    return GateReport(passed=all(v.passed for v in verdicts), undecidable=undecidable, verdicts=verdicts)
 
 
 def _known(name: str, known: Collection[str]) -> bool:

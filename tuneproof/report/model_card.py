@@ -88,6 +88,8 @@ def _base_model(run: RunData) -> str | None:
     facts = {
         "source": describe_location(model.get("source")),
         "revision": model.get("revision"),
+        # The digest of its weights and configs (manifest base_model), so a copy can be checked.
+        "sha256 (weights and configs)": dig(run.manifest, "base_model", "sha256"),
         "max_length (tokens)": model.get("max_length"),
     }
     rows = [[k, v] for k, v in facts.items() if v is not None]

@@ -3,6 +3,11 @@
 The report must render for every state a run can be left in (failed before evaluation, no
 validation split, tasks that add their own metrics), so nothing here raises on a missing or
 malformed file: a missing file reads as empty and a malformed one is recorded in ``problems``.
+
+The evidence files (manifest, gates, metrics) are read through their models
+(:mod:`tuneproof.evidence`); where one validates, the typed object is kept and its dict is what the
+report sections read. Where one does not, the problem is recorded and the raw mapping is kept, so
+the page still shows what the file holds.
 """
 
 from __future__ import annotations
@@ -17,6 +22,9 @@ from typing import Any
 
 import yaml
 
+from tuneproof.errors import RunFolderError
+from tuneproof.evidence import Evidence, GateReport, Manifest, MetricsEnvelope
+
 # Relative paths of the files the report reads, keyed by the attribute they fill.
 RUN_FILES: dict[str, str] = {
     "protocol": "protocol.yaml",
@@ -25,6 +33,13 @@ RUN_FILES: dict[str, str] = {
     "gates": "gates.json",
     "log_history": "training/log_history.json",
     "manifest": "manifest.json",
+}
+
+# The evidence files' models, keyed by the attribute their dict fills.
+EVIDENCE_MODELS: dict[str, type[Evidence]] = {
+    "metrics": MetricsEnvelope,
+    "gates": GateReport,
+    "manifest": Manifest,
 }
 
 # A run folder is written by us, but it may be handed around; cap what we parse.
@@ -86,6 +101,23 @@ class RunData:
     manifest: dict[str, Any] = field(default_factory=dict)
     missing: tuple[str, ...] = ()
     problems: tuple[str, ...] = ()
+    # The typed evidence, where the file validated against its model.
+    typed: dict[str, Evidence] = field(default_factory=dict)
+
+    @property
+    def manifest_doc(self) -> Manifest | None:
+        doc = self.typed.get("manifest")
+        return doc if isinstance(doc, Manifest) else None
+
+    @property
+    def gate_report(self) -> GateReport | None:
+        doc = self.typed.get("gates")
+        return doc if isinstance(doc, GateReport) else None
+
+    @property
+    def envelope(self) -> MetricsEnvelope | None:
+        doc = self.typed.get("metrics")
+        return doc if isinstance(doc, MetricsEnvelope) else None
 
     @property
     def name(self) -> str:
@@ -94,10 +126,16 @@ class RunData:
 
     @property
     def task(self) -> str:
+        if self.envelope is not None:
+            return self.envelope.task
+        if self.manifest_doc is not None:
+            return self.manifest_doc.task
         return str(self.metrics.get("task") or self.protocol.get("task") or "unknown")
 
     @property
     def status(self) -> str:
+        if self.manifest_doc is not None:
+            return self.manifest_doc.status
         status = self.manifest.get("status")
         if isinstance(status, str) and status:
             return status
@@ -108,6 +146,8 @@ class RunData:
 
     @property
     def deployable(self) -> bool:
+        if self.manifest_doc is not None:
+            return self.manifest_doc.deployable
         value = self.manifest.get("deployable")
         return value if isinstance(value, bool) else self.status == "passed"
 
@@ -143,6 +183,8 @@ class RunData:
 
     @property
     def confidence(self) -> float:
+        if self.envelope is not None:
+            return self.envelope.confidence
         return (
             number(self.metrics.get("confidence"))
             or number(dig(self.protocol, "evaluate", "confidence"))
@@ -151,12 +193,15 @@ class RunData:
 
     @property
     def verdicts(self) -> list[dict[str, Any]]:
+        if self.gate_report is not None:
+            return [v.to_json() for v in self.gate_report.verdicts]
         return [mapping(v) for v in sequence(self.gates.get("verdicts")) if isinstance(v, Mapping)]
 
     @property
     def duration_seconds(self) -> float | None:
-        start = parse_time(self.manifest.get("started_at"))
-        end = parse_time(self.manifest.get("finished_at"))
+        doc = self.manifest_doc
+        start = parse_time(doc.started_at if doc else self.manifest.get("started_at"))
+        end = parse_time(doc.finished_at if doc else self.manifest.get("finished_at"))
         if start is None or end is None:
             return None
         try:
@@ -180,6 +225,7 @@ def load_run(run_dir: Path) -> RunData:
     values: dict[str, Any] = {}
     missing: list[str] = []
     problems: list[str] = []
+    typed: dict[str, Evidence] = {}
     for attr, rel in RUN_FILES.items():
         path = run_dir / rel
         if not path.is_file():
@@ -196,6 +242,13 @@ def load_run(run_dir: Path) -> RunData:
             values[attr] = [mapping(e) for e in entries if isinstance(e, Mapping)]
         elif isinstance(raw, Mapping):
             values[attr] = dict(raw)
+            if (model := EVIDENCE_MODELS.get(attr)) is not None:
+                try:
+                    typed[attr] = model.from_json(raw, rel)
+                except RunFolderError as exc:
+                    problems.append(str(exc))
+                else:
+                    values[attr] = typed[attr].to_json()
         else:
             problems.append(f"{rel}: expected a mapping at the top level")
-    return RunData(path=run_dir, missing=tuple(missing), problems=tuple(problems), **values)
+    return RunData(path=run_dir, missing=tuple(missing), problems=tuple(problems), typed=typed, **values)

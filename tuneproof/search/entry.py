@@ -21,6 +21,7 @@ from typing import Any
 
 from tuneproof.context import RunContext, build_context
 from tuneproof.data.prepare import PreparedData
+from tuneproof.evidence import Manifest, SearchRecord
 from tuneproof.protocol.loader import validation_context
 from tuneproof.search.freeze import frozen_protocol_text
 from tuneproof.search.space import with_params
@@ -70,7 +71,7 @@ def lead_search(
     run: RunContext,
     prepared: PreparedData,
     run_dir: Path,
-    manifest: dict[str, Any],
+    manifest: Manifest,
     log: Callable[[str], None],
     workers: int = 1,
 ) -> RunContext:
@@ -85,7 +86,7 @@ def lead_search(
     spec = protocol.search
     assert spec is not None, "lead_search needs a protocol with a search section"
     # On resume the protocol is read from the run folder; its relative paths are the original folder's.
-    base_dir = Path(manifest.get("protocol_dir") or loaded.base_dir)
+    base_dir = Path(manifest.protocol_dir or loaded.base_dir)
     if world_size() > 1:
         raise SearchError(
             "a search runs its trials as separate single-process workers, not as one data-parallel job: "
@@ -115,15 +116,17 @@ def lead_search(
         ]
         text = frozen_protocol_text(chosen, base_dir, header)
         atomic_write_text(run_dir / SEARCH_DIR / CHOSEN_FILE, text)
-        manifest["search"] = {
-            "study_name": outcome.summary["study_name"],
-            "storage": outcome.summary["storage"],
-            "best_trial": best["number"],
-            "best_value": best["value"],
-            "metric": metric,
-            "trials": outcome.summary["trials"],
-            "finished_at": outcome.summary["finished_at"],
-        }
+        manifest.record_search(
+            SearchRecord(
+                study_name=outcome.summary["study_name"],
+                storage=outcome.summary["storage"],
+                best_trial=best["number"],
+                best_value=best["value"],
+                metric=metric,
+                trials=outcome.summary["trials"],
+                finished_at=outcome.summary["finished_at"],
+            )
+        )
         write_manifest(run_dir, manifest, hash_files=False)
     # protocol.yaml says what produced the model: the chosen configuration, every default spelled
     # out. The protocol as written, search section included, stays in protocol.source.yaml.

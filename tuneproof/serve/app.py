@@ -73,7 +73,7 @@ def load_predictor(run_dir: Path, settings: ServeSettings) -> Any:
     from tuneproof.serve.predict import Predictor
 
     predictor = Predictor.load(run_dir, batch_size=settings.batching.model_batch_size)
-    if not predictor.info.get("deployable", False) and not settings.allow_rejected:
+    if not predictor.info.deployable and not settings.allow_rejected:
         raise ServeConfigError(
             f"{run_dir}: the run's gates failed, so its model is not deployable; serve it anyway only with "
             "--allow-rejected (every response then carries X-Tuneproof-Deployable: false)"
@@ -100,12 +100,12 @@ def create_app(
     ``observers`` see every answered batch and export their ``gauges()`` on /metrics."""
     settings = settings or ServeSettings()
     predictor = predictor if predictor is not None else load_predictor(run_dir, settings)
-    task = str(predictor.info.get("task", getattr(predictor.task, "name", "")))
-    deployable = bool(predictor.info.get("deployable", False))
+    task = predictor.info.task
+    deployable = predictor.info.deployable
     limits = settings.limits
     metrics = ServeMetrics(observers)
     worker = ModelWorker()
-    max_length = int(predictor.info.get("max_length") or 512)
+    max_length = predictor.info.max_length
     capture = (
         CaptureWriter(settings.capture, _pii_for_capture(run_dir), metrics, task, run_dir.name)
         if settings.capture is not None

@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 
 from tuneproof.errors import DataValidationError, Problem, RunFolderError
-from tuneproof.export.package import MODEL_INFO
+from tuneproof.evidence import ModelInfo
 from tuneproof.protocol import load_protocol
 from tuneproof.tasks._inference import bf16_linear_weights
 from tuneproof.tasks.base import Task, TaskEnv
@@ -24,7 +24,7 @@ class Predictor:
     task: Task
     model: Any
     tokenizer: Any
-    info: dict[str, Any]
+    info: ModelInfo
     pii: Any = None  # the protocol's PiiSpec when it asks for inputs to be scrubbed too
     batch_size: int = 64
 
@@ -33,25 +33,24 @@ class Predictor:
         from transformers import AutoTokenizer
 
         model_dir = run_dir / "model"
-        info_path = model_dir / MODEL_INFO
+        info_path = model_dir / ModelInfo.FILE
         if not info_path.is_file():
             raise RunFolderError(f"{run_dir} has no packaged model ({info_path} is missing)")
-        info = json.loads(info_path.read_text())
+        info = ModelInfo.read(info_path)
         protocol = load_protocol(run_dir / "protocol.source.yaml").protocol
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        precision = str(info.get("precision", "fp32"))
-        task = get_task(protocol, TaskEnv(tokenizer=tokenizer, precision=precision))
-        task.labels = list(info.get("labels") or [])
+        task = get_task(protocol, TaskEnv(tokenizer=tokenizer, precision=info.precision))
+        task.labels = list(info.labels)
         model = task.load_packaged(model_dir)
         model.eval()
-        if info.get("precision") == "bf16" and task.predicts_under_autocast:
+        if info.precision == "bf16" and task.predicts_under_autocast:
             model = bf16_linear_weights(model)
         pii = protocol.pii if protocol.pii is not None and protocol.pii.on_inputs else None
         return cls(task, model, tokenizer, info, pii, batch_size)
 
     @property
     def precision(self) -> str:
-        return str(self.info.get("precision", "fp32"))
+        return self.info.precision
 
     def predict(self, texts: list[str]) -> list[dict[str, Any]]:
         if self.pii is not None:

@@ -7,6 +7,7 @@ Models whose config asks for custom code are refused unless ``model.allow_remote
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import Any
 
 from tuneproof.data.locate import resolve_location
 from tuneproof.errors import Problem, ProtocolError, UnsafeArtifactError
+from tuneproof.evidence import BaseModelRecord, ParentRun
+from tuneproof.fsutil import sha256_file
 from tuneproof.protocol.schema import ModelSpec, PackageFile
 
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"}
@@ -93,36 +96,81 @@ def loadable(ref: ModelRef) -> ModelRef:
     return ModelRef(str(folder), True, ref.spec.model_copy(update={"gguf_file": None, "allow_pickle": False}))
 
 
-def parent_run(ref: ModelRef) -> dict[str, Any] | None:
+# What from_pretrained reads besides tokenizer vocabularies: weights and JSON configs at the top of
+# the folder. Docs (README.md), package code (__init__.py) and attribute files do not make the model.
+_WEIGHT_SUFFIXES = {".safetensors", ".gguf"}
+
+
+def _model_files(folder: Path, spec: ModelSpec) -> list[Path]:
+    weights = _WEIGHT_SUFFIXES | (PICKLE_SUFFIXES if spec.allow_pickle else set())
+    out = []
+    for p in sorted(folder.iterdir()):
+        if not p.is_file() or p.name.startswith("."):
+            continue
+        if p.suffix == ".gguf" and spec.gguf_file and p.name != spec.gguf_file:
+            continue  # a folder of several quantizations: only the one loaded is the model
+        if p.suffix in weights or p.suffix == ".json":
+            out.append(p)
+    return out
+
+
+def _hub_snapshot(ref: ModelRef) -> Path | None:
+    """The local copy of a hub model in the Hugging Face cache, if one is there (nothing is downloaded)."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(ref.name_or_path, revision=ref.spec.revision, local_files_only=True))
+    except Exception:  # not cached, or offline with no copy: the hub id and revision still name it
+        return None
+
+
+def base_model_record(ref: ModelRef) -> BaseModelRecord:
+    """The base model as the protocol names it (portable), with the SHA-256 of its weights and configs.
+
+    A folder is recorded as the protocol wrote it (relative to the protocol's folder), not as the
+    absolute path it resolved to on this machine; the hashes say whether another machine's copy of
+    it is the same model.
+    """
+    folder = Path(ref.name_or_path) if ref.local else _hub_snapshot(ref)
+    files = {p.name: sha256_file(p) for p in _model_files(folder, ref.spec)} if folder is not None else {}
+    # One digest for the whole model: the hash of the sorted {file: sha256} table.
+    digest = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest() if files else None
+    return BaseModelRecord(
+        source=ref.spec.source,
+        revision=ref.spec.revision,
+        gguf_file=ref.spec.gguf_file,
+        sha256=digest,
+        files=files,
+    )
+
+
+def parent_run(ref: ModelRef) -> ParentRun | None:
     """Lineage of a model packaged by an earlier tuneproof run, or None for any other model."""
-    from tuneproof.export.manifest import sha256_path, verify
-    from tuneproof.export.package import MODEL_INFO
+    from tuneproof.evidence import ModelInfo
+    from tuneproof.export.manifest import read_manifest, verify
 
     folder = Path(ref.name_or_path)
     run_dir = folder.parent
     manifest_path = run_dir / "manifest.json"
-    if not (ref.local and (folder / MODEL_INFO).is_file() and manifest_path.is_file()):
+    if not (ref.local and (folder / ModelInfo.FILE).is_file() and manifest_path.is_file()):
         return None
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except ValueError:
-        manifest = {}
+    manifest = read_manifest(run_dir)  # a parent whose manifest cannot be read is a RunFolderError
     diff = verify(run_dir)
     prefix = f"{folder.name}/"
     model_changes = [f for kind in ("changed", "missing") for f in diff[kind] if f.startswith(prefix)]
-    parent_lineage = manifest.get("lineage") or {}
-    return {
-        "run": str(run_dir),
-        "manifest_sha256": sha256_path(manifest_path),
-        "protocol_sha256": manifest.get("protocol_sha256"),
-        "task": manifest.get("task"),
-        "status": manifest.get("status"),
-        "deployable": manifest.get("deployable"),
+    parent_lineage = manifest.lineage
+    return ParentRun(
+        run=str(run_dir),
+        manifest_sha256=sha256_file(manifest_path),
+        protocol_sha256=manifest.protocol_sha256,
+        task=manifest.task,
+        status=manifest.status,
+        deployable=manifest.deployable,
         # The root of the chain: the parent's own base model, or its parent's, and so on.
-        "base_model": parent_lineage.get("base_model") or manifest.get("base_model"),
-        "model_files_match_manifest": not model_changes,
-        "lineage": parent_lineage,
-    }
+        base_model=(parent_lineage.base_model if parent_lineage else None) or manifest.base_model,
+        model_files_match_manifest=not model_changes,
+        lineage=parent_lineage.to_json() if parent_lineage else {},
+    )
 
 
 def load_tokenizer(ref: ModelRef) -> Any:

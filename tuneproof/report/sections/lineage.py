@@ -45,6 +45,8 @@ def lineage(run: RunData) -> str | None:
             )
         )
     extra = mapping(manifest.get("lineage"))
+    if extra.get("protocol_sha256") == manifest.get("protocol_sha256"):
+        del extra["protocol_sha256"]  # the run's own protocol hash, shown shortened above
     if extra:
         parts.append(h3("Lineage"))
         parts.append(generic_value(extra))
