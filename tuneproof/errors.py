@@ -7,7 +7,9 @@
     ├── TrainingDiverged(RuntimeError)  a non-finite loss or gradient stopped training
     ├── PersonalDataFound               a PII policy of `fail` matched
     ├── GateFailed                      one or more acceptance gates failed (the run is kept, not deployable)
-    └── RunFolderError                  a run folder is missing, incomplete, or changed
+    ├── RunFolderError                  a run folder is missing, incomplete, or changed
+    ├── DriftDetected                   `monitor`: the production window differs from the reference
+    └── PerformanceDegraded             `monitor`: on labelled feedback the model is worse than at release
 
 Each class has an ``exit_code`` so the CLI can map failures to distinct process exit codes
 without a table of isinstance checks.
@@ -74,3 +76,17 @@ class GateFailed(TuneproofError):
 
 class RunFolderError(TuneproofError):
     exit_code = 8
+
+
+class DriftDetected(TuneproofError):
+    """Inputs or predictions drifted; the model may still be right, but it is seeing what it was not
+    validated on. Distinct from ``PerformanceDegraded`` so a scheduler can relabel before retraining."""
+
+    exit_code = 10
+
+
+class PerformanceDegraded(TuneproofError):
+    """Labelled feedback shows a metric worse than the release evaluation, decided on intervals.
+    Takes precedence over drift when both hold: it is the stronger evidence."""
+
+    exit_code = 11
