@@ -218,7 +218,9 @@ def monitor(
         typer.echo(f"{t['name']:<17} p={p:<9} {flag}  ({t['method']})")
     for name, m in ((report.get("performance") or {}).get("metrics") or {}).items():
         d = m.get("difference") or {}
-        typer.echo(f"{name:<17} window - release {d.get('diff')} [{d.get('low')}, {d.get('high')}]: {m['verdict']}")
+        typer.echo(
+            f"{name:<17} window - release {d.get('diff')} [{d.get('low')}, {d.get('high')}]: {m['verdict']}"
+        )
     typer.echo(f"report: {result.out_dir}")
     if result.degraded:
         bad = ", ".join(report["performance"]["degraded"])

@@ -8,6 +8,7 @@ import math
 import random
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -50,11 +51,31 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path) -> Path:
     return Path(res.stdout.strip().splitlines()[-1])
 
 
+@dataclass
+class Res:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def monitor(*args: str) -> Res:
+    """`tuneproof monitor` in this process (typer's runner): the exit code and output the CLI gives,
+    without paying a fresh interpreter and torch import per call."""
+    from typer.testing import CliRunner
+
+    from tuneproof.cli import app
+
+    r = CliRunner().invoke(app, ["monitor", *args])
+    if r.exception is not None and not isinstance(r.exception, SystemExit):
+        raise r.exception
+    return Res(r.exit_code, r.stdout, r.stderr)
+
+
 def _window(tmp: Path, name: str, rows: list[dict[str, str]]) -> Path:
     return write_jsonl(tmp / name, rows)
 
 
-def _report(res: subprocess.CompletedProcess[str]) -> dict:
+def _report(res: Res) -> dict:
     out_dir = Path(next(x for x in res.stdout.splitlines() if x.startswith("report: ")).split(" ", 1)[1])
     return json.loads((out_dir / "monitoring.json").read_text())
 
@@ -82,14 +103,18 @@ def test_reference_is_written_hashed_and_read_back(run_dir: Path) -> None:
 
 def test_a_window_from_the_same_distribution_stays_quiet(run_dir: Path, tmp_path: Path) -> None:
     win = _window(tmp_path, "same.jsonl", [{"text": r["text"]} for r in toy_reviews(150, seed=5)])
-    res = tp("monitor", str(run_dir), "--window", str(win), cwd=tmp_path)
+    res = monitor(str(run_dir), "--window", str(win))
     assert res.returncode == 0, res.stdout + res.stderr
     report = _report(res)
     assert report["verdict"] == "ok" and report["exit_code"] == 0
     tests = {t["name"]: t for t in report["drift"]["tests"]}
     assert set(tests) == {"length", "unknown_tokens", "embedding", "predicted_labels", "confidence"}
-    assert all(t["p_value"] is not None and t["p_value"] > report["drift"]["level_per_test"] for t in tests.values())
-    assert 0.3 < tests["embedding"]["detail"]["auc"] < tests["embedding"]["detail"]["alarm_auc_threshold"] + 0.05
+    assert all(
+        t["p_value"] is not None and t["p_value"] > report["drift"]["level_per_test"] for t in tests.values()
+    )
+    assert (
+        0.3 < tests["embedding"]["detail"]["auc"] < tests["embedding"]["detail"]["alarm_auc_threshold"] + 0.05
+    )
     # The report is beside the run, listed in the index, and outside the manifest's hashes.
     assert (run_dir / "monitoring" / "index.html").read_text().count("monitoring") >= 1
     assert tp("verify", str(run_dir), cwd=tmp_path).returncode == 0
@@ -99,7 +124,7 @@ def test_a_shifted_text_distribution_alarms_with_exit_10(run_dir: Path, tmp_path
     rng = random.Random(3)
     # Long texts of neutral words only: another "domain" than the short opinionated reviews.
     rows = [{"text": " ".join(rng.choice(NEUTRAL) for _ in range(rng.randint(18, 26)))} for _ in range(150)]
-    res = tp("monitor", str(run_dir), "--window", str(_window(tmp_path, "shift.jsonl", rows)), cwd=tmp_path)
+    res = monitor(str(run_dir), "--window", str(_window(tmp_path, "shift.jsonl", rows)))
     assert res.returncode == 10, res.stdout + res.stderr
     report = _report(res)
     assert report["verdict"] == "drift"
@@ -115,7 +140,7 @@ def test_a_label_prior_shift_alarms_on_predicted_labels(run_dir: Path, tmp_path:
     random.Random(0).shuffle(rows)
     win = _window(tmp_path, "prior.csv", [])
     pd.DataFrame({"text": [r["text"] for r in rows]}).to_csv(win, index=False)
-    res = tp("monitor", str(run_dir), "--window", str(win), cwd=tmp_path)
+    res = monitor(str(run_dir), "--window", str(win))
     assert res.returncode == 10, res.stdout + res.stderr
     report = _report(res)
     assert "predicted_labels" in report["drift"]["alarming_tests"]
@@ -128,8 +153,10 @@ def test_labelled_feedback_is_compared_with_the_release_on_intervals(run_dir: Pa
     fresh = toy_reviews(150, seed=11, noise=0.1)
     texts = [{"id": f"r{i}", "text": r["text"]} for i, r in enumerate(fresh)]
     win = _window(tmp_path, "feedback.jsonl", texts)
-    good = _window(tmp_path, "good.jsonl", [{"id": f"r{i}", "label": r["label"]} for i, r in enumerate(fresh)])
-    res = tp("monitor", str(run_dir), "--window", str(win), "--labels", str(good), cwd=tmp_path)
+    good = _window(
+        tmp_path, "good.jsonl", [{"id": f"r{i}", "label": r["label"]} for i, r in enumerate(fresh)]
+    )
+    res = monitor(str(run_dir), "--window", str(win), "--labels", str(good))
     assert res.returncode == 0, res.stdout + res.stderr
     perf = _report(res)["performance"]
     release = json.loads((run_dir / "metrics.json").read_text())["model"]["accuracy"]
@@ -144,7 +171,7 @@ def test_labelled_feedback_is_compared_with_the_release_on_intervals(run_dir: Pa
         for i, r in enumerate(fresh)
     ]
     bad = _window(tmp_path, "bad_labels.jsonl", flipped)
-    res = tp("monitor", str(run_dir), "--window", str(win), "--labels", str(bad), cwd=tmp_path)
+    res = monitor(str(run_dir), "--window", str(win), "--labels", str(bad))
     assert res.returncode == 11, res.stdout + res.stderr
     perf = _report(res)["performance"]
     assert "accuracy" in perf["degraded"] and perf["metrics"]["accuracy"]["difference"]["high"] < 0
@@ -161,12 +188,17 @@ def test_a_capture_folder_is_read_with_its_predictions(run_dir: Path, tmp_path: 
     preds = Predictor.load(run_dir).predict(texts)
     for part in range(2):
         rows = [
-            {"time": f"2026-12-01T10:{i // 60:02d}:{i % 60:02d}Z", "route": "/predict", "text": t, "prediction": p}
+            {
+                "time": f"2026-12-01T10:{i // 60:02d}:{i % 60:02d}Z",
+                "route": "/predict",
+                "text": t,
+                "prediction": p,
+            }
             for i, (t, p) in enumerate(zip(texts, preds, strict=True))
             if i % 2 == part
         ]
         write_jsonl(cap / f"capture-{part}.jsonl", rows)
-    res = tp("monitor", str(run_dir), "--window", str(cap), cwd=tmp_path)
+    res = monitor(str(run_dir), "--window", str(cap))
     assert res.returncode == 0, res.stdout + res.stderr
     w = _report(res)["window"]
     # The most recent 150 of 160 by time, across both files; the captured predictions are used as is.
@@ -182,19 +214,19 @@ def test_a_bad_window_names_file_and_line_and_writes_nothing(run_dir: Path, tmp_
     win = tmp_path / "bad.jsonl"
     win.write_text("\n".join(lines) + "\n")
     before = sorted((run_dir / "monitoring").glob("*")) if (run_dir / "monitoring").exists() else []
-    res = tp("monitor", str(run_dir), "--window", str(win), cwd=tmp_path)
+    res = monitor(str(run_dir), "--window", str(win))
     assert res.returncode == 3, res.stdout + res.stderr
     assert f"{win}:5" in res.stderr and "malformed JSON" in res.stderr
     # Lines 10 and 13 are found in the same pass only once the file parses; fix line 5 and look again.
     lines[4] = json.dumps({"text": "a fine film"})
     win.write_text("\n".join(lines) + "\n")
-    res = tp("monitor", str(run_dir), "--window", str(win), cwd=tmp_path)
+    res = monitor(str(run_dir), "--window", str(win))
     assert res.returncode == 3
     assert f"{win}:10" in res.stderr and "'text'" in res.stderr
     assert f"{win}:13" in res.stderr and "'meh'" in res.stderr
     after = sorted((run_dir / "monitoring").glob("*")) if (run_dir / "monitoring").exists() else []
     assert after == before
-    missing = tp("monitor", str(run_dir), "--window", str(tmp_path / "nope.jsonl"), cwd=tmp_path)
+    missing = monitor(str(run_dir), "--window", str(tmp_path / "nope.jsonl"))
     assert missing.returncode == 3 and "nope.jsonl" in missing.stderr
 
 

@@ -54,10 +54,14 @@ def decide(
     seed: int,
     null: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """The drift part of the verdict, from two samples already observed (no files read or written)."""
+    """The drift part of the verdict, from two samples already observed (no files read or written).
+
+    ``null``: the embedding test's permutation null if already computed for this reference and
+    window size (``drift.reduced_null`` with the same seed gives the same one).
+    """
     level = per_test_level(spec)
     ref_side, dropped = without_overlap(ref, win.texts)
-    tests: list[DriftTest] = drift_tests(ref_side, win, spec.permutations, level, seed, null)
+    tests: list[DriftTest] = drift_tests(ref_side, win, spec.permutations, level, seed, null, ref.embeddings)
     rows = []
     alarming = []
     for t in tests:

@@ -66,7 +66,10 @@ def unknown_token_test(ref: np.ndarray, win: np.ndarray) -> DriftTest:
     """Mann-Whitney U on per-text unknown-token shares: texts, not tokens, are the independent units."""
     a, b = _finite(ref), _finite(win)
     method = "Mann-Whitney U on per-text unknown-token rate"
-    detail = {"reference_rate": float(a.mean()) if a.size else None, "window_rate": float(b.mean()) if b.size else None}
+    detail = {
+        "reference_rate": float(a.mean()) if a.size else None,
+        "window_rate": float(b.mean()) if b.size else None,
+    }
     if min(a.size, b.size) < MIN_ROWS:
         return DriftTest("unknown_tokens", method, None, detail=detail, note=f"fewer than {MIN_ROWS} texts")
     if np.all(a == a[0]) and np.all(b == a[0]):
@@ -159,18 +162,27 @@ def embedding_test(
     level: float,
     seed: int,
     null: np.ndarray | None = None,
+    basis: np.ndarray | None = None,
 ) -> DriftTest:
-    """Domain classifier on the model's embeddings, its p-value from the reference's permutation null."""
+    """Domain classifier on the model's embeddings, its p-value from the reference's permutation null.
+
+    ``basis`` (default ``ref_emb``) is what the PCA reduction is fitted on: the whole reference, also
+    when rows repeated in the window were left out of ``ref_emb``, so the null (computed on the whole
+    reference) and the comparison live in the same space.
+    """
     method = "domain classifier (logistic regression, 5-fold AUC) on embeddings, permutation-calibrated"
     if ref_emb is None or win_emb is None or min(len(ref_emb), len(win_emb)) < MIN_ROWS:
         return DriftTest("embedding", method, None, note="no embeddings or too few rows")
     if len(ref_emb) < 2 * MIN_ROWS:
-        return DriftTest("embedding", method, None, note=f"the reference needs {2 * MIN_ROWS} rows to calibrate")
-    reducer = _reduce(ref_emb, _DOMAIN_DIMS, seed)
+        return DriftTest(
+            "embedding", method, None, note=f"the reference needs {2 * MIN_ROWS} rows to calibrate"
+        )
+    full = ref_emb if basis is None else basis
+    reducer = _reduce(full, _DOMAIN_DIMS, seed)
     r, w = reducer.transform(ref_emb), reducer.transform(win_emb)
     auc = domain_auc(r, w, seed)
     if null is None:
-        null = permutation_null(r, len(w), permutations, seed)
+        null = _cached_null(reducer.transform(full), len(w), permutations, seed)
     p = (1.0 + float(np.sum(null >= auc))) / (len(null) + 1.0)
     threshold = float(np.quantile(null, 1.0 - level)) if len(null) else math.nan
     detail = {
@@ -179,9 +191,25 @@ def embedding_test(
         "null_auc_median": float(np.median(null)),
         "null_auc_max": float(np.max(null)),
         "permutations": len(null),
-        "pseudo_window": int(min(len(w), len(r) // 2)),
+        "pseudo_window": int(min(len(w), len(full) // 2)),
     }
     return DriftTest("embedding", method, p, auc, detail)
+
+
+_NULLS: dict[tuple[str, int, int, int], np.ndarray] = {}
+
+
+def _cached_null(ref_reduced: np.ndarray, window: int, permutations: int, seed: int) -> np.ndarray:
+    """The null depends only on the reference, the window size and the seed: a process that checks
+    many windows (a scheduler loop, the tests) calibrates once per size."""
+    import hashlib
+
+    key = (hashlib.sha256(ref_reduced.tobytes()).hexdigest(), window, permutations, seed)
+    if key not in _NULLS:
+        if len(_NULLS) >= 8:
+            _NULLS.pop(next(iter(_NULLS)))
+        _NULLS[key] = permutation_null(ref_reduced, window, permutations, seed)
+    return _NULLS[key]
 
 
 def reduced_null(ref_emb: np.ndarray, window: int, permutations: int, seed: int) -> np.ndarray:
@@ -209,11 +237,12 @@ def drift_tests(
     level: float,
     seed: int,
     null: np.ndarray | None = None,
+    basis: np.ndarray | None = None,
 ) -> list[DriftTest]:
     """Every input and prediction test, in report order."""
     return [
         ks_test("length", ref.lengths, win.lengths, "token length"),
         unknown_token_test(ref.unk_rate, win.unk_rate),
-        embedding_test(ref.embeddings, win.embeddings, permutations, level, seed, null),
+        embedding_test(ref.embeddings, win.embeddings, permutations, level, seed, null, basis),
         *prediction_tests(ref, win),
     ]

@@ -129,7 +129,7 @@ def embed(
     device = next(model.parameters()).device
     # An encoder-decoder embeds with its encoder; every other model's forward gives the hidden states.
     seq2seq = bool(getattr(getattr(model, "config", None), "is_encoder_decoder", False))
-    body = model.get_encoder() if seq2seq else model
+    body: nn.Module = model.get_encoder() if seq2seq else model  # type: ignore[operator]
     out: np.ndarray | None = None
     was_training = model.training
     model.eval()
@@ -141,7 +141,9 @@ def embed(
             for idx in inference_batches(lengths, batch_size):
                 b = collate([{"input_ids": enc[i]} for i in idx])
                 mask = b["attention_mask"].to(device)
-                res = body(input_ids=b["input_ids"].to(device), attention_mask=mask, output_hidden_states=True)
+                res = body(
+                    input_ids=b["input_ids"].to(device), attention_mask=mask, output_hidden_states=True
+                )
                 hidden = res.hidden_states[-1].float()
                 m = mask.unsqueeze(-1).float()
                 pooled = ((hidden * m).sum(1) / m.sum(1).clamp(min=1.0)).cpu().numpy()

@@ -47,7 +47,13 @@ class LiveDrift:
         for n, u, pred in zip(lengths, unk, predictions, strict=True):
             cat, conf, score = summarize_prediction(pred)
             rows.append(
-                (int(n), float(u), cat, math.nan if conf is None else conf, math.nan if score is None else score)
+                (
+                    int(n),
+                    float(u),
+                    cat,
+                    math.nan if conf is None else conf,
+                    math.nan if score is None else score,
+                )
             )
         with self._lock:
             self._rows.extend(rows)
@@ -65,7 +71,10 @@ class LiveDrift:
         cats: Sequence[str | None] = [r[2] for r in rows]
         conf = np.array([r[3] for r in rows], dtype=np.float64)
         score = np.array([r[4] for r in rows], dtype=np.float64)
-        out: dict[str, float] = {"window_size": float(len(rows)), "observed_total": float(self.observed_total)}
+        out: dict[str, float] = {
+            "window_size": float(len(rows)),
+            "observed_total": float(self.observed_total),
+        }
         out["length_ks_pvalue"] = _p(ks_test("length", ref.lengths, lengths, "token length"))
         out["unknown_token_rate"] = float(unk.mean()) if unk.size else math.nan
         out["unknown_token_pvalue"] = _p(unknown_token_test(ref.unk_rate, unk))

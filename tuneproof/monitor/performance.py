@@ -137,7 +137,7 @@ def compare_performance(
     gate_check = check_gates(bound_gates, {"model": window_block}) if bound_gates else None
     return {
         "available": True,
-        "n": int(len(y_win)),
+        "n": len(y_win),
         "confidence": confidence,
         "bootstrap_samples": spec.bootstrap_samples,
         "tolerance": spec.tolerance,

@@ -126,7 +126,9 @@ def load_reference(run_dir: Path) -> Reference:
         texts=frame["text"].astype(str).tolist(),
         lengths=frame["length"].to_numpy(dtype=np.int64),
         unk_rate=frame["unk_rate"].to_numpy(dtype=np.float64),
-        category=[None if c is None or (isinstance(c, float) and np.isnan(c)) else str(c) for c in frame["category"]],
+        category=[
+            None if c is None or (isinstance(c, float) and np.isnan(c)) else str(c) for c in frame["category"]
+        ],
         confidence=frame["confidence"].to_numpy(dtype=np.float64),
         score=frame["score"].to_numpy(dtype=np.float64),
         embeddings=tensors["embeddings"],

@@ -46,7 +46,9 @@ def _rows(path: Path, problems: list[Problem]) -> list[dict[str, Any]]:
         return []
     fmt = detect_format(path)
     if fmt not in ("jsonl", "csv", "tsv", "parquet"):
-        problems.append(Problem(str(path), f"a window is JSONL, CSV or Parquet (or a capture folder), not {fmt}"))
+        problems.append(
+            Problem(str(path), f"a window is JSONL, CSV or Parquet (or a capture folder), not {fmt}")
+        )
         return []
     res = read_file(path, fmt, "utf-8")
     problems.extend(res.problems)
@@ -106,12 +108,18 @@ def read_window(
                 preds.append(p)
         lab = _label(r.get(label_column))
         if lab is not None and allowed is not None and lab not in allowed:
-            problems.append(Problem(_where(r), f"label {lab!r} is not one of the run's labels {sorted(allowed)}"))
+            problems.append(
+                Problem(_where(r), f"label {lab!r} is not one of the run's labels {sorted(allowed)}")
+            )
         labels.append(lab)
     if preds and len(preds) != len(rows) and not problems:
-        problems.append(Problem(str(path), "some rows carry a 'prediction' and some do not; give all or none"))
+        problems.append(
+            Problem(str(path), "some rows carry a 'prediction' and some do not; give all or none")
+        )
     if not problems and len(rows) < MIN_ROWS:
-        problems.append(Problem(str(path), f"the window has {len(rows)} rows; at least {MIN_ROWS} are needed"))
+        problems.append(
+            Problem(str(path), f"the window has {len(rows)} rows; at least {MIN_ROWS} are needed")
+        )
     if labels_path is not None and not problems:
         labels = _joined_labels(labels_path, rows, rows_read, label_column, allowed, problems)
     if problems:
@@ -152,7 +160,9 @@ def _joined_labels(
         if lab is None:
             problems.append(Problem(_where(r), f"needs a {label_column!r} field"))
         elif allowed is not None and lab not in allowed:
-            problems.append(Problem(_where(r), f"label {lab!r} is not one of the run's labels {sorted(allowed)}"))
+            problems.append(
+                Problem(_where(r), f"label {lab!r} is not one of the run's labels {sorted(allowed)}")
+            )
         if keyed:
             by_id[str(r["id"])] = r
     if problems:

@@ -306,7 +306,6 @@ class DaptSpec(Strict):
     )
 
 
-
 MonitorTest = Literal["length", "unknown_tokens", "embedding", "predicted_labels", "confidence"]
 
 
@@ -352,6 +351,7 @@ class MonitorSpec(Strict):
                 f"(the smallest permutation p-value is 1/(permutations+1)); use at least {need}"
             )
         return self
+
 
 # Per-task settings where the classification default would be wrong; filled in when a protocol leaves
 # them out, then checked after validation. Keys: baselines allowed (first list is the default),
