@@ -266,6 +266,12 @@ def serve(
     ] = None,
     capture_max_file_bytes: int = 64 * 1024 * 1024,
     capture_max_files: int = 50,
+    drift_window: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="recent texts behind the drift gauges (default: the protocol's monitor.window)"
+        ),
+    ] = None,
 ) -> None:
     """Serve a run's model over HTTP: POST /predict (or /v1/chat/completions for sft), /health, /ready,
     /metrics. API keys are required unless binding to loopback."""
@@ -304,7 +310,7 @@ def serve(
         return
     try:
         keys = ApiKeys.load(api_keys_env, api_keys_file) if (api_keys_env or api_keys_file) else None
-        run_server(run_dir, host, port, settings, keys)
+        run_server(run_dir, host, port, settings, keys, drift_window=drift_window)
     except TuneproofError as exc:
         _fail(exc)
 

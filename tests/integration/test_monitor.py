@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,36 +17,9 @@ from helpers import NEUTRAL, POSITIVE, toy_reviews, write_jsonl
 pytestmark = pytest.mark.integration
 
 
-def tp(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tuneproof", *args], cwd=cwd, capture_output=True, text=True, timeout=600
-    )
-
-
-PROTOCOL = """
-name: tiny-monitor
-task: classification
-seed: 7
-model: {{source: {model}, max_length: 32}}
-data: {{files: [{data}], labels: [neg, pos]}}
-split: {{train: 0.5, validation: 0.1, test: 0.4}}
-train: {{epochs: 4, scheduler: constant, batch_size: 16, learning_rate: 0.003, precision: fp32}}
-evaluate: {{bootstrap_samples: 200}}
-gates:
-  - {{metric: accuracy, min: 0.6}}
-monitor: {{window: 150, permutations: 100, bootstrap_samples: 300}}
-"""
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path) -> Path:
-    d = tmp_path_factory.mktemp("monitor-run")
-    data = write_jsonl(d / "reviews.jsonl", toy_reviews(600, seed=1))
-    proto = d / "protocol.yaml"
-    proto.write_text(PROTOCOL.format(model=tiny_bert, data=data))
-    res = tp("run", str(proto), cwd=d)
-    assert res.returncode == 0, res.stderr[-3000:]
-    return Path(res.stdout.strip().splitlines()[-1])
+@pytest.fixture
+def run_dir(monitor_run_dir: Path) -> Path:
+    return monitor_run_dir
 
 
 @dataclass
@@ -58,17 +29,21 @@ class Res:
     stderr: str
 
 
-def monitor(*args: str) -> Res:
-    """`tuneproof monitor` in this process (typer's runner): the exit code and output the CLI gives,
-    without paying a fresh interpreter and torch import per call."""
+def cli(*args: str) -> Res:
+    """The CLI in this process (typer's runner): the exit code and output it gives, without paying a
+    fresh interpreter and torch import per call."""
     from typer.testing import CliRunner
 
     from tuneproof.cli import app
 
-    r = CliRunner().invoke(app, ["monitor", *args])
+    r = CliRunner().invoke(app, list(args))
     if r.exception is not None and not isinstance(r.exception, SystemExit):
         raise r.exception
     return Res(r.exit_code, r.stdout, r.stderr)
+
+
+def monitor(*args: str) -> Res:
+    return cli("monitor", *args)
 
 
 def _window(tmp: Path, name: str, rows: list[dict[str, str]]) -> Path:
@@ -117,10 +92,10 @@ def test_a_window_from_the_same_distribution_stays_quiet(run_dir: Path, tmp_path
     )
     # The report is beside the run, listed in the index, and outside the manifest's hashes.
     assert (run_dir / "monitoring" / "index.html").read_text().count("monitoring") >= 1
-    assert tp("verify", str(run_dir), cwd=tmp_path).returncode == 0
+    assert cli("verify", str(run_dir)).returncode == 0
 
 
-def test_a_shifted_text_distribution_alarms_with_exit_10(run_dir: Path, tmp_path: Path) -> None:
+def test_a_shifted_text_distribution_alarms_with_exit_13(run_dir: Path, tmp_path: Path) -> None:
     rng = random.Random(3)
     # Long texts of neutral words only: another "domain" than the short opinionated reviews.
     rows = [{"text": " ".join(rng.choice(NEUTRAL) for _ in range(rng.randint(18, 26)))} for _ in range(150)]
@@ -198,6 +173,9 @@ def test_a_capture_folder_is_read_with_its_predictions(run_dir: Path, tmp_path: 
             if i % 2 == part
         ]
         write_jsonl(cap / f"capture-{part}.jsonl", rows)
+    # A writer killed mid-line leaves a last line without its newline; capture.py says readers skip it.
+    with (cap / "capture-1.jsonl").open("a") as f:
+        f.write('{"time": "2026-12-01T11:00:00Z", "route": "/predict", "text": "cut o')
     res = monitor(str(run_dir), "--window", str(cap))
     assert res.returncode == 0, res.stdout + res.stderr
     w = _report(res)["window"]

@@ -91,3 +91,18 @@ class LiveDrift:
 
 def _p(test: DriftTest) -> float:
     return math.nan if test.p_value is None else float(test.p_value)
+
+
+def live_drift_observers(run_dir: Path, window: int | None = None) -> list[LiveDrift]:
+    """What ``tuneproof serve`` watches with: a ``LiveDrift`` when the run stored a reference (tasks
+    that are monitored), none otherwise. ``window`` defaults to the protocol's ``monitor.window``."""
+    from tuneproof.monitor.reference import REFERENCE_DIR
+
+    run_dir = Path(run_dir)
+    if not (run_dir / REFERENCE_DIR).is_dir():
+        return []
+    if window is None:
+        from tuneproof.protocol import load_protocol
+
+        window = load_protocol(run_dir / "protocol.source.yaml").protocol.monitor.window
+    return [LiveDrift(run_dir, window=window)]

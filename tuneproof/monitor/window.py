@@ -38,7 +38,7 @@ def _rows(path: Path, problems: list[Problem]) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
         for f in files:
             res = read_jsonl(f, "utf-8")
-            problems.extend(res.problems)
+            problems.extend(p for p in res.problems if not _torn_last_line(f, p))
             rows += [{**r, "_file": str(f)} for r in res.rows]
         return rows
     if not path.is_file():
@@ -53,6 +53,18 @@ def _rows(path: Path, problems: list[Problem]) -> list[dict[str, Any]]:
     res = read_file(path, fmt, "utf-8")
     problems.extend(res.problems)
     return [{**r, "_file": str(path)} for r in res.rows]
+
+
+def _torn_last_line(path: Path, problem: Problem) -> bool:
+    """A capture file's last line cut off by a killed writer (serve/capture.py documents that such a
+    file ends without a newline and that readers skip that line); only for ``.jsonl`` capture files."""
+    if path.suffix != ".jsonl" or not problem.message.startswith("malformed JSON"):
+        return False
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return False
+    last = data.count(b"\n") + 1
+    return problem.where == f"{path}:{last}"
 
 
 def _where(row: dict[str, Any]) -> str:
