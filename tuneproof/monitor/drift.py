@@ -128,8 +128,12 @@ def domain_auc(a: np.ndarray, b: np.ndarray, seed: int, folds: int = _DOMAIN_FOL
 
     x = np.vstack([a, b])
     y = np.r_[np.zeros(len(a)), np.ones(len(b))]
+    from threadpoolctl import threadpool_limits
+
     cv = StratifiedKFold(n_splits=min(folds, len(a), len(b)), shuffle=True, random_state=seed)
-    with warnings.catch_warnings():
+    # Small fits (hundreds of rows by 32 columns), hundreds per calibration: BLAS threads only add
+    # synchronisation (measured here: 10x slower per fit with 2 threads on a busy 2-core machine).
+    with threadpool_limits(limits=1), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence chatter on separable folds is not a result
         scores = cross_val_predict(
             LogisticRegression(C=1.0, max_iter=500), x, y, cv=cv, method="predict_proba"
@@ -145,18 +149,13 @@ def permutation_null(ref_emb: np.ndarray, window: int, permutations: int, seed: 
     When the real comparison has more rows (the whole reference against the window) the true null is
     narrower than this one, so the calibrated threshold errs on the side of fewer alarms.
     """
-    from threadpoolctl import threadpool_limits
-
     n = ref_emb.shape[0]
     size = min(window, n // 2)
     rng = np.random.default_rng(seed)
     out = np.empty(permutations, dtype=np.float64)
-    # Hundreds of fits on a few hundred rows by 32 columns: BLAS threads only add synchronisation
-    # (measured here: 10x slower per fit with 2 threads on a busy 2-core machine). Same results.
-    with threadpool_limits(limits=1):
-        for i in range(permutations):
-            perm = rng.permutation(n)
-            out[i] = domain_auc(ref_emb[perm[size:]], ref_emb[perm[:size]], seed + 1 + i)
+    for i in range(permutations):
+        perm = rng.permutation(n)
+        out[i] = domain_auc(ref_emb[perm[size:]], ref_emb[perm[:size]], seed + 1 + i)
     return out
 
 
