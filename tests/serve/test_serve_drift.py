@@ -129,3 +129,14 @@ def test_serve_exports_drift_gauges_and_its_capture_is_monitored(
     first = sorted(records, key=lambda x: x["time"])[:120]
     kept = [x for x in first if x["text"] in answered]  # the PII policy may rewrite some texts
     assert len(kept) >= 100 and all(x["prediction"]["label"] == answered[x["text"]] for x in kept)
+
+
+def test_a_run_without_a_reference_is_served_without_drift_observers(
+    monitor_run_dir: Path, tmp_path: Path
+) -> None:
+    from tuneproof.monitor.live import LiveDrift, live_drift_observers
+
+    assert live_drift_observers(tmp_path) == []  # e.g. an sft run: nothing stored to compare with
+    (obs,) = live_drift_observers(monitor_run_dir)
+    assert isinstance(obs, LiveDrift) and obs.window == 150  # the protocol's monitor.window
+    assert live_drift_observers(monitor_run_dir, 7)[0].window == 7
