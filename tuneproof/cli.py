@@ -194,6 +194,49 @@ def verify(run_dir: Path) -> None:
 
 
 @app.command()
+def monitor(
+    run_dir: Path,
+    window: Annotated[
+        Path, typer.Option(help="captured JSONL folder from serve, or a JSONL / CSV / Parquet file of texts")
+    ],
+    labels: Annotated[
+        Path | None, typer.Option(help="labels for the window (joined on 'id', else row by row)")
+    ] = None,
+    window_size: Annotated[
+        int | None, typer.Option(min=20, help="rows to compare (default: the protocol's monitor.window)")
+    ] = None,
+    text_column: str = "text",
+    label_column: str = "label",
+) -> None:
+    """Compare a production window with the run's reference. Exit 13 on drift, 14 when labelled
+    feedback shows the model worse than at release; the report goes to RUN/monitoring/."""
+    from tuneproof.errors import DriftDetected, PerformanceDegraded
+    from tuneproof.monitor.check import monitor_run
+
+    try:
+        result = monitor_run(run_dir, window, labels, window_size, text_column, label_column)
+    except TuneproofError as exc:
+        _fail(exc)
+        return
+    report = result.report
+    for t in report["drift"]["tests"]:
+        p = "n/a" if t["p_value"] is None else f"{t['p_value']:.3g}"
+        flag = "ALARM" if t["alarm"] else ("quiet" if t["alarm_on"] else "reported")
+        typer.echo(f"{t['name']:<17} p={p:<9} {flag}  ({t['method']})")
+    for name, m in ((report.get("performance") or {}).get("metrics") or {}).items():
+        d = m.get("difference") or {}
+        typer.echo(
+            f"{name:<17} window - release {d.get('diff')} [{d.get('low')}, {d.get('high')}]: {m['verdict']}"
+        )
+    typer.echo(f"report: {result.out_dir}")
+    if result.degraded:
+        bad = ", ".join(report["performance"]["degraded"])
+        _fail(PerformanceDegraded(f"labelled feedback: worse than at release on {bad}"))
+    if result.drift:
+        _fail(DriftDetected(f"drift detected by {', '.join(report['drift']['alarming_tests'])}"))
+
+
+@app.command()
 def serve(
     run_dir: Path,
     host: str = "127.0.0.1",
@@ -222,6 +265,12 @@ def serve(
     ] = None,
     capture_max_file_bytes: int = 64 * 1024 * 1024,
     capture_max_files: int = 50,
+    drift_window: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="recent texts behind the drift gauges (default: the protocol's monitor.window)"
+        ),
+    ] = None,
 ) -> None:
     """Serve a run's model over HTTP: POST /predict (or /v1/chat/completions for sft), /health, /ready,
     /metrics. API keys are required unless binding to loopback."""
@@ -260,7 +309,7 @@ def serve(
         return
     try:
         keys = ApiKeys.load(api_keys_env, api_keys_file) if (api_keys_env or api_keys_file) else None
-        run_server(run_dir, host, port, settings, keys)
+        run_server(run_dir, host, port, settings, keys, drift_window=drift_window)
     except TuneproofError as exc:
         _fail(exc)
 

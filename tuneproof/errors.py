@@ -14,6 +14,8 @@
       10  │   └── TrialFailed                   one trial could not finish; the search records it and goes on
       11  ├── TemplateError                     the chat template cannot be used for assistant-only loss
       12  ├── ServeConfigError                  `serve` cannot start as asked (binding, rejected model, keys)
+      13  ├── DriftDetected                     `monitor`: the production window differs from the reference
+      14  ├── PerformanceDegraded               `monitor`: on labelled feedback, worse than at release
      130  └── Interrupted                       a signal stopped training after a checkpoint; `run` resumes
 
 Each class has an ``exit_code`` so the CLI maps failures to distinct process exit codes without a
@@ -118,6 +120,20 @@ class ServeConfigError(TuneproofError):
     """`tuneproof serve` cannot start as asked (unsafe binding, rejected model, bad key file)."""
 
     exit_code = 12
+
+
+class DriftDetected(TuneproofError):
+    """Inputs or predictions drifted; the model may still be right, but it is seeing what it was not
+    validated on. Distinct from ``PerformanceDegraded`` so a scheduler can relabel before retraining."""
+
+    exit_code = 13
+
+
+class PerformanceDegraded(TuneproofError):
+    """Labelled feedback shows a metric worse than the release evaluation, decided on intervals.
+    Takes precedence over drift when both hold: it is the stronger evidence."""
+
+    exit_code = 14
 
 
 class Interrupted(TuneproofError):

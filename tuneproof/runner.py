@@ -25,6 +25,7 @@ from tuneproof.export.manifest import environment, read_manifest, write_manifest
 from tuneproof.export.package import package_model
 from tuneproof.fsutil import atomic_write_json, atomic_write_text
 from tuneproof.gates import check_gates
+from tuneproof.monitor.reference import write_reference
 from tuneproof.protocol import LoadedProtocol, dump_protocol, load_protocol
 from tuneproof.protocol.schema import Protocol
 from tuneproof.train import distributed
@@ -286,6 +287,7 @@ def _train_evaluate_package(
         deployable=gates.passed,
     )
     package_model(result.model, tokenizer, info, run_dir / "model")
+    write_reference(run_dir, task, test, outputs)  # what `tuneproof monitor` compares production with
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     status: Literal["passed", "rejected"] = "passed" if gates.passed else "rejected"
     manifest.finish(status, deployable=gates.passed)

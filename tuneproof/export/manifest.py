@@ -17,8 +17,9 @@ from tuneproof.evidence import Manifest, now
 from tuneproof.fsutil import sha256_file as sha256_path
 
 MANIFEST = Manifest.FILE
-# Checkpoints rotate during training; they carry their own checkpoint.json hashes.
-_UNHASHED_DIRS = ("checkpoints",)
+# Checkpoints rotate during training; they carry their own checkpoint.json hashes. Monitoring
+# reports are appended after release: they are not part of the evidence the manifest seals.
+_UNHASHED_DIRS = ("checkpoints", "monitoring")
 _LIBRARIES = (
     "tuneproof",
     "torch",

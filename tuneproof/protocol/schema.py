@@ -411,6 +411,53 @@ class DaptSpec(Strict):
     )
 
 
+MonitorTest = Literal["length", "unknown_tokens", "embedding", "predicted_labels", "confidence"]
+
+
+class MonitorSpec(Strict):
+    """How `tuneproof monitor` compares a production window with the run's reference (its test split)."""
+
+    window: Annotated[int, Field(ge=20, le=1_000_000)] = Field(
+        500, description="rows per window: the most recent this many are compared with the reference"
+    )
+    alpha: Annotated[float, Field(gt=0.0, lt=0.5)] = Field(
+        0.05, description="false-alarm level of the whole drift verdict (all alarming tests together)"
+    )
+    correction: Literal["bonferroni", "none"] = Field(
+        "bonferroni", description="bonferroni: each alarming test runs at alpha / number of tests"
+    )
+    alarm_on: list[MonitorTest] = Field(
+        default_factory=lambda: list[MonitorTest](
+            ["length", "unknown_tokens", "embedding", "predicted_labels", "confidence"]
+        ),
+        description="the tests whose p-value can raise the drift alarm; the others are reported only",
+    )
+    permutations: Annotated[int, Field(ge=19, le=10_000)] = Field(
+        200, description="random reference splits that calibrate the embedding domain classifier"
+    )
+    performance_metrics: list[str] = Field(
+        default_factory=lambda: ["accuracy", "macro_f1"],
+        description="metrics re-estimated on labelled feedback and compared with the release evaluation",
+    )
+    tolerance: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        0.0, description="degraded when the window is worse than release by more than this, on the interval"
+    )
+    bootstrap_samples: Annotated[int, Field(ge=100, le=100_000)] = 1000
+
+    @model_validator(mode="after")
+    def _can_alarm(self) -> MonitorSpec:
+        if len(set(self.alarm_on)) != len(self.alarm_on):
+            raise ValueError("monitor.alarm_on has duplicates")
+        level = self.alpha / max(len(self.alarm_on), 1) if self.correction == "bonferroni" else self.alpha
+        if "embedding" in self.alarm_on and 1.0 / (self.permutations + 1) >= level:
+            need = int(1.0 / level)
+            raise ValueError(
+                f"monitor.permutations {self.permutations} cannot reach the per-test level {level:.4g} "
+                f"(the smallest permutation p-value is 1/(permutations+1)); use at least {need}"
+            )
+        return self
+
+
 class Protocol(Strict):
     version: Literal[1] = 1
     name: str
@@ -432,6 +479,7 @@ class Protocol(Strict):
     dapt: DaptSpec = DaptSpec()
     sft: SftSpec = SftSpec()
     search: SearchSpec | None = None
+    monitor: MonitorSpec = MonitorSpec()
 
     @field_validator("name")
     @classmethod

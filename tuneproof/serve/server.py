@@ -64,12 +64,15 @@ def serve(
     settings: ServeSettings,
     keys: ApiKeys | None,
     graceful_timeout_s: int = 30,
+    drift_window: int | None = None,
 ) -> None:
+    from tuneproof.monitor.live import live_drift_observers
     from tuneproof.serve.app import create_app
 
     check_binding(host, keys)
     configure_logging()
-    app = create_app(run_dir, settings, keys)
+    # /metrics carries tuneproof_drift_* gauges whenever the run stored a monitoring reference.
+    app = create_app(run_dir, settings, keys, observers=live_drift_observers(run_dir, drift_window))
     config = uvicorn.Config(
         app,
         host=host,

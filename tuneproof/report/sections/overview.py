@@ -41,6 +41,14 @@ def header(run: RunData) -> str:
         Safe(f'<div class="chips">{chips}</div>'),
         kv_table({k: v for k, v in facts.items() if v not in (None, "", "—")}),
     ]
+    if (run.path / "reference").is_dir():
+        # Checks are appended after release, so the link is fixed now and the index appears later.
+        parts.append(
+            Safe(
+                '<p>Monitoring: <a href="monitoring/index.html">checks of production windows</a> '
+                "against this run's test split (written by <code>tuneproof monitor</code>).</p>"
+            )
+        )
     if run.error:
         parts.append(
             Safe(f'<div class="callout fail"><strong>The run failed.</strong> {esc(run.error)}</div>')
