@@ -126,11 +126,20 @@ class CaptureWriter:
             if text is None:
                 self.metrics.capture_dropped.labels(reason="pii").inc()
                 continue
+            pred = _scrub_prediction(pred, raw, text)
+            if isinstance(pred.get("generation"), str):
+                # A generated reply can repeat what the user wrote, or what the model memorised:
+                # it is scrubbed like the input, and the record dropped where a policy says fail.
+                reply = self._scrub([pred["generation"]])[0]
+                if reply is None:
+                    self.metrics.capture_dropped.labels(reason="pii").inc()
+                    continue
+                pred = {**pred, "generation": reply}
             record = {
                 "time": item.time,
                 "route": item.route,
                 "text": text,
-                "prediction": _scrub_prediction(pred, raw, text),
+                "prediction": pred,
                 "request_id": item.request_id,
                 "index": i,
                 "task": self.task,
@@ -169,7 +178,7 @@ class CaptureWriter:
 def _scrub_prediction(pred: dict[str, Any], raw: str, text: str) -> dict[str, Any]:
     """A prediction with no copy of unscrubbed input text in it."""
     if "generation" in pred or ("words" not in pred and "entities" not in pred):
-        return pred  # labels, probabilities, scores and generations hold no input text
+        return pred  # labels, probabilities and scores hold no input text; a generation is scrubbed apart
     if raw == text:
         return pred
     words = text.split()
