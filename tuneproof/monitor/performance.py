@@ -135,7 +135,7 @@ def compare_performance(
             "verdict": verdict,
         }
     bound_gates = [g for g in gates if (g.min is not None or g.max is not None) and g.metric in window_block]
-    gate_check = check_gates(bound_gates, {"model": window_block}) if bound_gates else None
+    gate_check = check_gates(bound_gates, {"model": window_block}).to_json() if bound_gates else None
     return {
         "available": True,
         "n": len(y_win),
