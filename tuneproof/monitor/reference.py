@@ -54,7 +54,7 @@ def write_reference(run_dir: Path, task: Any, test: pd.DataFrame, outputs: Any) 
 
     predictor = Predictor.load(run_dir)
     preds = task.format_prediction(np.asarray(outputs) if not isinstance(outputs, list) else outputs)
-    labels = [None if pd.isna(x) else _label_text(x) for x in test["label"]] if "label" in test else None
+    labels = [None if _missing(x) else _label_text(x) for x in test["label"]] if "label" in test else None
     obs = observe(predictor, test["text"].tolist(), preds, None)
     frame = pd.DataFrame(
         {
@@ -97,6 +97,11 @@ def write_reference(run_dir: Path, task: Any, test: pd.DataFrame, outputs: Any) 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _missing(x: Any) -> bool:
+    # Not pd.isna: on a list (multi-label labels, NER tags) it answers element by element.
+    return x is None or (isinstance(x, float) and np.isnan(x))
 
 
 def _label_text(x: Any) -> str:
