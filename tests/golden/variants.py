@@ -383,7 +383,7 @@ gates:
     ),
     Variant(
         name="seq2seq-titles",
-        example="examples/seq2seq-titles.yaml",
+        example="docs/protocols/seq2seq-titles.yaml",
         covers="seq2seq on a tiny T5: source/target columns of a jsonl, full fine-tuning, source and "
         "target truncation lengths, greedy generation scored with ROUGE-L and chrF against the base model",
         protocol=f"""
