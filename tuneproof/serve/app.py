@@ -397,26 +397,22 @@ async def _await_item(
     if outcome == "timeout":  # still queued at its deadline: it will never start
         item.cancel()
         metrics.cancelled.labels(reason="queue_deadline").inc()
-        raise Refused(
-            503,
-            "queue_deadline",
-            f"not started within queue_deadline_s={queue_deadline}",
-            {"retry-after": "1"},
-        )
+        raise _queue_deadline_refusal(queue_deadline)
     if outcome == "gone":
         item.cancel()  # the batcher drops it if it has not started
         raise asyncio.CancelledError
     try:
         return item.future.result()
     except QueueDeadlineExceeded:
-        raise Refused(
-            503,
-            "queue_deadline",
-            f"not started within queue_deadline_s={queue_deadline}",
-            {"retry-after": "1"},
-        ) from None
+        raise _queue_deadline_refusal(queue_deadline) from None
     except PersonalDataFound as exc:
         raise Refused(422, "personal_data", str(exc)) from None
+
+
+def _queue_deadline_refusal(queue_deadline: float) -> Refused:
+    return Refused(
+        503, "queue_deadline", f"not started within queue_deadline_s={queue_deadline}", {"retry-after": "1"}
+    )
 
 
 async def _await_generation(
@@ -440,12 +436,7 @@ async def _await_generation(
         gen.stop.set()
         fut.cancel()
         metrics.cancelled.labels(reason="queue_deadline").inc()
-        raise Refused(
-            503,
-            "queue_deadline",
-            f"not started within queue_deadline_s={queue_deadline}",
-            {"retry-after": "1"},
-        )
+        raise _queue_deadline_refusal(queue_deadline)
     if outcome == "gone":
         gen.stop.set()
         fut.cancel()
