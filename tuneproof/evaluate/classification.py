@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from tuneproof.evaluate.bca import jackknife, jackknife_units, summarize_bca, summarize_bca_difference
 from tuneproof.evaluate.bootstrap import (
     Resamples,
     Statistic,
@@ -93,28 +94,37 @@ class _Scored:
         }
 
 
+# A statistic's point estimate, its replicates and (for BCa intervals) its jackknife values.
+Rep = tuple[float, np.ndarray, np.ndarray | None]
+
+
 def _point_and_replicates(
-    scored: _Scored, idx: Resamples, n: int, auc_defined: bool
-) -> dict[str, tuple[float, np.ndarray] | None]:
-    out: dict[str, tuple[float, np.ndarray] | None] = {}
+    scored: _Scored, idx: Resamples, n: int, auc_defined: bool, units: list[np.ndarray] | None = None
+) -> dict[str, Rep | None]:
+    out: dict[str, Rep | None] = {}
     for name, stat in scored.stats.items():
         if name == "roc_auc" and not auc_defined:
             out[name] = None  # a class absent from the test labels: AUC has no meaning, report null
             continue
-        out[name] = (float(stat(full_sample(n))[0]), replicates(stat, idx))
+        jack = jackknife(stat, n, units) if units is not None else None
+        out[name] = (float(stat(full_sample(n))[0]), replicates(stat, idx), jack)
     return out
+
+
+def _summary(r: Rep, confidence: float) -> dict[str, float | None]:
+    if r[2] is not None:
+        return summarize_bca(r[0], r[1], r[2], confidence)
+    return summarize(r[0], r[1], confidence)
 
 
 def _model_block(
     scored: _Scored,
-    reps: Mapping[str, tuple[float, np.ndarray] | None],
+    reps: Mapping[str, Rep | None],
     labels: Sequence[str],
     confidence: float,
 ) -> dict[str, Any]:
     k = len(labels)
-    block: dict[str, Any] = {
-        name: None if r is None else summarize(r[0], r[1], confidence) for name, r in reps.items()
-    }
+    block: dict[str, Any] = {name: None if r is None else _summary(r, confidence) for name, r in reps.items()}
     cm = confusion_blocks(scored.codes, full_sample(scored.codes.size), k)[0]
     scores = per_class_scores(cm)
     block["per_class"] = {
@@ -130,11 +140,11 @@ def _model_block(
     return block
 
 
-def _compare(
-    a: tuple[float, np.ndarray] | None, b: tuple[float, np.ndarray] | None, confidence: float
-) -> dict[str, float | None] | None:
+def _compare(a: Rep | None, b: Rep | None, confidence: float) -> dict[str, float | None] | None:
     if a is None or b is None:
         return None  # undefined on one side (AUC with a class absent) means no comparison
+    if a[2] is not None and b[2] is not None:
+        return summarize_bca_difference((a[0], a[1], a[2]), (b[0], b[1], b[2]), confidence)
     return summarize_difference(a[0], a[1], b[0], b[1], confidence)
 
 
@@ -228,8 +238,9 @@ def _clustering(
     """How many clusters there were, and the row bootstrap's intervals beside the clustered ones:
     the row bootstrap is what the run would report without ``cluster_by`` (same seed)."""
     row_idx = bootstrap_indices(n, spec.bootstrap_samples, seed)
-    row = _point_and_replicates(scored, row_idx, n, auc_defined)
-    row_level = {m: None if r is None else summarize(r[0], r[1], spec.confidence) for m, r in row.items()}
+    units = jackknife_units(n) if spec.interval == "bca" else None
+    row = _point_and_replicates(scored, row_idx, n, auc_defined, units)
+    row_level = {m: None if r is None else _summary(r, spec.confidence) for m, r in row.items()}
     ratio: dict[str, float | None] = {}
     for m in SCALAR_METRICS:
         clustered, rowwise = _width(block.get(m)), _width(row_level.get(m))
@@ -248,7 +259,7 @@ def _uncalibrated(
     y: np.ndarray,
     probs: np.ndarray,
     calibrated: _Scored,
-    calibrated_reps: Mapping[str, tuple[float, np.ndarray] | None],
+    calibrated_reps: Mapping[str, Rep | None],
     idx: Resamples,
     n: int,
     k: int,
@@ -325,15 +336,18 @@ def evaluate_classification(
         if clusters is None
         else cluster_bootstrap_indices(np.asarray(clusters), spec.bootstrap_samples, seed)
     )
+    units = None
+    if spec.interval == "bca":
+        units = jackknife_units(n, np.asarray(clusters) if clusters is not None else None)
     model = _Scored(y, _check_probs("model", probs, n, k), bins)
-    model_reps = _point_and_replicates(model, idx, n, auc_defined)
+    model_reps = _point_and_replicates(model, idx, n, auc_defined, units)
 
     baseline_blocks: dict[str, Any] = {}
     comparisons: dict[str, Any] = {}
     differences: dict[str, dict[str, np.ndarray]] = {}
     for name, base_probs in baselines.items():
         base = _Scored(y, _check_probs(f"baseline {name!r}", base_probs, n, k), bins)
-        base_reps = _point_and_replicates(base, idx, n, auc_defined)
+        base_reps = _point_and_replicates(base, idx, n, auc_defined, units)
         baseline_blocks[name] = _model_block(base, base_reps, labels, confidence)
         comparisons[name] = {m: _compare(model_reps[m], base_reps[m], confidence) for m in SCALAR_METRICS}
         differences[name] = {
@@ -357,6 +371,7 @@ def evaluate_classification(
         "labels": list(labels),
         "confidence": confidence,
         "bootstrap_samples": spec.bootstrap_samples,
+        **({"interval": "bca"} if units is not None else {}),
         "model": model_block,
         "baselines": baseline_blocks,
         "comparisons": comparisons,

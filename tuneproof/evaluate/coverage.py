@@ -27,12 +27,21 @@ from typing import Literal
 import numpy as np
 from scipy.special import expit, logit
 
-from tuneproof.evaluate.bootstrap import Resamples, bootstrap_indices, percentile_interval, replicates
+from tuneproof.evaluate.bca import bca_interval, jackknife, jackknife_units
+from tuneproof.evaluate.bootstrap import (
+    Resamples,
+    Statistic,
+    bootstrap_indices,
+    full_sample,
+    percentile_interval,
+    replicates,
+)
 from tuneproof.evaluate.cluster_bootstrap import cluster_bootstrap_indices
 from tuneproof.evaluate.metrics import accuracy_stat, macro_stat
 
 Metric = Literal["accuracy", "macro_f1", "paired_difference"]
 Resampling = Literal["row", "cluster"]
+Method = Literal["percentile", "bca"]
 
 
 @dataclass(frozen=True)
@@ -115,18 +124,36 @@ def _resamples(n: int, codes: np.ndarray | None, how: Resampling, samples: int, 
     return bootstrap_indices(n, samples, seed)
 
 
+def _difference(a: Statistic, b: Statistic) -> Statistic:
+    def stat(idx: np.ndarray) -> np.ndarray:
+        return a(idx) - b(idx)
+
+    return stat
+
+
 def interval_once(
-    s: Scenario, rng: np.random.Generator, how: Resampling, samples: int, confidence: float, seed: int
+    s: Scenario,
+    rng: np.random.Generator,
+    how: Resampling,
+    samples: int,
+    confidence: float,
+    seed: int,
+    method: Method = "percentile",
 ) -> tuple[float, float]:
     arrays, codes = draw(s, rng)
     idx = _resamples(s.n, codes, how, samples, seed)
     if s.metric == "macro_f1":
-        reps = replicates(macro_stat(arrays["codes"], 2, "f1"), idx)
+        stat = macro_stat(arrays["codes"], 2, "f1")
     elif s.metric == "accuracy":
-        reps = replicates(accuracy_stat(arrays["a"]), idx)
+        stat = accuracy_stat(arrays["a"])
     else:
-        reps = replicates(accuracy_stat(arrays["a"]), idx) - replicates(accuracy_stat(arrays["b"]), idx)
-    return percentile_interval(reps, confidence)
+        stat = _difference(accuracy_stat(arrays["a"]), accuracy_stat(arrays["b"]))
+    reps = replicates(stat, idx)
+    if method == "percentile":
+        return percentile_interval(reps, confidence)
+    units = jackknife_units(s.n, codes if how == "cluster" else None)
+    point = float(stat(full_sample(s.n))[0])
+    return bca_interval(point, reps, jackknife(stat, s.n, units), confidence)
 
 
 def coverage(
@@ -136,12 +163,13 @@ def coverage(
     samples: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
+    method: Method = "percentile",
 ) -> float:
     """Share of ``repetitions`` intervals (each on a fresh synthetic split) that contain the truth."""
     truth = true_value(s)
     rng = np.random.default_rng(seed)
     hits = 0
     for r in range(repetitions):
-        low, high = interval_once(s, rng, how, samples, confidence, seed + 1 + r)
+        low, high = interval_once(s, rng, how, samples, confidence, seed + 1 + r, method)
         hits += int(low <= truth <= high)
     return hits / repetitions

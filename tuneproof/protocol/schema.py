@@ -348,6 +348,12 @@ class EvaluateSpec(Strict):
         description="individual: each gate at `confidence` on its own; holm or bonferroni: the gates as a "
         "family, so that 'all gates passed' holds at `confidence` together",
     )
+    interval: Literal["percentile", "bca"] = Field(
+        "percentile",
+        description="bootstrap interval of the whole-split metrics and paired differences: percentile, or "
+        "bias-corrected and accelerated (BCa); the default is chosen by the coverage simulation in "
+        "docs/statistics.md",
+    )
     slice_min_rows: Annotated[int, Field(ge=1)] = Field(
         30, description="slices smaller than this are shown with their interval but not gated"
     )
