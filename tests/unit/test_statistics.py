@@ -333,3 +333,58 @@ def test_row_bootstrap_under_covers_clustered_rows_and_the_cluster_bootstrap_fix
     clusters = coverage(s, 200, "cluster", samples=300, seed=2)
     assert rows < 0.85, rows
     assert 0.89 <= clusters <= 0.99, clusters
+
+
+# -- BCa ----------------------------------------------------------------------------------------------------
+
+
+def test_bca_matches_scipy_on_a_skewed_mean() -> None:
+    from scipy.stats import bootstrap
+
+    from tuneproof.evaluate.bca import bca_interval, jackknife, jackknife_units
+    from tuneproof.evaluate.metrics import mean_stat
+
+    x = np.random.default_rng(3).exponential(1.0, 60)
+    stat = mean_stat(x)
+    idx = bootstrap_indices(60, 20_000, seed=0)
+    ours = bca_interval(
+        float(x.mean()), replicates(stat, idx), jackknife(stat, 60, jackknife_units(60)), 0.95
+    )
+    ref = bootstrap((x,), np.mean, method="BCa", n_resamples=20_000, random_state=1).confidence_interval
+    assert ours[0] == pytest.approx(ref.low, abs=0.02) and ours[1] == pytest.approx(ref.high, abs=0.03)
+    # Skewed data: BCa moves both bounds up relative to the percentile interval.
+    pct = np.percentile(replicates(stat, idx), [2.5, 97.5])
+    assert ours[0] > pct[0] and ours[1] > pct[1]
+
+
+def test_bca_option_changes_only_the_bounds() -> None:
+    rng = np.random.default_rng(8)
+    y = rng.integers(0, 2, 150)
+    pred = np.where(rng.random(150) < 0.8, y, 1 - y)
+    probs = np.where(pred[:, None] == np.arange(2), 0.8, 0.2)
+    pct = evaluate_classification(
+        y, probs, {}, ["a", "b"], EvaluateSpec(baselines=[], bootstrap_samples=500), 0
+    )
+    bca = evaluate_classification(
+        y, probs, {}, ["a", "b"], EvaluateSpec(baselines=[], bootstrap_samples=500, interval="bca"), 0
+    )
+    assert bca["interval"] == "bca" and "interval" not in pct
+    for m in ("accuracy", "macro_f1"):
+        assert bca["model"][m]["value"] == pct["model"][m]["value"]
+        assert bca["model"][m]["low"] == pytest.approx(pct["model"][m]["low"], abs=0.03)
+
+
+def test_bca_p_value_agrees_with_the_bca_bound() -> None:
+    from tuneproof.evaluate.bca import bca_interval, bca_p_value, jackknife, jackknife_units
+    from tuneproof.evaluate.metrics import mean_stat
+
+    x = np.random.default_rng(5).exponential(1.0, 80)
+    stat = mean_stat(x)
+    idx = bootstrap_indices(80, 20_000, seed=2)
+    reps, jack = replicates(stat, idx), jackknife(stat, 80, jackknife_units(80))
+    threshold = 0.8
+    p = bca_p_value(float(x.mean()), reps, jack, threshold, passes_above=True)
+    assert p is not None and 0.001 < p < 0.5
+    # The lower bound at level 1 - p sits at the threshold (within the replicates' granularity).
+    low, _ = bca_interval(float(x.mean()), reps, jack, 1.0 - p)
+    assert low == pytest.approx(threshold, abs=0.01)

@@ -43,23 +43,31 @@ def jackknife(stat: Statistic, n: int, units: list[np.ndarray]) -> np.ndarray:
     return out
 
 
+def _bias_and_acceleration(point: float, finite: np.ndarray, jack: np.ndarray) -> tuple[float, float] | None:
+    """``(z0, a)``, or None where BCa is undefined: every replicate on one side of the point."""
+    jack = jack[np.isfinite(jack)]
+    share = (np.sum(finite < point) + 0.5 * np.sum(finite == point)) / finite.size
+    if not 0.0 < share < 1.0 or jack.size < 2:
+        return None
+    dev = jack.mean() - jack
+    denom = float(np.sum(dev**2)) ** 1.5
+    a = float(np.sum(dev**3)) / (6.0 * denom) if denom > 0 else 0.0
+    return float(norm.ppf(share)), a
+
+
 def bca_interval(point: float, reps: np.ndarray, jack: np.ndarray, confidence: float) -> tuple[float, float]:
     """BCa bounds from the point estimate, its replicates and its jackknife values.
 
     Falls back to the percentile interval where BCa is undefined: all replicates on one side of
-    the point (``z0`` infinite), or no spread in the jackknife (acceleration 0/0).
+    the point (``z0`` infinite); a jackknife without spread gives acceleration 0 (bias correction only).
     """
     finite = reps[np.isfinite(reps)]
-    jack = jack[np.isfinite(jack)]
     if finite.size == 0 or not np.isfinite(point):
         return float("nan"), float("nan")
-    share = (np.sum(finite < point) + 0.5 * np.sum(finite == point)) / finite.size
-    if not 0.0 < share < 1.0 or jack.size < 2:
+    za = _bias_and_acceleration(point, finite, jack)
+    if za is None:
         return percentile_interval(finite, confidence)
-    z0 = float(norm.ppf(share))
-    dev = jack.mean() - jack
-    denom = float(np.sum(dev**2)) ** 1.5
-    a = float(np.sum(dev**3)) / (6.0 * denom) if denom > 0 else 0.0
+    z0, a = za
     alpha = (1.0 - confidence) / 2.0
     cuts = []
     for q in (alpha, 1.0 - alpha):
@@ -67,6 +75,26 @@ def bca_interval(point: float, reps: np.ndarray, jack: np.ndarray, confidence: f
         cuts.append(float(norm.cdf(z0 + z / (1.0 - a * z))))
     low, high = np.percentile(finite, [100.0 * cuts[0], 100.0 * cuts[1]])
     return float(low), float(high)
+
+
+def bca_p_value(
+    point: float, reps: np.ndarray, jack: np.ndarray, threshold: float, passes_above: bool
+) -> float | None:
+    """The smallest ``1 - confidence`` at which the BCa bound clears ``threshold`` (the BCa
+    counterpart of ``gates.family.replicate_p``): the BCa cut point inverted in closed form."""
+    finite = reps[np.isfinite(reps)]
+    if finite.size == 0 or not np.isfinite(point):
+        return None
+    share = float(np.mean(finite < threshold))
+    za = _bias_and_acceleration(point, finite, jack)
+    if za is None or not 0.0 < share < 1.0:
+        failing = share if passes_above else 1.0 - share
+        return float(min(1.0, 2.0 * failing))
+    z0, a = za
+    d = float(norm.ppf(share)) - z0
+    w = d / (1.0 + a * d)
+    tail = float(norm.cdf(w - z0)) if passes_above else 1.0 - float(norm.cdf(w - z0))
+    return float(min(1.0, 2.0 * tail))
 
 
 def _json_float(x: float) -> float | None:

@@ -344,14 +344,14 @@ def evaluate_classification(
 
     baseline_blocks: dict[str, Any] = {}
     comparisons: dict[str, Any] = {}
-    differences: dict[str, dict[str, np.ndarray]] = {}
+    differences: dict[str, dict[str, Rep]] = {}
     for name, base_probs in baselines.items():
         base = _Scored(y, _check_probs(f"baseline {name!r}", base_probs, n, k), bins)
         base_reps = _point_and_replicates(base, idx, n, auc_defined, units)
         baseline_blocks[name] = _model_block(base, base_reps, labels, confidence)
         comparisons[name] = {m: _compare(model_reps[m], base_reps[m], confidence) for m in SCALAR_METRICS}
         differences[name] = {
-            m: a[1] - b[1]
+            m: (a[0] - b[0], a[1] - b[1], None if a[2] is None or b[2] is None else a[2] - b[2])
             for m in SCALAR_METRICS
             if (a := model_reps[m]) is not None and (b := base_reps[m]) is not None
         }
@@ -384,7 +384,7 @@ def evaluate_classification(
             spec.cluster_by or "cluster", idx, model, model_block, n, spec, seed, auc_defined
         )
     if gates and spec.gate_family != "individual":
-        model_only = {m: r[1] for m, r in model_reps.items() if r is not None}
+        model_only = {m: r for m, r in model_reps.items() if r is not None}
         out["gate_tests"] = gate_tests(gates, model_only, differences, slice_reps)
         out["gate_family"] = spec.gate_family
     return out

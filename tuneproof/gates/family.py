@@ -38,27 +38,42 @@ def replicate_p(reps: np.ndarray, threshold: float, passes_above: bool) -> float
     return float(min(1.0, 2.0 * failing.mean()))
 
 
+# A statistic's point estimate, replicates and jackknife values (None: percentile intervals).
+Replicated = tuple[float, np.ndarray, np.ndarray | None]
+
+
+def _p(r: Replicated, threshold: float, passes_above: bool) -> float | None:
+    if r[2] is not None:
+        from tuneproof.evaluate.bca import bca_p_value
+
+        return bca_p_value(r[0], r[1], r[2], threshold, passes_above)
+    return replicate_p(r[1], threshold, passes_above)
+
+
 def gate_p_value(
     gate: GateSpec,
-    model: Mapping[str, np.ndarray],
-    differences: Mapping[str, Mapping[str, np.ndarray]],
+    model: Mapping[str, Replicated],
+    differences: Mapping[str, Mapping[str, Replicated]],
     slices: Sequence[Mapping[str, np.ndarray]],
 ) -> float | None:
     """The gate's p-value from replicates: ``model[metric]``, ``differences[baseline][metric]``
-    (model minus baseline on the same resamples) and, per gated slice, ``{metric: replicates}``.
+    (model minus baseline on the same resamples) and, per gated slice, ``{metric: replicates}``;
+    with jackknife values the p-value is the BCa interval's, so it agrees with the interval verdict.
     None when the gate has no replicates to test (an unknown metric, a per-class point estimate)."""
     if gate.min is not None or gate.max is not None:
-        reps = model.get(gate.metric)
-        if reps is None:
+        rep = model.get(gate.metric)
+        if rep is None:
             return None
-        return replicate_p(reps, gate.min if gate.min is not None else gate.max, gate.min is not None)  # type: ignore[arg-type]
+        threshold = gate.min if gate.min is not None else gate.max
+        assert threshold is not None
+        return _p(rep, threshold, gate.min is not None)
     if gate.beats is not None:
         diff = differences.get(gate.beats, {}).get(gate.metric)
         if diff is None:
             return None
         if lower_is_better(gate.metric):
-            return replicate_p(diff, -gate.by, passes_above=False)
-        return replicate_p(diff, gate.by, passes_above=True)
+            return _p(diff, -gate.by, passes_above=False)
+        return _p(diff, gate.by, passes_above=True)
     assert gate.slice_min is not None
     ps = [replicate_p(s[gate.metric], gate.slice_min, True) for s in slices if gate.metric in s]
     if not ps or any(p is None for p in ps):
@@ -95,8 +110,8 @@ def adjusted_alphas(p_values: Sequence[float | None], alpha: float, method: Meth
 
 def gate_tests(
     gates: Sequence[GateSpec],
-    model: Mapping[str, np.ndarray],
-    differences: Mapping[str, Mapping[str, np.ndarray]],
+    model: Mapping[str, Replicated],
+    differences: Mapping[str, Mapping[str, Replicated]],
     slices: Sequence[Mapping[str, np.ndarray]],
 ) -> list[dict[str, Any]]:
     """``metrics.json``'s ``gate_tests``: each gate's bootstrap p-value, in protocol order."""
