@@ -357,21 +357,24 @@ def test_bca_matches_scipy_on_a_skewed_mean() -> None:
     assert ours[0] > pct[0] and ours[1] > pct[1]
 
 
-def test_bca_option_changes_only_the_bounds() -> None:
+def test_bca_is_the_default_and_changes_only_the_bounds() -> None:
     rng = np.random.default_rng(8)
     y = rng.integers(0, 2, 150)
     pred = np.where(rng.random(150) < 0.8, y, 1 - y)
     probs = np.where(pred[:, None] == np.arange(2), 0.8, 0.2)
-    pct = evaluate_classification(
-        y, probs, {}, ["a", "b"], EvaluateSpec(baselines=[], bootstrap_samples=500), 0
-    )
-    bca = evaluate_classification(
-        y, probs, {}, ["a", "b"], EvaluateSpec(baselines=[], bootstrap_samples=500, interval="bca"), 0
-    )
-    assert bca["interval"] == "bca" and "interval" not in pct
+
+    def run(interval: Any) -> dict[str, Any]:
+        spec = EvaluateSpec(baselines=[], bootstrap_samples=500, interval=interval)
+        return evaluate_classification(y, probs, {}, ["a", "b"], spec, 0)
+
+    pct, bca, default = run("percentile"), run("bca"), run(None)
+    assert (pct["interval"], bca["interval"], default["interval"]) == ("percentile", "bca", "bca")
+    assert default["model"] == bca["model"]
     for m in ("accuracy", "macro_f1"):
         assert bca["model"][m]["value"] == pct["model"][m]["value"]
         assert bca["model"][m]["low"] == pytest.approx(pct["model"][m]["low"], abs=0.03)
+    with pytest.raises(ValidationError, match=r"evaluate\.interval does not apply to regression"):
+        validate_protocol({**_raw(), "task": "regression", "evaluate": {"interval": "bca"}, "gates": []})
 
 
 def test_bca_p_value_agrees_with_the_bca_bound() -> None:

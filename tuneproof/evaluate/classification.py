@@ -52,6 +52,16 @@ PER_CLASS_STATS = ("precision", "recall", "f1", "support")
 _ROW_SUM_TOLERANCE = 1e-3
 
 
+# The default interval, by measurement (docs/statistics.md, benchmarks/coverage.py): the percentile
+# bootstrap covered 92.5% at n = 40 and 92.0% for macro-F1 with a 5% class at n = 200, BCa 97.3% and
+# 96.5%, and the two agreed within a standard error everywhere else.
+DEFAULT_INTERVAL = "bca"
+
+
+def interval_method(spec: EvaluateSpec) -> str:
+    return spec.interval or DEFAULT_INTERVAL
+
+
 def classification_metric_names(labels: Sequence[str] | None = None) -> list[str]:
     """Every metric name a gate may use. Without labels, per-class names are patterns (``*``)."""
     names = list(SCALAR_METRICS)
@@ -238,7 +248,7 @@ def _clustering(
     """How many clusters there were, and the row bootstrap's intervals beside the clustered ones:
     the row bootstrap is what the run would report without ``cluster_by`` (same seed)."""
     row_idx = bootstrap_indices(n, spec.bootstrap_samples, seed)
-    units = jackknife_units(n) if spec.interval == "bca" else None
+    units = jackknife_units(n) if interval_method(spec) == "bca" else None
     row = _point_and_replicates(scored, row_idx, n, auc_defined, units)
     row_level = {m: None if r is None else _summary(r, spec.confidence) for m, r in row.items()}
     ratio: dict[str, float | None] = {}
@@ -336,8 +346,9 @@ def evaluate_classification(
         if clusters is None
         else cluster_bootstrap_indices(np.asarray(clusters), spec.bootstrap_samples, seed)
     )
+    method = interval_method(spec)
     units = None
-    if spec.interval == "bca":
+    if method == "bca":
         units = jackknife_units(n, np.asarray(clusters) if clusters is not None else None)
     model = _Scored(y, _check_probs("model", probs, n, k), bins)
     model_reps = _point_and_replicates(model, idx, n, auc_defined, units)
@@ -371,7 +382,7 @@ def evaluate_classification(
         "labels": list(labels),
         "confidence": confidence,
         "bootstrap_samples": spec.bootstrap_samples,
-        **({"interval": "bca"} if units is not None else {}),
+        "interval": method,
         "model": model_block,
         "baselines": baseline_blocks,
         "comparisons": comparisons,

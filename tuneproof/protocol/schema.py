@@ -348,11 +348,11 @@ class EvaluateSpec(Strict):
         description="individual: each gate at `confidence` on its own; holm or bonferroni: the gates as a "
         "family, so that 'all gates passed' holds at `confidence` together",
     )
-    interval: Literal["percentile", "bca"] = Field(
-        "percentile",
+    interval: Literal["percentile", "bca"] | None = Field(
+        None,
         description="bootstrap interval of the whole-split metrics and paired differences: percentile, or "
-        "bias-corrected and accelerated (BCa); the default is chosen by the coverage simulation in "
-        "docs/statistics.md",
+        "bias-corrected and accelerated (BCa). Unset: the task's default, BCa for classification (chosen "
+        "by the coverage simulation in docs/statistics.md), percentile for the other tasks",
     )
     slice_min_rows: Annotated[int, Field(ge=1)] = Field(
         30, description="slices smaller than this are shown with their interval but not gated"
@@ -581,6 +581,7 @@ class Protocol(Strict):
             ("imbalance.class_weights", self.imbalance.strategy == "class_weights"),
             ("evaluate.cluster_by", self.evaluate.cluster_by is not None),
             ("evaluate.gate_family", self.evaluate.gate_family != "individual"),
+            ("evaluate.interval", self.evaluate.interval == "bca"),
             ("calibration", self.calibration is not None),
         ):
             if used and option not in spec.options:

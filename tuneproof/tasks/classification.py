@@ -43,6 +43,7 @@ SPEC = TaskSpec(
         "imbalance.class_weights",
         "evaluate.cluster_by",
         "evaluate.gate_family",
+        "evaluate.interval",
         "calibration",
     ),
     pipeline_tag="text-classification",

@@ -35,7 +35,8 @@ def test_metrics(run: RunData) -> str | None:
     intro = f"Split '{run.metrics.get('split', 'test')}'"
     if number(n) is not None:
         intro += f", n = {fmt_num(n)}"
-    intro += f"; {run.confidence:.0%} bootstrap intervals"
+    method = {"bca": "BCa ", "percentile": "percentile "}.get(str(run.metrics.get("interval")), "")
+    intro += f"; {run.confidence:.0%} {method}bootstrap intervals"
     if number(samples) is not None:
         intro += f" ({fmt_num(samples)} resamples)"
     intro += ". ↓ marks metrics where lower is better."
