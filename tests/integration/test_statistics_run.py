@@ -93,6 +93,13 @@ def test_gates_are_judged_as_a_holm_family(run_dir: Path) -> None:
     assert "lower bound" in slice_gate["decided_on"]
     html = (run_dir / "report.html").read_text()
     assert "Holm correction over 4 gates" in html and "Clustered rows" in html
+    assert (
+        "&#39;movie&#39; values in more than one split" in html
+        or "'movie' values in more than one split" in html
+    )
+    card = (run_dir / "model_card.md").read_text()
+    assert "Holm correction over 4 gates" in card and "temperature-scaled" in card
+    assert "values of 'movie' (clusters)" in card
 
 
 def test_the_shipped_model_is_calibrated_and_predict_returns_calibrated_probabilities(run_dir: Path) -> None:

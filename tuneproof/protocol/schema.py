@@ -628,8 +628,14 @@ class Protocol(Strict):
                 raise ValueError(f"{where} {column!r} must also be listed in data.metadata_columns")
         if self.split.group_by is not None and self.data.splits is not None:
             raise ValueError("split.group_by applies to pooled data.files, not to the user's own data.splits")
-        if self.calibration is not None and self.data.splits is None and self.split.validation == 0:
-            raise ValueError("calibration needs a validation split to fit on (split.validation > 0)")
+        if self.calibration is not None and (
+            (self.data.splits is None and self.split.validation == 0)
+            or (self.data.splits is not None and "validation" not in self.data.splits)
+        ):
+            raise ValueError(
+                "calibration needs a validation split to fit on (split.validation > 0, or "
+                "data.splits.validation); it is never fitted on the test split"
+            )
         return self
 
     @model_validator(mode="after")
