@@ -7,6 +7,12 @@ bootstrap and with ``cluster_by: movie_name``; how many movies straddle its spli
 after a temperature fitted on its validation split (the packaged model predicts the validation
 split once); each printed, and written as JSON to ``--out`` (the run folder is only read: writing
 into it would break ``tuneproof verify``).
+
+    PYTHONPATH=. .venv/bin/python benchmarks/main_job_statistics.py \
+        examples/review-sentiment.yaml --split-only
+
+prepares the protocol's split as ``run`` would and shows the row and cluster intervals of the
+TF-IDF baseline on it (no training): what clustering does on a split grouped by movie.
 """
 
 from __future__ import annotations
@@ -51,12 +57,66 @@ def _fmt(entry: dict[str, Any] | None) -> str:
     return f"{point:.4f} [{entry['low']:.4f}, {entry['high']:.4f}] (width {entry['high'] - entry['low']:.4f})"
 
 
+def split_effect(protocol_path: Path, column: str) -> dict[str, Any]:
+    """On a protocol's own split (prepared as ``run`` would, nothing trained): TF-IDF + logistic
+    regression, fitted on train, scored on test, with the row and the cluster bootstrap. It stands in
+    for the model to show what clustering does to intervals on that split."""
+    from tuneproof.data.prepare import prepare_data
+    from tuneproof.tasks.registry import get_task
+
+    loaded = load_protocol(protocol_path)
+    protocol = loaded.protocol
+    task = get_task(protocol)
+    splits = prepare_data(
+        protocol, loaded.base_dir, target_check=task.target_check(), stratify=task.stratify
+    ).splits
+    train, test = splits["train"], splits["test"]
+    labels = list(protocol.data.labels or sorted(set(train["label"])))
+    label2id = {lab: i for i, lab in enumerate(labels)}
+    y_train = np.array([label2id[x] for x in train["label"]])
+    y = np.array([label2id[x] for x in test["label"]])
+    probs = tfidf_logreg_probs(
+        train["text"].tolist(), y_train, test["text"].tolist(), len(labels), protocol.seed
+    )
+    majority = {"majority": majority_probs(y_train, len(test), len(labels))}
+    codes = cluster_codes(test[column].tolist())
+    out: dict[str, Any] = {
+        "protocol": str(protocol_path),
+        "test_rows": len(test),
+        "straddling": straddling_clusters({s: p[column].tolist() for s, p in splits.items()}, column),
+    }
+    for how, spec, clusters in (
+        ("row", protocol.evaluate.model_copy(update={"cluster_by": None}), None),
+        ("cluster", protocol.evaluate.model_copy(update={"cluster_by": column}), codes),
+    ):
+        res = evaluate_classification(y, probs, majority, labels, spec, protocol.seed, clusters=clusters)
+        out[how] = {m: res["model"][m] for m in METRICS}
+        if clusters is not None:
+            out["clusters"] = res["clustering"]["clusters"]
+        print(f"TF-IDF on {protocol_path.name}, {how} bootstrap ({res['interval']}):", flush=True)
+        for m in METRICS:
+            print(f"  {m:9} {_fmt(out[how][m])}")
+    print(
+        f"test rows {len(test)}, {out.get('clusters')} clusters; "
+        f"straddling: {out['straddling']['straddling']}"
+    )
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("run", type=Path)
+    parser.add_argument("run", type=Path, help="a finished run folder, or with --split-only a protocol file")
     parser.add_argument("--column", default="movie_name")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--split-only", action="store_true", help="only the protocol's split: see split_effect"
+    )
     args = parser.parse_args(argv)
+    if args.split_only:
+        result = split_effect(args.run, args.column)
+        if args.out is not None:
+            args.out.write_text(json.dumps(result, indent=1, default=float))
+        return 0
     run: Path = args.run
     protocol = load_protocol(run / "protocol.source.yaml").protocol
     splits = {s: pd.read_parquet(run / "data" / f"{s}.parquet") for s in ("train", "validation", "test")}

@@ -316,7 +316,7 @@ REPS, BAND = 300, (0.91, 0.99)
     "scenario",
     [
         Scenario("accuracy", 150),
-        Scenario("macro_f1", 300, rare=0.1),
+        Scenario("macro_f1", 200, rare=0.1),
         Scenario("paired_difference", 200),
     ],
     ids=lambda s: s.name,
