@@ -31,13 +31,22 @@ def validate(
 ) -> None:
     """Check a protocol (schema, model, gates and every data row) and report every problem at once."""
     from tuneproof.errors import DataValidationError, ProtocolError
-    from tuneproof.protocol.check import check_protocol_parts
+    from tuneproof.protocol.check import check_protocol_power
 
-    _, problems, data_problems = check_protocol_parts(protocol, read_data=not no_data)
+    _, problems, data_problems, power = check_protocol_power(protocol, read_data=not no_data)
     if problems:
         _fail(ProtocolError(problems + data_problems, str(protocol)))
     if data_problems:
         _fail(DataValidationError(data_problems, f"data of {protocol}"))
+    if power is not None:
+        for row in power["gates"]:
+            line = row["warning"] and f"warning: {row['warning']}"
+            typer.echo(
+                line
+                or f"power: {row['gate']}: minimum detectable effect {row['mde']:.3g} "
+                f"({power['confidence']:.0%}, {power['power']:.0%} power, "
+                f"{power['test_units']} test {power['unit']})"
+            )
     typer.echo(f"{protocol}: valid")
 
 

@@ -256,7 +256,7 @@ class Manifest(Evidence):
 
 
 class GateVerdict(_Record):
-    OMIT_IF_NONE: ClassVar[frozenset[str]] = frozenset({"baseline", "undecidable"})
+    OMIT_IF_NONE: ClassVar[frozenset[str]] = frozenset({"baseline", "undecidable", "p_value", "level"})
 
     gate: str
     passed: bool
@@ -270,18 +270,24 @@ class GateVerdict(_Record):
     kind: GateKind
     baseline: str | None = None  # "beats" gates only
     undecidable: bool | None = None  # written (as true) only when the test split is too small
+    # Gates judged as a family (evaluate.gate_family): the bootstrap p-value and the level it met.
+    p_value: Number | None = None
+    level: Number | None = None
 
 
 class GateReport(Evidence):
     """``gates.json``: every gate's verdict and whether the run passed them all."""
 
     FILE: ClassVar[str] = "gates.json"
+    OMIT_IF_NONE: ClassVar[frozenset[str]] = frozenset({"family"})
 
     passed: bool
     # Names of the gates the test split was too small to decide; version-0 files written before
     # such gates existed lack the key, which means none.
     undecidable: list[str] = Field(default_factory=list)
     verdicts: list[GateVerdict]
+    # How the gates were judged together: {method, confidence, gates, statement}; absent when one by one.
+    family: dict[str, Any] | None = None
 
     @property
     def failed(self) -> list[str]:
@@ -293,9 +299,15 @@ class GateReport(Evidence):
 
 
 class SliceResult(_Record):
+    OMIT_IF_NONE: ClassVar[frozenset[str]] = frozenset({"intervals", "gated", "clusters"})
+
     name: str
     n: int
     metrics: dict[str, Number | None]
+    # The same bootstrap as the whole split's, within the slice: {metric: {value, low, high}}.
+    intervals: dict[str, dict[str, Number | None]] | None = None
+    gated: bool | None = None  # False below evaluate.slice_min_rows: shown, not gated
+    clusters: int | None = None
 
 
 class MetricsEnvelope(Evidence):
@@ -348,6 +360,7 @@ class ModelInfo(Evidence):
     """``model/tuneproof_model.json``: what ``predict`` and ``serve`` need to know about a packaged model."""
 
     FILE: ClassVar[str] = "tuneproof_model.json"
+    OMIT_IF_NONE: ClassVar[frozenset[str]] = frozenset({"temperature"})
 
     task: str
     labels: list[str]
@@ -356,6 +369,8 @@ class ModelInfo(Evidence):
     method: str
     base_model: BaseModelField
     deployable: bool = False
+    # protocol.calibration 'temperature': predict and serve divide the logits by it.
+    temperature: Number | None = None
 
     def write_into(self, folder: Path) -> Path:
         """Written inside a package folder still being assembled (the folder is moved in atomically)."""

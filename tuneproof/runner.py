@@ -206,6 +206,7 @@ def _train_evaluate_package(
     task, protocol, ref, tokenizer = ctx.task, ctx.protocol, ctx.ref, ctx.tokenizer
     precision, cache_dir = ctx.precision, ctx.cache_dir
     task.set_labels(prepared)
+    power = _power(protocol, prepared, task)
     distributed.others_wait()
     features = build_features(task, prepared.splits, tokenizer, cache_dir)
     distributed.main_done()
@@ -255,6 +256,9 @@ def _train_evaluate_package(
     # The test split is read here, once, after training and model selection are over.
     test = prepared.splits["test"]
     outputs = task.predict(result.model, features["test"], pad_id, protocol.evaluate.batch_size, precision)
+    temperature = None
+    if protocol.calibration == "temperature":
+        temperature, outputs = _calibrate(task, result.model, val_feats, pad_id, precision, outputs)
     (run_dir / "predictions").mkdir(exist_ok=True)
     task.prediction_frame(test, outputs).to_parquet(run_dir / "predictions" / "test.parquet", index=False)
     baselines = task.baselines(prepared, test, next(result.model.parameters()).device)
@@ -262,6 +266,8 @@ def _train_evaluate_package(
     if baselines.validation:
         metrics["validation_baselines"] = baselines.validation
     metrics.update(task.evaluation_notes(features))
+    if power is not None:
+        metrics["power"] = power
     metrics["task"] = task.name  # the scorer may be shared between tasks; the envelope names the run's
     metrics["padding_efficiency"] = result.train.padding_efficiency
     if prepared.report.get("pii"):
@@ -271,7 +277,7 @@ def _train_evaluate_package(
     envelope = MetricsEnvelope.from_evaluation(_jsonable(metrics))
     envelope.write(run_dir)
 
-    gates = check_gates(protocol.gates, envelope.to_json())
+    gates = check_gates(protocol.gates, envelope.to_json(), protocol.evaluate.gate_family)
     gates.write(run_dir)
     for v in gates.verdicts:
         stage("gates", f"{'PASS' if v.passed else 'FAIL'} {v.gate}: {v.detail}")
@@ -285,6 +291,7 @@ def _train_evaluate_package(
         method=protocol.train.method,
         base_model=manifest.base_model,  # the portable reference, as the manifest records it
         deployable=gates.passed,
+        temperature=temperature,
     )
     package_model(result.model, tokenizer, info, run_dir / "model")
     write_reference(run_dir, task, test, outputs)  # what `tuneproof monitor` compares production with
@@ -294,6 +301,30 @@ def _train_evaluate_package(
     _finish(run_dir, manifest)
     stage("done", f"{status}: {run_dir}")
     return RunOutcome(run_dir, status, gates)
+
+
+def _power(protocol: Protocol, prepared: PreparedData, task: Any) -> dict[str, Any] | None:
+    """The minimum detectable effect of each ``beats`` gate, stated before training starts."""
+    from tuneproof.evaluate.power import minimum_detectable_effects
+
+    power = minimum_detectable_effects(protocol, prepared.splits, list(task.labels or []) or None)
+    for row in (power or {}).get("gates", []):
+        stage("power", row["warning"] or f"{row['gate']}: minimum detectable effect {row['mde']:.3g}")
+    return power
+
+
+def _calibrate(
+    task: Any, model: Any, val_feats: Any, pad_id: int, precision: str, test_probs: np.ndarray
+) -> tuple[float, np.ndarray]:
+    """Fit the temperature on the validation split and apply it to the test probabilities; the task
+    keeps the uncalibrated ones for the before/after comparison."""
+    from tuneproof.evaluate.calibration import apply_temperature, fit_temperature
+
+    val_probs = task.predict(model, val_feats, pad_id, task.protocol.evaluate.batch_size, precision)
+    temperature = fit_temperature(val_probs, np.array([f["labels"] for f in val_feats]))
+    stage("calibrate", f"temperature {temperature:.4g}, fitted on {len(val_feats)} validation rows")
+    task.temperature, task.uncalibrated = temperature, np.asarray(test_probs)
+    return temperature, apply_temperature(np.asarray(test_probs), temperature)
 
 
 def _finish(run_dir: Path, manifest: Manifest) -> None:

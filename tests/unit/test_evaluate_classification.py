@@ -102,6 +102,7 @@ def test_layout_is_the_documented_one_and_strict_json() -> None:
         "labels",
         "confidence",
         "bootstrap_samples",
+        "interval",
         "model",
         "baselines",
         "comparisons",

@@ -29,7 +29,7 @@ from tuneproof.data.clean import (
 from tuneproof.data.guards import removal_problems, split_checks
 from tuneproof.data.locate import resolve_location
 from tuneproof.data.readers import ReadResult, read_file
-from tuneproof.data.split import find_leaks, split_indices
+from tuneproof.data.split import find_leaks, split_indices, straddling_clusters
 from tuneproof.errors import DataValidationError, Problem
 from tuneproof.protocol.schema import Protocol
 
@@ -403,6 +403,11 @@ def _clean_and_split(
     splits = _assign_splits(protocol, df, stratify)
     texts = dict(zip(df["row_id"], df["text"], strict=True))
     leak_report = _leakage(protocol, splits, stages, texts)
+    cluster_column = protocol.split.group_by or protocol.evaluate.cluster_by
+    if cluster_column is not None:
+        leak_report["clusters"] = straddling_clusters(
+            {s: p[cluster_column].tolist() for s, p in splits.items()}, cluster_column
+        )
     _guard(protocol, stages)
     with_classes = protocol.data.label_column is not None and stratify
     sizes = {name: len(part) for name, part in splits.items()}
@@ -469,7 +474,10 @@ def _assign_splits(protocol: Protocol, df: pd.DataFrame, stratify: bool) -> dict
     strat = protocol.split.stratify and stratify and protocol.data.label_column is not None
     labels = [str(x) for x in df["label"]] if strat else None
     try:
-        idx = split_indices(len(df), labels, protocol.split, protocol.seed)
+        groups = df[protocol.split.group_by].tolist() if protocol.split.group_by is not None else None
+        idx = split_indices(
+            len(df), None if groups is not None else labels, protocol.split, protocol.seed, groups
+        )
     except ValueError as exc:  # scikit-learn's message for classes too small to stratify
         counts = dict(Counter(labels or []))
         raise DataValidationError(

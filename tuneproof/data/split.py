@@ -2,18 +2,33 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
 from tuneproof.data.clean import NearDuplicateIndex, dedup_key
+from tuneproof.evaluate.cluster_bootstrap import cluster_codes
 from tuneproof.protocol.schema import LeakageSpec, NearDuplicateSpec, SplitSpec
 
 
-def split_indices(n: int, labels: Sequence[str] | None, spec: SplitSpec, seed: int) -> dict[str, np.ndarray]:
-    """Indices of each split, seeded; stratified by ``labels`` when given."""
+def split_indices(
+    n: int,
+    labels: Sequence[str] | None,
+    spec: SplitSpec,
+    seed: int,
+    groups: Sequence[object] | None = None,
+) -> dict[str, np.ndarray]:
+    """Indices of each split, seeded; stratified by ``labels`` when given.
+
+    With ``groups`` (``split.group_by``) every group lands in one split whole, and the fractions are
+    fractions of the groups (scikit-learn's GroupShuffleSplit); labels are then not stratified.
+    """
+    if groups is not None:
+        return _group_split(n, groups, spec, seed)
     idx = np.arange(n)
     strat = np.asarray(labels) if labels is not None else None
     rest_frac = spec.validation + spec.test
@@ -25,6 +40,46 @@ def split_indices(n: int, labels: Sequence[str] | None, spec: SplitSpec, seed: i
         rest, test_size=spec.test / rest_frac, random_state=seed + 1, stratify=rest_strat
     )
     return {"train": np.sort(train_idx), "validation": np.sort(val_idx), "test": np.sort(test_idx)}
+
+
+def _group_split(n: int, groups: Sequence[object], spec: SplitSpec, seed: int) -> dict[str, np.ndarray]:
+    idx = np.arange(n)
+    codes = np.asarray(cluster_codes(list(groups)))
+    rest_frac = spec.validation + spec.test
+    first = GroupShuffleSplit(n_splits=1, test_size=rest_frac, random_state=seed)
+    train_idx, rest = next(first.split(idx, groups=codes))
+    if spec.validation == 0:
+        return {"train": np.sort(train_idx), "validation": np.array([], dtype=int), "test": np.sort(rest)}
+    second = GroupShuffleSplit(n_splits=1, test_size=spec.test / rest_frac, random_state=seed + 1)
+    val_pos, test_pos = next(second.split(rest, groups=codes[rest]))
+    return {
+        "train": np.sort(train_idx),
+        "validation": np.sort(rest[val_pos]),
+        "test": np.sort(rest[test_pos]),
+    }
+
+
+def straddling_clusters(values: dict[str, Sequence[object]], column: str) -> dict[str, Any]:
+    """How many clusters (values of ``column``) have rows in more than one split, per pair of splits.
+
+    A cluster in both train and test lets the model be scored on, say, a movie it was trained on,
+    which is leakage of a kind no text comparison finds. Missing values are not a cluster.
+    """
+    present: dict[str, set[str]] = {
+        split: {str(v) for v in vals if not (v is None or (isinstance(v, float) and math.isnan(v)))}
+        for split, vals in values.items()
+    }
+    every = set().union(*present.values()) if present else set()
+    names = [s for s in ("train", "validation", "test") if s in present]
+    pairs = {f"{a}/{b}": len(present[a] & present[b]) for i, a in enumerate(names) for b in names[i + 1 :]}
+    straddling = sorted(c for c in every if sum(c in present[s] for s in names) > 1)
+    return {
+        "column": column,
+        "clusters": len(every),
+        "straddling": len(straddling),
+        "pairs": pairs,
+        "examples": straddling[:10],
+    }
 
 
 @dataclass

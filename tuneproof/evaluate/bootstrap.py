@@ -18,7 +18,11 @@ from collections.abc import Callable
 
 import numpy as np
 
+from tuneproof.evaluate.cluster_bootstrap import ClusterResamples
+
 Statistic = Callable[[np.ndarray], np.ndarray]
+# Row resamples as one [m, n] array, or cluster resamples (tuneproof.evaluate.cluster_bootstrap).
+Resamples = np.ndarray | ClusterResamples
 
 # Bounds the [m, n] temporaries a statistic builds (gathers, bincounts) to a few tens of MB.
 _MAX_BLOCK_ELEMENTS = 4_000_000
@@ -54,8 +58,19 @@ def point_estimate(stat_fn: Statistic, n: int) -> float:
     return float(stat_fn(full_sample(n))[0])
 
 
-def replicates(stat_fn: Statistic, idx: np.ndarray) -> np.ndarray:
+def sample_size(idx: Resamples) -> int:
+    """Rows of the sample the resamples were drawn from."""
+    return idx.rows if isinstance(idx, ClusterResamples) else int(idx.shape[1])
+
+
+def replicates(stat_fn: Statistic, idx: Resamples) -> np.ndarray:
     """The statistic on every resample, computed in row blocks so temporaries stay bounded."""
+    if isinstance(idx, ClusterResamples):
+        stacked = idx.stacked()
+        if stacked is None:
+            # Resamples of different lengths cannot share one array; each is one row of its own.
+            return np.array([stat_fn(s[None, :])[0] for s in idx.sets], dtype=np.float64)
+        idx = stacked
     b, n = idx.shape
     step = max(1, _MAX_BLOCK_ELEMENTS // max(n, 1))
     out = np.empty(b, dtype=np.float64)
@@ -97,21 +112,21 @@ def summarize_difference(
     return {"diff": _json_float(point_a - point_b), "low": _json_float(low), "high": _json_float(high)}
 
 
-def interval(stat_fn: Statistic, idx: np.ndarray, confidence: float) -> tuple[float, float]:
+def interval(stat_fn: Statistic, idx: Resamples, confidence: float) -> tuple[float, float]:
     """Percentile interval of ``stat_fn`` over the resamples ``idx``."""
     return percentile_interval(replicates(stat_fn, idx), confidence)
 
 
-def estimate(stat_fn: Statistic, idx: np.ndarray, confidence: float) -> dict[str, float | None]:
+def estimate(stat_fn: Statistic, idx: Resamples, confidence: float) -> dict[str, float | None]:
     """Point estimate on the full sample plus its percentile interval over ``idx``."""
-    return summarize(point_estimate(stat_fn, idx.shape[1]), replicates(stat_fn, idx), confidence)
+    return summarize(point_estimate(stat_fn, sample_size(idx)), replicates(stat_fn, idx), confidence)
 
 
 def paired_difference(
-    stat_fn_a: Statistic, stat_fn_b: Statistic, idx: np.ndarray, confidence: float
+    stat_fn_a: Statistic, stat_fn_b: Statistic, idx: Resamples, confidence: float
 ) -> dict[str, float | None]:
     """Paired bootstrap difference a minus b: both statistics see the same resamples."""
-    n = idx.shape[1]
+    n = sample_size(idx)
     return summarize_difference(
         point_estimate(stat_fn_a, n),
         replicates(stat_fn_a, idx),

@@ -17,6 +17,7 @@ from typing import Any
 from tuneproof.errors import Problem
 from tuneproof.evaluate.direction import lower_is_better
 from tuneproof.evidence import GateReport, GateVerdict
+from tuneproof.gates.family import Method, adjusted_alphas
 from tuneproof.protocol.schema import GateSpec
 
 # Metrics on a 0-1 scale where 1 is best, and where 0 is best: on these a threshold implies a least
@@ -273,15 +274,79 @@ class _Judge:
     def slice_floor(self, gate: GateSpec) -> GateVerdict:
         floor = gate.slice_min
         assert floor is not None
-        decided_on = "point estimate of every slice (slices are too small for useful intervals)"
         if not self.slices:
             return self.verdict(
                 gate,
                 False,
                 threshold=floor,
-                decided_on=decided_on,
+                decided_on="nothing: no slices",
                 detail="no slices were evaluated, so there is nothing to check",
             )
+        if not any(isinstance(s.get("intervals"), Mapping) for s in self.slices):
+            return self._slice_points(gate, floor)
+        return self._slice_bounds(gate, floor)
+
+    def _slice_bounds(self, gate: GateSpec, floor: float) -> GateVerdict:
+        """Every gated slice's lower bound >= floor; slices under the size floor are listed, not gated."""
+        decided_on = f"lower bound of the {self.level} interval of every gated slice"
+        gated: list[tuple[str, int, float | None, float | None]] = []
+        shown: list[str] = []
+        missing: list[str] = []
+        for s in self.slices:
+            name, n = str(s.get("name")), int(s.get("n", 0))
+            if s.get("gated") is False:
+                shown.append(f"{name} (n={n})")
+                continue
+            entry = _lookup(s.get("intervals") or {}, gate.metric)
+            if not isinstance(entry, Mapping):
+                missing.append(name)
+                continue
+            gated.append((name, n, entry.get("value"), entry.get("low")))
+        if missing:
+            return self.verdict(
+                gate,
+                False,
+                threshold=floor,
+                decided_on=decided_on,
+                detail=f"slices lack an interval for {gate.metric!r}: {', '.join(missing)}",
+            )
+        not_gated = (
+            f"; shown but not gated (below evaluate.slice_min_rows): {', '.join(shown)}" if shown else ""
+        )
+        if not gated:
+            return self.verdict(
+                gate,
+                False,
+                threshold=floor,
+                decided_on="nothing: every slice is below evaluate.slice_min_rows",
+                detail="no slice is large enough to be gated, so there is nothing to check" + not_gated,
+            )
+        below = [
+            f"{name} (n={n}): lower bound {_fmt(low)} (point {_fmt(value)})"
+            for name, n, value, low in gated
+            if low is None or low < floor
+        ]
+        lows = [low for _, _, _, low in gated if low is not None]
+        worst = min(lows) if lows else None
+        values = [v for _, _, v, _ in gated if v is not None]
+        detail = (
+            f"below {floor:g}: {'; '.join(below)}"
+            if below
+            else f"all {len(gated)} gated slices have lower bound >= {floor:g} (lowest {_fmt(worst)})"
+        )
+        return self.verdict(
+            gate,
+            not below,
+            threshold=floor,
+            observed=min(values) if values else None,
+            low=worst,
+            decided_on=decided_on,
+            detail=detail + not_gated,
+        )
+
+    def _slice_points(self, gate: GateSpec, floor: float) -> GateVerdict:
+        """Slices written without intervals (runs before slice intervals): their point estimates."""
+        decided_on = "point estimate of every slice (this evaluation has no slice intervals)"
         values: list[tuple[str, int, float]] = []
         missing: list[str] = []
         for s in self.slices:
@@ -317,7 +382,9 @@ def _kind(gate: GateSpec) -> str:
     raise ValueError("gate has no kind")  # GateSpec's validator makes this unreachable
 
 
-def check_gates(gates: Sequence[GateSpec], metrics: Mapping[str, Any]) -> GateReport:
+def check_gates(
+    gates: Sequence[GateSpec], metrics: Mapping[str, Any], family: Method = "individual"
+) -> GateReport:
     """Decide every gate against a ``metrics.json`` dict; the result is what ``gates.json`` holds.
 
     ``min``: the interval's lower bound >= threshold. ``max``: its upper bound <= threshold.
@@ -325,6 +392,10 @@ def check_gates(gates: Sequence[GateSpec], metrics: Mapping[str, Any]) -> GateRe
     where lower is better, ``tuneproof.evaluate.direction``). ``slice_min``: every slice's point
     estimate >= floor. Nested names such as
     ``per_class.fresh.f1`` have point estimates only, and the verdict says so.
+
+    ``family`` ``holm`` or ``bonferroni`` (``evaluate.gate_family``) judges the gates together from
+    the bootstrap p-values in ``metrics["gate_tests"]`` (:mod:`tuneproof.gates.family`): a gate then
+    passes when its interval verdict passes *and* its p-value meets its corrected level.
     """
     judge = _Judge(metrics)
     n = metrics.get("n")
@@ -343,7 +414,45 @@ def check_gates(gates: Sequence[GateSpec], metrics: Mapping[str, Any]) -> GateRe
         else:
             verdicts.append(judge.slice_floor(gate))
     undecidable = [v.gate for v in verdicts if v.undecidable]
-    return GateReport(passed=all(v.passed for v in verdicts), undecidable=undecidable, verdicts=verdicts)
+    report = GateReport(passed=all(v.passed for v in verdicts), undecidable=undecidable, verdicts=verdicts)
+    if family != "individual" and verdicts:
+        _judge_as_family(report, metrics, family, level)
+    return report
+
+
+def _judge_as_family(
+    report: GateReport, metrics: Mapping[str, Any], family: Method, confidence: float
+) -> None:
+    tests = metrics.get("gate_tests")
+    rows = list(tests) if isinstance(tests, Sequence) else []
+    by_label = {str(t.get("gate")): t.get("p") for t in rows if isinstance(t, Mapping)}
+    p_values = [p if _is_number(p := by_label.get(v.gate)) else None for v in report.verdicts]
+    alpha = 1.0 - confidence
+    levels = adjusted_alphas(p_values, alpha, family)
+    name = {"holm": "Holm", "bonferroni": "Bonferroni"}[family]
+    for v, p, lvl in zip(report.verdicts, p_values, levels, strict=True):
+        v.p_value, v.level = p, lvl
+        if v.undecidable:
+            continue
+        ok = p is not None and lvl > 0 and p <= lvl
+        if p is None:
+            v.detail += (
+                f"; {name}: no bootstrap p-value for this gate, so it cannot pass as one of the family"
+            )
+        elif lvl == 0:
+            v.detail += f"; {name}: p = {p:.3g}, not tested (a gate with a smaller p-value failed first)"
+        else:
+            v.detail += f"; {name}: p = {p:.3g} {'<=' if ok else '>'} {lvl:.3g}"
+        v.passed = v.passed and ok
+    report.passed = all(v.passed for v in report.verdicts)
+    m = len(report.verdicts)
+    report.family = {
+        "method": family,
+        "confidence": confidence,
+        "gates": m,
+        "statement": f"{name} correction over {m} gates: every pass claimed holds at {confidence:.0%} "
+        f"together (family-wise error <= {alpha:.3g})",
+    }
 
 
 def _known(name: str, known: Collection[str]) -> bool:

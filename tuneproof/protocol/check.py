@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from tuneproof.errors import DataValidationError, Problem, ProtocolError, TuneproofError
 from tuneproof.protocol.loader import LoadedProtocol, load_protocol
@@ -17,7 +18,16 @@ def check_protocol(path: Path, read_data: bool = True) -> tuple[LoadedProtocol |
 def check_protocol_parts(
     path: Path, read_data: bool = True
 ) -> tuple[LoadedProtocol | None, list[Problem], list[Problem]]:
-    """Like :func:`check_protocol`, with the protocol's problems and the data's apart (exit 2 vs 3).
+    """Like :func:`check_protocol`, with the protocol's problems and the data's apart (exit 2 vs 3)."""
+    loaded, problems, data_problems, _ = check_protocol_power(path, read_data)
+    return loaded, problems, data_problems
+
+
+def check_protocol_power(
+    path: Path, read_data: bool = True
+) -> tuple[LoadedProtocol | None, list[Problem], list[Problem], dict[str, Any] | None]:
+    """:func:`check_protocol_parts` plus, when the data was read, the minimum detectable effect of
+    each ``beats`` gate (``tuneproof.evaluate.power``; None without such gates).
 
     Reading the data runs the data stage as a run would (cleaning, its removal limits, the split and
     its size minimums) except the steps that need the model's tokenizer or the PII scanner: rows
@@ -31,13 +41,13 @@ def check_protocol_parts(
     try:
         loaded = load_protocol(path)
     except ProtocolError as exc:
-        return None, exc.problems, []
+        return None, exc.problems, [], None
     protocol = loaded.protocol
     problems: list[Problem] = []
     try:
         task = get_task(protocol)
     except ProtocolError as exc:
-        return loaded, exc.problems, []
+        return loaded, exc.problems, [], None
     try:
         resolve_model(protocol.model, loaded.base_dir)
     except ProtocolError as exc:
@@ -49,9 +59,17 @@ def check_protocol_parts(
         known += [f"pii_remaining.{t}" for t in protocol.pii.entities]
     problems += validate_gate_names(protocol.gates, known, protocol.evaluate.baselines)
     data_problems: list[Problem] = []
+    power = None
     if read_data:
         try:
-            prepare_data(protocol, loaded.base_dir, target_check=task.target_check(), stratify=task.stratify)
+            prepared = prepare_data(
+                protocol, loaded.base_dir, target_check=task.target_check(), stratify=task.stratify
+            )
         except DataValidationError as exc:
             data_problems = exc.problems
-    return loaded, problems, data_problems
+        else:
+            if not problems:
+                from tuneproof.evaluate.power import minimum_detectable_effects
+
+                power = minimum_detectable_effects(protocol, prepared.splits)
+    return loaded, problems, data_problems, power

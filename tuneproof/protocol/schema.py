@@ -211,6 +211,11 @@ class SplitSpec(Strict):
     min_train_rows_per_class: Annotated[int, Field(ge=1)] = 5
     min_test_rows: Annotated[int, Field(ge=1)] = 20
     min_test_rows_per_class: Annotated[int, Field(ge=1)] = 5
+    group_by: str | None = Field(
+        None,
+        description="keep every row of one value of this column (a movie, a patient, a document) in one "
+        "split; the fractions are then of groups, and stratification by label is not used",
+    )
     enforce_minimums: bool = Field(
         True,
         description="false runs anyway on splits below these sizes (a smoke test); gates the test split "
@@ -313,6 +318,19 @@ Slice = Annotated[
 Baseline = Literal["majority", "tfidf_logreg", "mean", "tfidf_ridge", "most_frequent_tag", "base_model"]
 
 
+class PowerSpec(Strict):
+    """Assumptions of the minimum detectable effect stated before training (tuneproof.evaluate.power)."""
+
+    power: Annotated[float, Field(gt=0.5, lt=1.0)] = Field(
+        0.8, description="chance that a true difference of the minimum detectable effect is detected"
+    )
+    correlation: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
+        0.5,
+        description="assumed correlation of the model's and the baseline's per-row scores (paired test); "
+        "0 is the unpaired worst case",
+    )
+
+
 class EvaluateSpec(Strict):
     confidence: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.95
     bootstrap_samples: Annotated[int, Field(ge=100, le=100_000)] = 1000
@@ -320,6 +338,26 @@ class EvaluateSpec(Strict):
     slices: list[Slice] = Field(default_factory=list)
     calibration_bins: Annotated[int, Field(ge=2, le=100)] = 10
     batch_size: Annotated[int, Field(ge=1, le=4096)] = 64
+    cluster_by: str | None = Field(
+        None,
+        description="a column whose rows are not independent (reviews of one movie, notes of one patient): "
+        "the bootstrap resamples its values (clusters), not rows; must be in data.metadata_columns",
+    )
+    gate_family: Literal["individual", "holm", "bonferroni"] = Field(
+        "individual",
+        description="individual: each gate at `confidence` on its own; holm or bonferroni: the gates as a "
+        "family, so that 'all gates passed' holds at `confidence` together",
+    )
+    interval: Literal["percentile", "bca"] | None = Field(
+        None,
+        description="bootstrap interval of the whole-split metrics and paired differences: percentile, or "
+        "bias-corrected and accelerated (BCa). Unset: the task's default, BCa for classification (chosen "
+        "by the coverage simulation in docs/statistics.md), percentile for the other tasks",
+    )
+    slice_min_rows: Annotated[int, Field(ge=1)] = Field(
+        30, description="slices smaller than this are shown with their interval but not gated"
+    )
+    power: PowerSpec = PowerSpec()
 
 
 class GateSpec(Strict):
@@ -480,6 +518,11 @@ class Protocol(Strict):
     sft: SftSpec = SftSpec()
     search: SearchSpec | None = None
     monitor: MonitorSpec = MonitorSpec()
+    calibration: Literal["temperature"] | None = Field(
+        None,
+        description="temperature: fit one temperature on the validation split (never test), ship it with "
+        "the model, and report calibration before and after",
+    )
 
     @field_validator("name")
     @classmethod
@@ -536,6 +579,10 @@ class Protocol(Strict):
             ("train.label_smoothing", bool(self.train.label_smoothing)),
             ("imbalance.oversample", self.imbalance.strategy == "oversample"),
             ("imbalance.class_weights", self.imbalance.strategy == "class_weights"),
+            ("evaluate.cluster_by", self.evaluate.cluster_by is not None),
+            ("evaluate.gate_family", self.evaluate.gate_family != "individual"),
+            ("evaluate.interval", self.evaluate.interval == "bca"),
+            ("calibration", self.calibration is not None),
         ):
             if used and option not in spec.options:
                 where = ", ".join(name for name, s in specs.items() if option in s.options) or "none"
@@ -569,6 +616,26 @@ class Protocol(Strict):
         if self.data.splits is not None and self.train.early_stopping is not None:
             if "validation" not in self.data.splits:
                 raise ValueError("train.early_stopping needs data.splits.validation")
+        return self
+
+    @model_validator(mode="after")
+    def _grouping_columns(self) -> Protocol:
+        for where, column in (
+            ("evaluate.cluster_by", self.evaluate.cluster_by),
+            ("split.group_by", self.split.group_by),
+        ):
+            if column is not None and column not in self.data.metadata_columns:
+                raise ValueError(f"{where} {column!r} must also be listed in data.metadata_columns")
+        if self.split.group_by is not None and self.data.splits is not None:
+            raise ValueError("split.group_by applies to pooled data.files, not to the user's own data.splits")
+        if self.calibration is not None and (
+            (self.data.splits is None and self.split.validation == 0)
+            or (self.data.splits is not None and "validation" not in self.data.splits)
+        ):
+            raise ValueError(
+                "calibration needs a validation split to fit on (split.validation > 0, or "
+                "data.splits.validation); it is never fitted on the test split"
+            )
         return self
 
     @model_validator(mode="after")

@@ -21,6 +21,12 @@ SMALL_SLICE = 100
 CLASS_GAP = 0.10
 IMBALANCE_RATIO = 3.0
 
+# Baselines that give every row the same prediction (the training label frequencies, the mean). A
+# constant predictor of the base rate is perfectly calibrated and useless, so "worse calibrated than
+# it" holds for every model that discriminates at all: calibration comparisons with these say nothing.
+CONSTANT_BASELINES = frozenset({"majority", "mean", "most_frequent_tag"})
+CALIBRATION_METRICS = frozenset({"ece"})
+
 # Preferred headline metrics, most informative first; any other interval metric is the fallback.
 HEADLINE_METRICS = ("macro_f1", "f1", "micro_f1", "accuracy", "r2", "rmse", "mae", "rouge_l", "bleu")
 
@@ -71,7 +77,8 @@ def _baselines(run: RunData) -> list[str]:
     if not run.baselines and not run.comparisons:
         return ["No baselines were evaluated, so there is no reference for how hard this task is."]
     out = []
-    for baseline, diffs in run.comparisons.items():
+    for baseline, all_diffs in run.comparisons.items():
+        diffs = {m: d for m, d in all_diffs.items() if _meaningful(baseline, m)}
         worse = [m for m, d in diffs.items() if comparison_outcome(m, d) == "worse"]
         unclear = [
             m
@@ -88,10 +95,20 @@ def _baselines(run: RunData) -> list[str]:
     return out
 
 
+def _meaningful(baseline: str, metric: str) -> bool:
+    """Whether 'model vs baseline on metric' says anything about the model (see CONSTANT_BASELINES)."""
+    return not (baseline in CONSTANT_BASELINES and metric in CALIBRATION_METRICS)
+
+
 def _calibration(run: RunData) -> str | None:
     ece, _, _ = interval(run.model_metrics.get("ece"))
     if ece is None or ece <= MISCALIBRATED_ECE:
         return None
+    if dig(run.metrics, "calibration", "temperature") is not None:
+        return (
+            f"Predicted probabilities remain miscalibrated after temperature scaling (ECE {ece:.3f}); "
+            "treat scores as rankings, not as probabilities."
+        )
     return (
         f"Predicted probabilities are miscalibrated (ECE {ece:.3f}); treat scores as rankings, "
         "not as probabilities, unless recalibrated."

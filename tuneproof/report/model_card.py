@@ -177,7 +177,28 @@ def _metrics(run: RunData) -> str | None:
             "",
             md_table(["metric", "baseline", "difference", "model is"], comps),
         ]
+    lines += _statistics_notes(run)
     return "\n".join(lines)
+
+
+def _statistics_notes(run: RunData) -> list[str]:
+    """Clustering and calibration, where the run used them (docs/statistics.md)."""
+    notes = []
+    clustering = mapping(run.metrics.get("clustering"))
+    if clustering:
+        notes.append(
+            f"Intervals resample the {md(clustering.get('clusters'))} values of "
+            f"'{clustering.get('column')}' (clusters), not rows."
+        )
+    calibration = mapping(run.metrics.get("calibration"))
+    if number(calibration.get("temperature")) is not None:
+        before = mapping(calibration.get("uncalibrated")).get("ece")
+        notes.append(
+            f"Probabilities are temperature-scaled (T = {fmt_num(calibration.get('temperature'))}, fitted on "
+            f"the validation split); ECE before {fmt_interval(before)}, after "
+            f"{fmt_interval(run.model_metrics.get('ece'))}. `predict` and `serve` return the scaled ones."
+        )
+    return ["", *notes] if notes else []
 
 
 def _gates(run: RunData) -> str | None:
@@ -201,8 +222,12 @@ def _gates(run: RunData) -> str | None:
                 v.get("decided_on"),
             ]
         )
-    return "## Acceptance gates\n\n" + md_table(
-        ["verdict", "gate", "observed", "interval", "threshold", "decided on"], rows
+    family = mapping(run.gates.get("family")).get("statement")
+    judged = f"\n\n{family}." if family else ""
+    return (
+        "## Acceptance gates\n\n"
+        + md_table(["verdict", "gate", "observed", "interval", "threshold", "decided on"], rows)
+        + judged
     )
 
 

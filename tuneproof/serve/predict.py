@@ -64,6 +64,11 @@ class Predictor:
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         with torch.inference_mode():
             outputs = self.task.predict(self.model, feats, pad_id, self.batch_size, self.precision)
+        if self.info.temperature is not None:
+            from tuneproof.evaluate.calibration import apply_temperature
+
+            # The probabilities the evaluation judged (and gated) are the calibrated ones.
+            outputs = apply_temperature(np.asarray(outputs), float(self.info.temperature))
         return self.task.format_prediction(np.asarray(outputs))
 
 

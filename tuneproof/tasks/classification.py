@@ -19,6 +19,7 @@ from torch import nn
 from tuneproof.data.prepare import PreparedData, TargetCheck, categorical_target
 from tuneproof.evaluate.baselines import majority_probs, tfidf_logreg_probs
 from tuneproof.evaluate.classification import column_slices, evaluate_classification, length_slices
+from tuneproof.evaluate.cluster_bootstrap import cluster_codes
 from tuneproof.protocol.schema import Protocol
 from tuneproof.tasks._inference import predict_rows
 from tuneproof.tasks.base import Baselines, TaskEnv
@@ -40,6 +41,10 @@ SPEC = TaskSpec(
         "train.label_smoothing",
         "imbalance.oversample",
         "imbalance.class_weights",
+        "evaluate.cluster_by",
+        "evaluate.gate_family",
+        "evaluate.interval",
+        "calibration",
     ),
     pipeline_tag="text-classification",
 )
@@ -51,6 +56,10 @@ class ClassificationTask(EncoderTask):
     def __init__(self, protocol: Protocol, env: TaskEnv | None = None) -> None:
         super().__init__(protocol, env)
         self.labels = list(protocol.data.labels or [])
+        # Set by the runner when protocol.calibration is used: the fitted temperature, and the test
+        # probabilities before it was applied (for the before/after comparison in the evaluation).
+        self.temperature: float | None = None
+        self.uncalibrated: np.ndarray | None = None
 
     # -- data ------------------------------------------------------------------------------------
     def target_check(self) -> TargetCheck:
@@ -186,6 +195,7 @@ class ClassificationTask(EncoderTask):
                 slices.update(length_slices(test["text"].tolist(), s.edges))
             else:
                 slices.update(column_slices(test[s.column].tolist(), s.column))
+        column = self.protocol.evaluate.cluster_by
         return evaluate_classification(
             y,
             probs,
@@ -195,6 +205,10 @@ class ClassificationTask(EncoderTask):
             self.protocol.seed,
             slices or None,
             validation,
+            clusters=cluster_codes(test[column].tolist()) if column is not None else None,
+            gates=self.protocol.gates,
+            uncalibrated=self.uncalibrated,
+            temperature=self.temperature,
         )
 
     def prediction_frame(self, df: pd.DataFrame, probs: np.ndarray) -> pd.DataFrame:

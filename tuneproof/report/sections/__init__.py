@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from tuneproof.report import generation_sections, search_section, task_sections
 from tuneproof.report.section import Renderer, Section
-from tuneproof.report.sections import data, evaluation, lineage, overview, training
+from tuneproof.report.sections import data, evaluation, lineage, overview, statistics, training
 from tuneproof.report.sections.generic import make_other_results
 
 # Every task-specific section by id, with the built-in section it goes after.
@@ -39,6 +39,10 @@ SECTIONS: tuple[Section, ...] = (
     Section("calibration", "Reliability (calibration)", evaluation.calibration, frozenset({"calibration"})),
     Section("per_class", "Per-class metrics", evaluation.per_class, frozenset({"model.per_class"})),
     Section("slices", "Per-slice metrics", evaluation.slices, frozenset({"slices"})),
+    Section("clustering", "Clustered rows", statistics.clustering, frozenset({"clustering"})),
+    Section(
+        "power", "Power before training", statistics.power, frozenset({"power", "gate_tests", "gate_family"})
+    ),
     Section("other", "Other results", make_other_results(_claimed)),
     Section("training", "Training", training.training),
     Section("data", "Data: sources and cleaning", data.cleaning),

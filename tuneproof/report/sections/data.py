@@ -163,6 +163,13 @@ def leakage(run: RunData) -> str | None:
     removed = mapping(leak.get("removed"))
     if removed:
         facts["removed from"] = ", ".join(f"{k}: {fmt_num(v)}" for k, v in removed.items())
+    clusters = mapping(leak.get("clusters"))
+    if clusters:
+        pairs = ", ".join(f"{k}: {fmt_num(v)}" for k, v in mapping(clusters.get("pairs")).items())
+        facts[f"'{clusters.get('column')}' values in more than one split"] = (
+            f"{fmt_num(clusters.get('straddling'))} of {fmt_num(clusters.get('clusters'))}"
+            + (f" ({pairs})" if pairs else "")
+        )
     parts: list[str | None] = [
         para(
             "Overlaps between the training split and the evaluation splits; a leaked test row "

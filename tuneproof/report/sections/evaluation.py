@@ -35,7 +35,8 @@ def test_metrics(run: RunData) -> str | None:
     intro = f"Split '{run.metrics.get('split', 'test')}'"
     if number(n) is not None:
         intro += f", n = {fmt_num(n)}"
-    intro += f"; {run.confidence:.0%} bootstrap intervals"
+    method = {"bca": "BCa ", "percentile": "percentile "}.get(str(run.metrics.get("interval")), "")
+    intro += f"; {run.confidence:.0%} {method}bootstrap intervals"
     if number(samples) is not None:
         intro += f" ({fmt_num(samples)} resamples)"
     intro += ". ↓ marks metrics where lower is better."
@@ -138,9 +139,9 @@ def confusion_matrix(run: RunData) -> str | None:
     )
 
 
-def calibration(run: RunData) -> str | None:
+def _bins(raw_bins: Any) -> list[plots.CalibrationBin]:
     bins = []
-    for raw in sequence(dig(run.metrics, "calibration", "bins")):
+    for raw in sequence(raw_bins):
         b = mapping(raw)
         low, high = number(b.get("low")), number(b.get("high"))
         if low is None or high is None or high <= low:
@@ -154,6 +155,12 @@ def calibration(run: RunData) -> str | None:
                 number(b.get("accuracy")),
             )
         )
+    return bins
+
+
+def calibration(run: RunData) -> str | None:
+    info = mapping(run.metrics.get("calibration"))
+    bins = _bins(info.get("bins"))
     if not bins:
         return None
     text = (
@@ -164,13 +171,35 @@ def calibration(run: RunData) -> str | None:
     if interval(ece)[0] is not None:
         text += f" Expected calibration error (ECE): {fmt_interval(ece)}."
     rows = [[f"{b.low:.2f}–{b.high:.2f}", as_count(b.count), b.confidence, b.accuracy] for b in bins]
-    return join(
-        [
-            para(text),
+    parts: list[str | None] = [para(text)]
+    before = mapping(info.get("uncalibrated"))
+    before_bins = _bins(before.get("bins"))
+    if before_bins:
+        change = mapping(info.get("change"))
+        parts.append(
+            para(
+                f"Temperature scaling: T = {fmt_num(info.get('temperature'))}, fitted on the "
+                f"{info.get('fitted_on', 'validation')} split (never the test split) and shipped with the "
+                f"model; predict and serve return these calibrated probabilities. "
+                f"On the test split, ECE before "
+                f"{fmt_interval(before.get('ece'))}, after {fmt_interval(ece)} "
+                f"(paired change {fmt_interval(change.get('ece'), signed=True)}); log loss before "
+                f"{fmt_interval(before.get('log_loss'))}, "
+                f"after {fmt_interval(run.model_metrics.get('log_loss'))}."
+            )
+        )
+        parts += [
+            para("After temperature scaling (the shipped model):"),
             plots.reliability_diagram(bins),
-            details("bins", table(["confidence bin", "predictions", "mean confidence", "accuracy"], rows)),
+            para("Before temperature scaling:"),
+            plots.reliability_diagram(before_bins),
         ]
+    else:
+        parts.append(plots.reliability_diagram(bins))
+    parts.append(
+        details("bins", table(["confidence bin", "predictions", "mean confidence", "accuracy"], rows))
     )
+    return join(parts)
 
 
 def _columns(rows: dict[str, dict[str, Any]]) -> list[str]:
@@ -211,30 +240,52 @@ def slices(run: RunData) -> str | None:
         for key in mapping(s.get("metrics")):
             columns.setdefault(str(key), None)
     floors = _slice_floors(run)
+    with_intervals = any(s.get("intervals") for s in items)
     rows: list[list[Cell]] = [
         [
             Safe("<em>all test rows</em>"),
             run.metrics.get("n"),
-            *(interval(run.model_metrics.get(c))[0] for c in columns),
+            *(
+                fmt_interval(run.model_metrics.get(c))
+                if with_intervals
+                else interval(run.model_metrics.get(c))[0]
+                for c in columns
+            ),
             "",
         ]
     ]
     for s in items:
         metrics = mapping(s.get("metrics"))
+        bounds = mapping(s.get("intervals"))
         flags = []
         n = number(s.get("n"))
-        if n is not None and n < SMALL_SLICE:
+        if s.get("gated") is False:
+            flags.append(chip("not gated (small)", "warn"))
+        elif n is not None and n < SMALL_SLICE:
             flags.append(chip("small", "warn"))
-        below = [c for c, floor in floors.items() if (v := number(metrics.get(c))) is not None and v < floor]
+        if with_intervals:
+            below = [
+                c
+                for c, floor in floors.items()
+                if s.get("gated") is not False
+                and ((low := interval(bounds.get(c))[1]) is None or low < floor)
+            ]
+        else:
+            below = [
+                c for c, floor in floors.items() if (v := number(metrics.get(c))) is not None and v < floor
+            ]
         if below:
             flags.append(chip("below floor: " + ", ".join(below), "fail"))
-        rows.append([s.get("name", "?"), s.get("n"), *(metrics.get(c) for c in columns), join(flags)])
-    return join(
-        [
-            para(
-                "Point estimates per slice of the test split "
-                "(slices are often too small for useful intervals)."
-            ),
-            table(["slice", "n", *columns, ""], rows),
-        ]
-    )
+        cells = [fmt_interval(bounds.get(c)) if with_intervals else metrics.get(c) for c in columns]
+        rows.append([s.get("name", "?"), s.get("n"), *cells, join(flags)])
+    if with_intervals:
+        size = number(dig(run.protocol, "evaluate", "slice_min_rows"))
+        intro = (
+            f"Per slice of the test split, with {run.confidence:.0%} bootstrap intervals (the same bootstrap "
+            "as the whole split, within each slice). A slice_min gate is decided on each gated slice's "
+            "lower bound"
+            + (f"; slices under {fmt_num(size)} rows are shown but not gated." if size is not None else ".")
+        )
+    else:
+        intro = "Point estimates per slice of the test split (this run has no slice intervals)."
+    return join([para(intro), table(["slice", "n", *columns, ""], rows)])

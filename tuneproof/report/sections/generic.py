@@ -17,6 +17,7 @@ CONTEXT_KEYS = frozenset(
         "labels",
         "confidence",
         "bootstrap_samples",
+        "interval",
         "model",
         "baselines",
         "comparisons",

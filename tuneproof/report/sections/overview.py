@@ -6,8 +6,8 @@ from typing import Any
 
 from tuneproof.report.fmt import fmt_duration, fmt_num
 from tuneproof.report.limitations import limitations
-from tuneproof.report.markup import Safe, chip, esc, join, kv_table, note, table, tag
-from tuneproof.report.run_data import RunData, dig, number, sequence
+from tuneproof.report.markup import Safe, chip, esc, join, kv_table, note, para, table, tag
+from tuneproof.report.run_data import RunData, dig, mapping, number, sequence
 
 STATUS_KIND = {"passed": "pass", "rejected": "fail", "failed": "fail", "running": "info"}
 
@@ -111,9 +111,20 @@ def gates(run: RunData) -> str | None:
     summary = f"{n_pass} of {len(verdicts)} gates passed"
     if isinstance(overall, bool):
         summary += " — accepted" if overall else " — rejected"
+    family = mapping(run.gates.get("family"))
+    level = f"{run.confidence:.0%}"
+    judged = (
+        str(family.get("statement")) + "."
+        if family.get("statement")
+        else f"Gates judged one by one, each at {level}: the {len(verdicts)} together do not hold at "
+        f"{level} (evaluate.gate_family: holm judges them as a family)."
+        if len(verdicts) > 1
+        else ""
+    )
     return join(
         [
             tag("p", summary, "lead"),
+            para(judged) if judged else None,
             table(
                 ["verdict", "gate", "metric", "observed", "interval", "threshold", "decided on", "detail"],
                 rows,
