@@ -268,6 +268,11 @@ def _train_evaluate_package(
         from tuneproof.data.pii_step import remaining_by_type
 
         metrics.setdefault("model", {})["pii_remaining"] = remaining_by_type(prepared.report["pii"])
+    if protocol.privacy is not None and protocol.privacy.audit is not None:
+        from tuneproof.privacy.stage import add_to_metrics, membership_audit
+
+        stage("audit", "membership inference: training rows against held-out test rows")
+        add_to_metrics(metrics, membership_audit(task, protocol, result.model, features, pad_id))
     envelope = MetricsEnvelope.from_evaluation(_jsonable(metrics))
     envelope.write(run_dir)
 

@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from tuneproof.data.pii import PiiSpec
+from tuneproof.privacy.spec import PrivacySpec
 from tuneproof.search.schema import SearchSpec, check_search
 from tuneproof.tasks.spec import TaskSpec
 
@@ -480,6 +481,7 @@ class Protocol(Strict):
     sft: SftSpec = SftSpec()
     search: SearchSpec | None = None
     monitor: MonitorSpec = MonitorSpec()
+    privacy: PrivacySpec | None = None
 
     @field_validator("name")
     @classmethod
