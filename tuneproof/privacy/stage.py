@@ -7,6 +7,7 @@ from typing import Any
 from torch import nn
 
 from tuneproof.privacy import membership
+from tuneproof.privacy.canary import Canary, exposure
 from tuneproof.protocol.schema import Protocol
 from tuneproof.tasks.base import Task
 
@@ -41,3 +42,19 @@ def add_to_metrics(metrics: dict[str, Any], audit: dict[str, Any]) -> None:
     """The AUC goes where gates look (``model.membership_auc``); the details under ``privacy``."""
     metrics.setdefault("model", {})["membership_auc"] = audit["membership_auc"]
     metrics.setdefault("privacy", {})["membership_audit"] = audit["details"]
+
+
+def canary_audit(
+    protocol: Protocol, model: nn.Module, tokenizer: Any, canaries: list[Canary], metrics: dict[str, Any]
+) -> None:
+    """Exposure of the planted canaries: ``model.canary_exposure`` (mean, bits) and the details."""
+    spec = protocol.privacy.audit.canaries if protocol.privacy and protocol.privacy.audit else None
+    if spec is None:
+        raise ValueError("the protocol plants no canaries (privacy.audit.canaries)")
+    result = exposure(model, tokenizer, canaries, spec, protocol.seed)
+    metrics.setdefault("model", {})["canary_exposure"] = result["canary_exposure"]
+    metrics.setdefault("privacy", {})["canaries"] = {
+        **result["details"],
+        "repeats": spec.repeats,
+        "note": "canary rows are added to the training features only; data/ holds the split without them",
+    }

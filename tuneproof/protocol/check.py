@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tuneproof.errors import DataValidationError, Problem, ProtocolError, TuneproofError
-from tuneproof.privacy.spec import AUDIT_METRICS
+from tuneproof.privacy.spec import AUDIT_METRICS, CANARY_METRICS
 from tuneproof.protocol.loader import LoadedProtocol, load_protocol
 
 
@@ -50,6 +50,8 @@ def check_protocol_parts(
         known += [f"pii_remaining.{t}" for t in protocol.pii.entities]
     if protocol.privacy is not None and protocol.privacy.audit is not None:
         known += list(AUDIT_METRICS)
+        if protocol.privacy.audit.canaries is not None:
+            known += list(CANARY_METRICS)
     problems += validate_gate_names(protocol.gates, known, protocol.evaluate.baselines)
     data_problems: list[Problem] = []
     if read_data:

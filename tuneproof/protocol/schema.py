@@ -538,6 +538,12 @@ class Protocol(Strict):
             ("train.label_smoothing", bool(self.train.label_smoothing)),
             ("imbalance.oversample", self.imbalance.strategy == "oversample"),
             ("imbalance.class_weights", self.imbalance.strategy == "class_weights"),
+            (
+                "privacy.audit.canaries",
+                self.privacy is not None
+                and self.privacy.audit is not None
+                and self.privacy.audit.canaries is not None,
+            ),
         ):
             if used and option not in spec.options:
                 where = ", ".join(name for name, s in specs.items() if option in s.options) or "none"

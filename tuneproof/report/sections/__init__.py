@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tuneproof.report import generation_sections, search_section, task_sections
+from tuneproof.report import generation_sections, privacy_section, search_section, task_sections
 from tuneproof.report.section import Renderer, Section
 from tuneproof.report.sections import data, evaluation, lineage, overview, training
 from tuneproof.report.sections.generic import make_other_results
@@ -39,6 +39,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("calibration", "Reliability (calibration)", evaluation.calibration, frozenset({"calibration"})),
     Section("per_class", "Per-class metrics", evaluation.per_class, frozenset({"model.per_class"})),
     Section("slices", "Per-slice metrics", evaluation.slices, frozenset({"slices"})),
+    Section("privacy", "Privacy: memorisation audit", privacy_section.privacy, frozenset({"privacy"})),
     Section("other", "Other results", make_other_results(_claimed)),
     Section("training", "Training", training.training),
     Section("data", "Data: sources and cleaning", data.cleaning),
