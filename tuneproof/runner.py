@@ -207,8 +207,16 @@ def _train_evaluate_package(
     precision, cache_dir = ctx.precision, ctx.cache_dir
     task.set_labels(prepared)
     power = _power(protocol, prepared, task)
+    splits, canaries = prepared.splits, None
+    audit = protocol.privacy.audit if protocol.privacy is not None else None
+    if audit is not None and audit.canaries is not None:
+        from tuneproof.privacy.canary import plant
+
+        # Training only: the data/ folder keeps the split as prepared, without the canaries.
+        planted, canaries = plant(splits["train"], audit.canaries, protocol.seed)
+        splits = {**splits, "train": planted}
     distributed.others_wait()
-    features = build_features(task, prepared.splits, tokenizer, cache_dir)
+    features = build_features(task, splits, tokenizer, cache_dir)
     distributed.main_done()
     trackers = Trackers(protocol, run_dir, enabled=distributed.is_main())
     manifest.record_tracking(trackers.status)
@@ -274,6 +282,16 @@ def _train_evaluate_package(
         from tuneproof.data.pii_step import remaining_by_type
 
         metrics.setdefault("model", {})["pii_remaining"] = remaining_by_type(prepared.report["pii"])
+    if protocol.privacy is not None and protocol.privacy.audit is not None:
+        from tuneproof.privacy.stage import add_to_metrics, membership_audit
+
+        stage("audit", "membership inference: training rows against held-out test rows")
+        add_to_metrics(metrics, membership_audit(task, protocol, result.model, features, pad_id))
+        if canaries is not None:
+            from tuneproof.privacy.stage import canary_audit
+
+            stage("audit", f"canary exposure: {len(canaries)} planted secrets")
+            canary_audit(protocol, result.model, tokenizer, canaries, metrics)
     envelope = MetricsEnvelope.from_evaluation(_jsonable(metrics))
     envelope.write(run_dir)
 

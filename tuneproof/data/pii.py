@@ -1,9 +1,10 @@
 """The personal-data (PII) step of the data stage: find, then report, redact, pseudonymise or refuse.
 
 Detection is Microsoft Presidio's ``AnalyzerEngine`` (its pattern and checksum recognizers for e-mail,
-phone, card, IBAN, IP, URL and SSN) with the offline pieces from ``pii_recognizers`` (a blank spaCy
-tokeniser, a birth-date recognizer, a heuristic name recognizer); replacement is Presidio's
-``AnonymizerEngine``. The analyzer is built on the first call to ``scrub``, never at import.
+phone, card, IBAN, IP, URL and SSN) with the offline pieces from ``pii_recognizers`` (a birth-date
+recognizer, a heuristic name recognizer) and, where the verified spaCy model is installed, the
+statistical NER recognizer from ``pii_ner``; replacement is Presidio's ``AnonymizerEngine``. The
+analyzer is built on the first call to ``scrub``, never at import.
 
 Nothing this module returns holds a detected value: outputs carry placeholders or keyed surrogates,
 examples are cut from redacted text, and the pseudonymisation key lives only in the caller's memory.
@@ -20,11 +21,12 @@ import re
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from dataclasses import field as dc_field
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from tuneproof.errors import PersonalDataFound
+from tuneproof.errors import PersonalDataFound, Problem, ProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,9 @@ EntityType = Literal[
     "PERSON",
 ]
 Policy = Literal["report", "redact", "pseudonymise", "fail"]
+# auto: the spaCy NER model together with the name heuristics when the model is installed and
+# verified, the heuristics alone (and the report says so) when it is not; ner: the model is required.
+PersonDetector = Literal["auto", "ner", "heuristic"]
 ENTITY_TYPES: tuple[str, ...] = get_args(EntityType)
 
 MAX_EXAMPLES = 5
@@ -66,6 +71,7 @@ class PiiSpec(BaseModel):
     on_inputs: bool = Field(
         default=False, description="also scrub `predict` and `serve` inputs before the model sees them"
     )
+    person_detector: PersonDetector = "auto"
 
     @field_validator("fields")
     @classmethod
@@ -88,6 +94,7 @@ class PiiFieldResult:
     remaining: dict[str, int]
     examples: dict[str, list[str]]
     limitations: list[str]
+    detector: dict[str, Any] = dc_field(default_factory=dict)  # what found names: see detector_info
 
 
 def key_from_env(spec: PiiSpec) -> bytes:
@@ -136,10 +143,21 @@ class _Engines:
     analyzer: Any
     anonymizer: Any
     limitations: dict[str, str]  # entity type -> what is degraded about its detection
+    person_detector: str  # "ner+heuristic" or "heuristic": what actually ran
+    ner_model: dict[str, str] | None  # the verified model's package, version, licence
 
 
 @functools.cache
-def _engines() -> _Engines:
+def _engines(person_detector: str = "auto") -> _Engines:
+    return build_engines(person_detector)
+
+
+def build_engines(person_detector: str = "auto", ner_pipes: tuple[str, ...] | None = None) -> _Engines:
+    """Build the analyzer and anonymizer (uncached; ``_engines`` caches one per process).
+
+    ``ner_pipes`` overrides which spaCy components run (benchmarks/pii_names.py compares the full
+    pipeline with the default ``tok2vec`` + ``ner``).
+    """
     from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
     from presidio_analyzer.predefined_recognizers import (
         CreditCardRecognizer,
@@ -149,27 +167,52 @@ def _engines() -> _Engines:
     )
     from presidio_anonymizer import AnonymizerEngine
 
+    from tuneproof.data import pii_ner
     from tuneproof.data import pii_recognizers as r
 
-    registry = RecognizerRegistry(
-        recognizers=[
-            r.OfflineEmailRecognizer(),
-            r.ValidatedPhoneRecognizer(),
-            CreditCardRecognizer(),
-            IbanRecognizer(),
-            IpRecognizer(),
-            r.FileAwareUrlRecognizer(),
-            UsSsnRecognizer(),
-            r.DateOfBirthRecognizer(),
-            r.PersonNameRecognizer(),
-        ],
-        supported_languages=["en"],
-    )
-    analyzer = AnalyzerEngine(
-        registry=registry, nlp_engine=r.BlankEnglishNlpEngine(), supported_languages=["en"]
-    )
+    info: pii_ner.ModelInfo | None = None
+    unavailable = ""
+    if person_detector != "heuristic":
+        try:
+            info = pii_ner.verify_model()
+        except pii_ner.ModelCheckFailed as err:
+            if person_detector == "ner":
+                raise ProtocolError(
+                    [Problem("pii.person_detector", f"'ner' needs the spaCy NER model: {err}")]
+                ) from err
+            unavailable = str(err)
+            log.warning("PII: no statistical NER model (%s); names are found by heuristics only", err)
+    recognizers = [
+        r.OfflineEmailRecognizer(),
+        r.ValidatedPhoneRecognizer(),
+        CreditCardRecognizer(),
+        IbanRecognizer(),
+        IpRecognizer(),
+        r.FileAwareUrlRecognizer(),
+        UsSsnRecognizer(),
+        r.DateOfBirthRecognizer(),
+        # Kept next to the model: it finds names after titles and cues that the small model misses
+        # (measured in docs/pii.md), and it is the whole of PERSON detection without the model.
+        r.PersonNameRecognizer(),
+    ]
+    nlp_engine: Any
+    if info is not None:
+        lists = r.name_lists()
+        known = (lists[0] | lists[1]) - r.ambiguous_first_names() if lists else frozenset()
+        recognizers.append(pii_ner.NerPersonRecognizer(known))
+        nlp_engine = pii_ner.VerifiedSpacyNlpEngine(info, ner_pipes or pii_ner.KEPT_PIPES)
+    else:
+        nlp_engine = r.BlankEnglishNlpEngine()
+    registry = RecognizerRegistry(recognizers=recognizers, supported_languages=["en"])
+    analyzer = AnalyzerEngine(registry=registry, nlp_engine=nlp_engine, supported_languages=["en"])
+    if info is not None:
+        person_note = pii_ner.ner_limitation(info)
+    else:
+        person_note = r.PERSON_LIMITATION if r.name_lists() else r.PERSON_LIMITATION_NO_FAKER
+        if unavailable:
+            person_note = f"The statistical NER model was not used ({unavailable}). " + person_note
     limitations = {
-        "PERSON": r.PERSON_LIMITATION if r.name_lists() else r.PERSON_LIMITATION_NO_FAKER,
+        "PERSON": person_note,
         "DATE_OF_BIRTH": (
             "DATE_OF_BIRTH counts full dates (numeric, ISO, or with a month name) only when a birth "
             "word (born, birth, DOB, birthday) is among the five words before them."
@@ -182,12 +225,28 @@ def _engines() -> _Engines:
             "US_SSN counts only the dashed or spaced 3-2-4 form unless 'SSN'/'social security' is near."
         ),
     }
-    return _Engines(analyzer=analyzer, anonymizer=AnonymizerEngine(), limitations=limitations)
+    return _Engines(
+        analyzer=analyzer,
+        anonymizer=AnonymizerEngine(),
+        limitations=limitations,
+        person_detector="ner+heuristic" if info is not None else "heuristic",
+        ner_model=(
+            {"package": info.package, "version": info.version, "license": info.license}
+            if info is not None
+            else None
+        ),
+    )
 
 
-def warm_up() -> None:
+def detector_info(spec: PiiSpec) -> dict[str, Any]:
+    """What finds names for ``spec``: ``{"person_detector": ..., "ner_model": {...} | None}``."""
+    eng = _engines(spec.person_detector)
+    return {"person_detector": eng.person_detector, "ner_model": eng.ner_model}
+
+
+def warm_up(spec: PiiSpec | None = None) -> None:
     """Build the engines now (e.g. before timing a run) instead of on the first ``scrub``."""
-    _engines()
+    _engines((spec or PiiSpec()).person_detector)
 
 
 @dataclass(frozen=True)
@@ -206,12 +265,20 @@ def detect(texts: Sequence[str], spec: PiiSpec) -> list[list[Detection]]:
     entities: list[str] = [t for t in ENTITY_TYPES if t in spec.entities]
     return [
         [Detection(d.entity_type, d.start, d.end, float(d.score)) for d in dets]
-        for dets in _analyze(texts, entities, spec.min_score)
+        for dets in _analyze(texts, entities, spec.min_score, spec.person_detector)
     ]
 
 
-def _analyze(texts: Sequence[str], entities: list[str], min_score: float) -> list[list[Any]]:
-    eng = _engines()
+def _analyze(
+    texts: Sequence[str], entities: list[str], min_score: float, person_detector: str
+) -> list[list[Any]]:
+    return analyze_with(_engines(person_detector), texts, entities, min_score)
+
+
+def analyze_with(
+    eng: _Engines, texts: Sequence[str], entities: list[str], min_score: float
+) -> list[list[Any]]:
+    """Presidio's results per text from the given engines, overlaps resolved."""
     out: list[list[Any]] = []
     for text, artifacts in eng.analyzer.nlp_engine.process_batch(texts, language="en"):
         found = eng.analyzer.analyze(
@@ -278,7 +345,7 @@ def scrub(
         raise ValueError(f"{len(texts)} texts but {len(row_ids)} row ids for field {field!r}")
     policy: dict[str, str] = {str(t): str(p) for t, p in spec.entities.items()}
     entities = [t for t in ENTITY_TYPES if t in policy]
-    detections = _analyze(texts, entities, spec.min_score)
+    detections = _analyze(texts, entities, spec.min_score, spec.person_detector)
 
     found = dict.fromkeys(entities, 0)
     fail_rows: dict[str, list[str]] = {}
@@ -294,7 +361,7 @@ def scrub(
 
     operators = _operators(policy, key)
     display_operators = _operators({t: "redact" if p == "report" else p for t, p in policy.items()}, key)
-    anonymizer = _engines().anonymizer
+    anonymizer = _engines(spec.person_detector).anonymizer
     new_texts: list[str] = []
     examples: dict[str, list[str]] = {t: [] for t in entities}
     rescan: list[int] = []
@@ -321,7 +388,7 @@ def scrub(
                 )
             _add_examples(examples, shown.text, shown.items)
 
-    remaining = _remaining(new_texts, detections, rescan, entities, spec.min_score)
+    remaining = _remaining(new_texts, detections, rescan, entities, spec.min_score, spec.person_detector)
     return PiiFieldResult(
         field=field,
         texts=new_texts,
@@ -330,7 +397,8 @@ def scrub(
         found=found,
         remaining=remaining,
         examples={t: ex for t, ex in examples.items() if ex},
-        limitations=_limitations(entities),
+        limitations=_limitations(entities, spec.person_detector),
+        detector=detector_info(spec) if "PERSON" in entities else {},
     )
 
 
@@ -367,6 +435,7 @@ def _remaining(
     rescan: list[int],
     entities: list[str],
     min_score: float,
+    person_detector: str,
 ) -> dict[str, int]:
     """Re-scan what changed; a text left as it was (no hit, or only `report` hits) keeps its count."""
     remaining = dict.fromkeys(entities, 0)
@@ -375,7 +444,7 @@ def _remaining(
         if i not in changed:
             for d in dets:
                 remaining[d.entity_type] += 1
-    for dets in _analyze([new_texts[i] for i in rescan], entities, min_score):
+    for dets in _analyze([new_texts[i] for i in rescan], entities, min_score, person_detector):
         for d in dets:
             remaining[d.entity_type] += 1
     return remaining
@@ -390,14 +459,14 @@ def _fail_message(field: str, fail_rows: dict[str, list[str]]) -> str:
     return f"personal data found in field {field!r} where the policy is 'fail': " + "; ".join(parts)
 
 
-def _limitations(entities: list[str]) -> list[str]:
-    notes = [note for t, note in _engines().limitations.items() if t in entities]
+def _limitations(entities: list[str], person_detector: str) -> list[str]:
+    notes = [note for t, note in _engines(person_detector).limitations.items() if t in entities]
     skipped = [t for t in ENTITY_TYPES if t not in entities]
     if skipped:
         notes.append("Not scanned (not listed under pii.entities): " + ", ".join(skipped) + ".")
     notes.append(
-        "Detection is pattern- and list-based and is not a guarantee: personal data it does not "
-        "recognise (other ID numbers, addresses, free-text descriptions of people) passes through."
+        "Detection is pattern-, list- and model-based and is not a guarantee: personal data it does "
+        "not recognise (other ID numbers, addresses, free-text descriptions of people) passes through."
     )
     return notes
 
@@ -413,7 +482,9 @@ def scan_report(results: list[PiiFieldResult]) -> dict[str, Any]:
     examples: dict[str, list[str]] = {}
     limitations: list[str] = []
     fields: dict[str, dict[str, dict[str, int]]] = {}
+    detector: dict[str, Any] = {}
     for res in results:
+        detector = detector or dict(res.detector)
         policy.update(res.policy)
         fields[res.field] = {"found": dict(res.found), "remaining": dict(res.remaining)}
         for t, ex in res.examples.items():
@@ -426,4 +497,5 @@ def scan_report(results: list[PiiFieldResult]) -> dict[str, Any]:
         "fields": fields,
         "examples": examples,
         "limitations": limitations,
+        "detector": detector,
     }

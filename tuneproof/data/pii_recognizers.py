@@ -11,8 +11,8 @@ be downloaded here. What replaces it:
 * ``ValidatedPhoneRecognizer``: the stock phone recognizer, scored 0.5 instead of 0.4 (see the class).
 * ``DateOfBirthRecognizer``: Presidio has a generic date recognizer but nothing that tells a birth
   date from any other date; this one scores dates low and relies on birth context to lift them.
-* ``PersonNameRecognizer``: stands in for the statistical NER model (see its docstring and
-  ``PERSON_LIMITATION``).
+* ``PersonNameRecognizer``: names from titles, cues and name lists; next to the statistical NER
+  model of ``pii_ner`` where that is installed, and alone (see ``PERSON_LIMITATION``) where not.
 
 Everything here is built on first use by ``tuneproof.data.pii``; importing this module only defines
 classes.
@@ -310,6 +310,13 @@ _AMBIGUOUS_FIRST = frozenset(
     sable saint serenity shadow spirit tiger true velvet venus wren
     """.split()
 )
+
+
+def ambiguous_first_names() -> frozenset[str]:
+    """First names that are also everyday words: alone they are no evidence of a person."""
+    return _AMBIGUOUS_FIRST
+
+
 _TITLES = frozenset(
     "mr mrs ms miss mx dr prof professor sir dame madam madame rev reverend fr mister doctor".split()
 )

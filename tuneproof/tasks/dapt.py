@@ -57,7 +57,7 @@ SPEC = generative_spec(
     "dapt",
     "is a language model adapted to a domain",
     label_column_default=None,
-    options=("dapt", "data.labels"),
+    options=("dapt", "data.labels", "privacy.audit.canaries"),
     report_sections=("dapt_forgetting", "validation_vs_base"),
     pipeline_tag="text-generation",
 )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tuneproof.report import generation_sections, search_section, task_sections
+from tuneproof.report import generation_sections, privacy_section, search_section, task_sections
 from tuneproof.report.section import Renderer, Section
 from tuneproof.report.sections import data, evaluation, lineage, overview, statistics, training
 from tuneproof.report.sections.generic import make_other_results
@@ -43,6 +43,7 @@ SECTIONS: tuple[Section, ...] = (
     Section(
         "power", "Power before training", statistics.power, frozenset({"power", "gate_tests", "gate_family"})
     ),
+    Section("privacy", "Privacy: memorisation audit", privacy_section.privacy, frozenset({"privacy"})),
     Section("other", "Other results", make_other_results(_claimed)),
     Section("training", "Training", training.training),
     Section("data", "Data: sources and cleaning", data.cleaning),
