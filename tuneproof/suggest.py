@@ -16,7 +16,6 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-import torch
 
 from tuneproof.data.clean import dedup_key
 from tuneproof.errors import RunFolderError, TuneproofError
@@ -58,6 +57,8 @@ def _run_texts(run_dir: Path) -> set[str]:
 
 def pool_probabilities(predictor: Any, texts: Sequence[str], chunk: int = 1024) -> np.ndarray:
     """The packaged model's class probabilities for ``texts`` (the protocol's PII scrub applied)."""
+    import torch
+
     if predictor.pii is not None:
         from tuneproof.data.pii_step import scrub_inputs
 
