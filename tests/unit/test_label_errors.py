@@ -26,11 +26,12 @@ from tuneproof.protocol.schema import LabelErrorsSpec  # noqa: E402
 
 # Floors for detecting 5% planted flips among 4,000 Rotten Tomatoes training snippets with the
 # default settings (TF-IDF + logistic regression, 5 folds, prune_by_noise_rate). Measured on seeds
-# 13, 14, 15 (see docs/label-quality.md): precision 0.xx-0.xx, recall 0.xx-0.xx. The floors sit below
-# the worst seed so a change of seed does not fail, and far above what a broken detector gets
-# (random flagging of the same number of rows: precision ~0.05).
-PRECISION_FLOOR = 0.0
-RECALL_FLOOR = 0.0
+# 13-17 (docs/label-quality.md): precision 0.137-0.157, recall 0.615-0.695, about 900 rows flagged.
+# Precision is low because the snippets' own ambiguity looks like label noise to a 0.71-accurate
+# model; it is still ~3x what flagging as many random rows gives (0.05, recall ~0.22), and a broken
+# detector falls below these (scoring rows in-sample instead of out-of-fold flagged none, seed 13).
+PRECISION_FLOOR = 0.10
+RECALL_FLOOR = 0.50
 FLIP_ROWS = list(range(3, 600, 20))  # 30 of 600 rows: 5%
 
 
