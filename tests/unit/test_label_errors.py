@@ -182,3 +182,21 @@ def test_report_section_lists_the_suspects(tmp_path: Path) -> None:
     first = prepared.report["label_errors"]["splits"]["train"]["rows"][0]
     assert first["row_id"] in html and "suggested label" in html and "dropped" in html
     assert "test:" in html and "kept" in html
+
+
+def test_min_confidence_keeps_only_the_surer_suspects() -> None:
+    rows = clear_reviews(400, seed=4)
+    for i in range(3, 400, 20):
+        rows[i]["label"] = _flip(rows[i]["label"])
+    df = pd.DataFrame([{"row_id": f"r{i}", **r} for i, r in enumerate(rows)])
+    every, _, _ = find_suspects(LabelErrorsSpec(), {"train": df}, seed=2)
+    confidences = sorted(r["confidence"] for r in every["train"].rows)
+    floor = confidences[len(confidences) // 2]  # the median: about half are kept
+    sure, _, _ = find_suspects(LabelErrorsSpec(min_confidence=floor), {"train": df}, seed=2)
+    kept = sure["train"].rows
+    assert 0 < len(kept) < len(every["train"].rows)
+    assert all(r["confidence"] >= floor for r in kept)
+    assert {r["row_id"] for r in kept} == {
+        r["row_id"] for r in every["train"].rows if r["confidence"] >= floor
+    }
+    assert len(sure["train"].positions) == len(kept)

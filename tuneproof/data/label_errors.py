@@ -95,6 +95,8 @@ def out_of_fold_probs(
 
     n = len(texts)
     probs = np.zeros((n, k), dtype=np.float64)
+    if n < 2:  # nothing to hold out; the split-size guards refuse such a split anyway
+        return probs
     if multi_label:
         splitter: Any = KFold(n_splits=min(folds, n), shuffle=True, random_state=seed)
         parts = splitter.split(np.zeros(n))
@@ -180,6 +182,19 @@ def _encode(
     return ids, ids
 
 
+def _sure(
+    df: pd.DataFrame,
+    positions: np.ndarray,
+    probs: np.ndarray,
+    labels: list[str],
+    multi_label: bool,
+    floor: float,
+) -> Suspects:
+    rows = _describe(df, positions, probs, labels, multi_label)
+    keep = [i for i, r in enumerate(rows) if r["confidence"] >= floor]
+    return Suspects(len(df), positions[keep], [rows[i] for i in keep])
+
+
 def find_suspects(
     spec: LabelErrorsSpec, splits: dict[str, pd.DataFrame], seed: int
 ) -> tuple[dict[str, Suspects], list[str], bool]:
@@ -194,7 +209,8 @@ def find_suspects(
     y_fit, y_flag = _encode(train, labels, multi_label)
     oof = out_of_fold_probs(list(train["text"]), y_fit, k, spec.folds, seed, multi_label)
     positions = flag(y_flag, oof, spec, multi_label)
-    out = {"train": Suspects(len(train), positions, _describe(train, positions, oof, labels, multi_label))}
+    floor = spec.min_confidence
+    out = {"train": _sure(train, positions, oof, labels, multi_label, floor)}
     for name in EVALUATION_SPLITS:
         part = splits.get(name)
         if part is None or not len(part):
@@ -202,7 +218,7 @@ def find_suspects(
         probs = _fit_predict(list(train["text"]), y_fit, list(part["text"]), k, seed, multi_label)
         _, given = _encode(part, labels, multi_label)
         found = flag(given, probs, spec, multi_label)
-        out[name] = Suspects(len(part), found, _describe(part, found, probs, labels, multi_label))
+        out[name] = _sure(part, found, probs, labels, multi_label, floor)
     return out, labels, multi_label
 
 
@@ -269,6 +285,11 @@ def check_label_errors(
             f"{spec.folds}-fold cross-validation on the train split; validation and test rows scored "
             f"by the same model fitted on the whole train split; cleanlab find_label_issues "
             f"(filter_by={spec.filter_by})"
+            + (
+                f"; suspects kept only at confidence >= {spec.min_confidence:g}"
+                if spec.min_confidence
+                else ""
+            )
         ),
         "multi_label": multi_label,
         "labels": labels,

