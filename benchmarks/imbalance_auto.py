@@ -11,8 +11,9 @@ rows with paired bootstrap differences against no rebalancing. Classifiers: TF-I
 regression, and logistic regression on frozen all-MiniLM-L6-v2 embeddings (a stand-in for the
 fine-tuned encoder, which is too slow to refit this often on two shared cores).
 
-`imbalance.auto_ratio` (tuneproof/protocol/schema.py AUTO_RATIO) is the smallest ratio from which
-class weights beat no rebalancing for both classifiers on every seed's point estimate.
+`imbalance.auto_ratio` (tuneproof/protocol/schema.py AUTO_RATIO) is the smallest measured ratio at
+which class weights beat no rebalancing with the paired interval's lower bound above zero on every
+seed (docs/label-quality.md; measured with --no-embeddings).
 """
 
 from __future__ import annotations
