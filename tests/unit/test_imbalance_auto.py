@@ -26,6 +26,16 @@ def test_auto_uses_class_weights_from_the_threshold_and_nothing_below() -> None:
     assert decide(ImbalanceSpec(auto_ratio=10), "classification", {"a": 90, "b": 10})["strategy"] == "none"
 
 
+def test_auto_ratio_without_auto_is_refused() -> None:
+    from tuneproof.errors import ProtocolError
+
+    with pytest.raises(ProtocolError, match="auto_ratio only applies with strategy: auto"):
+        parse_protocol(
+            "name: t\nmodel: {source: m}\ndata: {files: [x.csv]}\n"
+            "imbalance: {strategy: none, auto_ratio: 3}\n"
+        )
+
+
 def test_report_entry_carries_the_weights_the_loss_uses() -> None:
     protocol = parse_protocol("name: t\nmodel: {source: m}\ndata: {files: [x.csv]}\n")
     entry = imbalance_report(protocol, {"pos": 300, "neg": 100})

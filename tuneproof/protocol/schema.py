@@ -274,6 +274,12 @@ class ImbalanceSpec(Strict):
         AUTO_RATIO, description="auto: the class ratio (largest:smallest) from which class weights are used"
     )
 
+    @model_validator(mode="after")
+    def _ratio_needs_auto(self) -> ImbalanceSpec:
+        if "auto_ratio" in self.model_fields_set and self.strategy != "auto":
+            raise ValueError(f"auto_ratio only applies with strategy: auto (strategy is {self.strategy!r})")
+        return self
+
 
 class LoraSpec(Strict):
     r: Annotated[int, Field(ge=1, le=1024)] = 8
