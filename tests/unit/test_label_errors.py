@@ -200,3 +200,34 @@ def test_min_confidence_keeps_only_the_surer_suspects() -> None:
         r["row_id"] for r in every["train"].rows if r["confidence"] >= floor
     }
     assert len(sure["train"].positions) == len(kept)
+
+
+def test_multi_label_protocol_runs_the_step_in_the_data_stage(tmp_path: Path) -> None:
+    from tuneproof.tasks.registry import get_task
+
+    rng = random.Random(6)
+    rows = []
+    for i in range(300):
+        labels = ["pos"] if i % 3 == 0 else ["neg"] if i % 3 == 1 else ["neg", "pos"]
+        words = rng.sample(NEUTRAL, 3)
+        words += rng.sample(POSITIVE, 2) if "pos" in labels else []
+        words += rng.sample(NEGATIVE, 2) if "neg" in labels else []
+        rows.append({"text": " ".join(words) + f" {i}", "labels": labels})
+    for i in range(0, 300, 30):
+        rows[i]["labels"] = []  # the row's one true label left out
+    path = write_jsonl(tmp_path / "ml.jsonl", rows)
+    protocol = parse_protocol(
+        f"name: ml\ntask: multilabel\nmodel: {{source: unused}}\n"
+        f"data: {{files: [{path}], label_column: labels}}\n"
+        "cleaning: {near_duplicates: {enabled: false}, label_errors: {policy: report}}\n"
+        "split: {train: 0.7, validation: 0.1, test: 0.2, enforce_minimums: false}\n"
+    )
+    task = get_task(protocol)
+    prepared = prepare_data(protocol, tmp_path, target_check=task.target_check(), stratify=task.stratify)
+    info = prepared.report["label_errors"]
+    assert info["multi_label"] is True and info["labels"] == ["neg", "pos"]
+    planted = {f"ml.jsonl:{i + 1}" for i in range(0, 300, 30)} & set(prepared.splits["train"]["row_id"])
+    listed = {r["row_id"]: r for r in info["splits"]["train"]["rows"]}
+    assert len(planted & set(listed)) >= 0.6 * len(planted)
+    hit = listed[next(iter(sorted(planted & set(listed))))]
+    assert hit["given"] == [] and "pos" in hit["suggested"]  # its text carries positive words only
