@@ -83,7 +83,9 @@ def _diff(d: dict[str, Any]) -> str:
     return f" ({d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}])"
 
 
-def run(ratios: Sequence[float], seeds: Sequence[int], embeddings: bool) -> list[dict[str, Any]]:
+def run(
+    ratios: Sequence[float], seeds: Sequence[int], embeddings: bool, tfidf: bool = True
+) -> list[dict[str, Any]]:
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.model_selection import train_test_split
 
@@ -104,12 +106,14 @@ def run(ratios: Sequence[float], seeds: Sequence[int], embeddings: bool) -> list
             train, test = skewed(tr, y, ratio, rng), skewed(te, y, ratio, rng)
             idx = bootstrap_indices(len(test), BOOTSTRAP, seed)
             kinds: dict[str, Any] = {}
-            vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2)
-            x_tfidf = vec.fit(np.asarray(texts, dtype=object)[train]).transform(texts)
-            feature_sets = {
-                "tfidf_logreg": x_tfidf,
-                **({"minilm_embeddings_logreg": emb} if emb is not None else {}),
-            }
+            feature_sets: dict[str, Any] = {}
+            if tfidf:
+                vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2)
+                feature_sets["tfidf_logreg"] = vec.fit(np.asarray(texts, dtype=object)[train]).transform(
+                    texts
+                )
+            if emb is not None:
+                feature_sets["minilm_embeddings_logreg"] = emb
             for kind, feats in feature_sets.items():
                 preds = {s: _fit(kind, s, train, y, feats, seed).predict(feats[test]) for s in STRATEGIES}
                 stats = {s: _macro_f1_stat(p, y[test]) for s, p in preds.items()}
@@ -147,9 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ratios", type=float, nargs="+", default=[1, 1.5, 2, 3, 4, 6, 8, 16, 30])
     parser.add_argument("--seeds", type=int, nargs="+", default=[13, 14, 15])
     parser.add_argument("--no-embeddings", action="store_true")
+    parser.add_argument("--no-tfidf", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    results = run(args.ratios, args.seeds, not args.no_embeddings)
+    results = run(args.ratios, args.seeds, not args.no_embeddings, not args.no_tfidf)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")
