@@ -172,6 +172,38 @@ def predict(
 
 
 @app.command()
+def suggest(
+    run_dir: Path,
+    pool: Annotated[
+        Path, typer.Option("--pool", help="unlabelled texts: JSONL with a 'text' field, or lines")
+    ],
+    n: Annotated[int, typer.Option("--n", min=1, help="how many texts to suggest")] = 100,
+    out: Annotated[Path, typer.Option("--out", help="the file to label (JSONL, 'label' left empty)")] = Path(
+        "to-label.jsonl"
+    ),
+    method: Annotated[str, typer.Option(help="margin or entropy (uncertainty sampling)")] = "margin",
+    text_field: str = "text",
+) -> None:
+    """Rank unlabelled texts for annotation by the run's model: the least certain first."""
+    from tuneproof.suggest import METHODS
+    from tuneproof.suggest import suggest as run_suggest
+
+    if method not in METHODS:
+        typer.echo(f"error: --method must be one of {', '.join(METHODS)}", err=True)
+        raise typer.Exit(2)
+    try:
+        summary = run_suggest(run_dir, pool, n, out, method, text_field)  # type: ignore[arg-type]
+    except TuneproofError as exc:
+        _fail(exc)
+        return
+    typer.echo(
+        f"wrote {summary['written']} of {summary['ranked']} candidate texts to {summary['out']} "
+        f"({summary['method']}; {summary['duplicates_or_seen']} duplicates or texts the run already used "
+        "left out)"
+    )
+
+
+@app.command()
 def show(run_dir: Path) -> None:
     """Summarise a run in the terminal: data, metrics with intervals, gate verdicts."""
     from tuneproof.report import summarize

@@ -4,6 +4,7 @@
        1  TuneproofError                        base of everything below (no other code fits)
        2  ├── ProtocolError(ValueError)         the protocol is invalid; lists every problem with its path
        3  ├── DataValidationError(ValueError)   the data is invalid; lists every problem with file and line
+       3  │   └── LabelErrorsFound              too many rows look mislabelled (label_errors policy `fail`)
        4  ├── GateFailed                        an acceptance gate failed (the run is kept, not deployable)
        5  ├── TrainingDiverged(RuntimeError)    a non-finite loss or gradient stopped training
        6  ├── UnsafeArtifactError               a pickle file or remote code was refused
@@ -65,6 +66,11 @@ class DataValidationError(_ProblemList, ValueError):
 
     def __init__(self, problems: Sequence[Problem], source: str = "data") -> None:
         super().__init__(problems, f"invalid {source}")
+
+
+class LabelErrorsFound(DataValidationError):
+    """More rows look mislabelled than ``cleaning.label_errors.max_rate`` allows (policy ``fail``);
+    lists the suspected rows. A data problem, so it keeps the data exit code."""
 
 
 class UnsafeArtifactError(TuneproofError):

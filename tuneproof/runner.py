@@ -115,6 +115,8 @@ def run(
         if distributed.is_main():
             write_manifest(run_dir, manifest, hash_files=False)
     stage("prepare", " ".join(f"{k}={v['rows']}" for k, v in prepared.report["splits"].items()))
+    for warning in prepared.report.get("small_classes") or []:  # before training, not only in the report
+        stage("prepare", f"warning: {warning['text']}")
     assert manifest is not None  # read, started or (on other ranks) read back above
     try:
         if ctx.protocol.search is not None:

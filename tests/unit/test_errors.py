@@ -41,9 +41,12 @@ def test_exit_codes_are_unique_per_class_that_defines_one() -> None:
     assert len(defined) >= 12
     codes = list(defined.values())
     assert len(codes) == len(set(codes)), defined
-    # the one class without its own code inherits it on purpose: a trial failure is a search failure
-    assert [c.__name__ for c in _public_tree() if "exit_code" not in c.__dict__] == ["TrialFailed"]
+    # the classes without their own code inherit it on purpose: a trial failure is a search failure,
+    # and too many suspected label errors are a data problem
+    inheriting = {c.__name__ for c in _public_tree() if "exit_code" not in c.__dict__}
+    assert inheriting == {"TrialFailed", "LabelErrorsFound"}
     assert errors.TrialFailed.exit_code == errors.SearchError.exit_code
+    assert errors.LabelErrorsFound.exit_code == errors.DataValidationError.exit_code
     assert errors.Interrupted.exit_code == 130
 
 

@@ -25,6 +25,7 @@ STAGE_FIELDS = {
     "near_duplicates": "cleaning.near_duplicates",
     "over_length": "cleaning.over_length",
     "leakage": "leakage.action",
+    "label_errors": "cleaning.label_errors.policy",
 }
 _HINTS = {
     "near_duplicates": "distinct records may look alike to the comparison: where numbers or codes carry the "
@@ -36,6 +37,8 @@ _HINTS = {
     "dropping them",
     "over_length": "raise model.max_length or use cleaning.over_length: truncate",
     "leakage": "the given splits share many texts; check that they were split correctly",
+    "label_errors": "many training labels look wrong to a TF-IDF model; review the listed rows "
+    "(policy: report) before dropping them: a weak model also flags rows that are merely hard",
 }
 EXAMPLES_IN_ERROR = 3
 MAX_TEXT = 100

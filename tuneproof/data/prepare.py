@@ -32,6 +32,7 @@ from tuneproof.data.readers import ReadResult, read_file
 from tuneproof.data.split import find_leaks, split_indices, straddling_clusters
 from tuneproof.errors import DataValidationError, Problem
 from tuneproof.protocol.schema import Protocol
+from tuneproof.train.imbalance_auto import imbalance_report, small_class_warnings
 
 SPLITS = ("train", "validation", "test")
 # Removed rows kept per stage as examples for the report (the error shows the first few).
@@ -408,6 +409,13 @@ def _clean_and_split(
         leak_report["clusters"] = straddling_clusters(
             {s: p[cluster_column].tolist() for s, p in splits.items()}, cluster_column
         )
+    label_report = None
+    if protocol.cleaning.label_errors is not None and protocol.data.label_column is not None:
+        from tuneproof.data.label_errors import check_label_errors
+
+        splits, label_report = check_label_errors(
+            protocol.cleaning.label_errors, splits, protocol.seed, stages.record
+        )
     _guard(protocol, stages)
     with_classes = protocol.data.label_column is not None and stratify
     sizes = {name: len(part) for name, part in splits.items()}
@@ -462,9 +470,12 @@ def _clean_and_split(
         "splits": {n: {"rows": len(p), "sha256": split_hash(p)} for n, p in out.items()},
         "split_sizes": size_report,
         "removal_limits": cleaning.max_removed_fraction.model_dump(),
-        "imbalance": {"strategy": protocol.imbalance.strategy},
+        "imbalance": imbalance_report(protocol, class_counts["train"] if class_counts else None),
+        "small_classes": small_class_warnings(class_counts) if class_counts else [],
         "pii": pii_report,
     }
+    if label_report is not None:
+        report["label_errors"] = label_report
     return PreparedData(out, report, hashes)
 
 

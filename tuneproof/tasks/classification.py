@@ -25,6 +25,7 @@ from tuneproof.tasks._inference import predict_rows
 from tuneproof.tasks.base import Baselines, TaskEnv
 from tuneproof.tasks.encoder import EncoderTask
 from tuneproof.tasks.spec import TaskSpec
+from tuneproof.train.imbalance_auto import decide
 from tuneproof.train.loop import LossFn
 from tuneproof.train.model_source import ModelRef
 
@@ -45,6 +46,7 @@ SPEC = TaskSpec(
         "evaluate.gate_family",
         "evaluate.interval",
         "calibration",
+        "cleaning.label_errors",
     ),
     pipeline_tag="text-classification",
 )
@@ -96,7 +98,7 @@ class ClassificationTask(EncoderTask):
 
     def loss_fn(self, train_features: list[dict[str, Any]]) -> LossFn:
         weight = None
-        if self.protocol.imbalance.strategy == "class_weights":
+        if self.imbalance_strategy(train_features) == "class_weights":
             weight = torch.tensor(self.class_weights(train_features), dtype=torch.float32)
         ce = nn.CrossEntropyLoss(
             weight=weight, reduction="sum", label_smoothing=self.protocol.train.label_smoothing
@@ -119,6 +121,16 @@ class ClassificationTask(EncoderTask):
 
         return loss
 
+    def imbalance_strategy(self, train_features: list[dict[str, Any]]) -> str:
+        """The protocol's strategy, with `auto` decided on the original rows' class counts (oversampled
+        copies left out, so the loss sees the decision the data report recorded)."""
+        counts = Counter(
+            self.labels[f["labels"]]
+            for f in train_features
+            if f["labels"] >= 0 and not str(f.get("row_id", "")).endswith("#dup")
+        )
+        return str(decide(self.protocol.imbalance, self.name, counts)["strategy"])
+
     def class_weights(self, train_features: list[dict[str, Any]]) -> list[float]:
         counts = Counter(f["labels"] for f in train_features)
         n, k = sum(counts.values()), len(self.labels)
@@ -126,7 +138,7 @@ class ClassificationTask(EncoderTask):
 
     def resample(self, train_features: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
         """Random oversampling of minority classes up to the majority count (train split only)."""
-        if self.protocol.imbalance.strategy != "oversample":
+        if self.imbalance_strategy(train_features) != "oversample":
             return train_features
         rng = np.random.default_rng(seed)
         by_class: dict[int, list[int]] = {}

@@ -12,6 +12,7 @@ from tuneproof.report import generation_sections, privacy_section, search_sectio
 from tuneproof.report.section import Renderer, Section
 from tuneproof.report.sections import data, evaluation, lineage, overview, statistics, training
 from tuneproof.report.sections.generic import make_other_results
+from tuneproof.report.sections.label_errors import label_errors
 
 # Every task-specific section by id, with the built-in section it goes after.
 TASK_SECTIONS: dict[str, tuple[Section, str]] = {
@@ -48,6 +49,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("training", "Training", training.training),
     Section("data", "Data: sources and cleaning", data.cleaning),
     Section("leakage", "Data: leakage between splits", data.leakage),
+    Section("label_errors", "Data: suspected label errors", label_errors),
     Section("splits", "Data: splits and labels", data.splits),
     Section("lengths", "Data: text lengths and truncation", data.lengths),
     Section("pii", "Data: personal information (PII)", data.pii),

@@ -230,7 +230,13 @@ def splits(run: RunData) -> str | None:
         text = f"Imbalance handling: {imbalance.get('strategy', 'none')}"
         if isinstance(weights, Mapping) and weights:
             text += " (class weights " + ", ".join(f"{k}: {fmt_num(v)}" for k, v in weights.items()) + ")"
+        if imbalance.get("requested") == "auto" and imbalance.get("reason"):
+            text += f", chosen by imbalance.strategy auto: {imbalance['reason']}"
         parts.append(para(text + "."))
+    small = [str(mapping(w).get("text")) for w in sequence(report.get("small_classes")) if mapping(w)]
+    if small:
+        parts.append(h3("Classes with too few rows"))
+        parts.append(Safe("<ul>" + "".join(f"<li>{esc(t)}</li>" for t in small) + "</ul>"))
     return join(parts)
 
 

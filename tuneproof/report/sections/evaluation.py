@@ -215,8 +215,32 @@ def per_class(run: RunData) -> str | None:
     if not classes:
         return None
     columns = _columns(classes)
-    return table(
-        ["class", *columns], ([label, *(row.get(c) for c in columns)] for label, row in classes.items())
+    # The data stage's warnings about classes too small to learn or to measure, beside their scores.
+    small: dict[str, list[str]] = {}
+    for w in sequence(run.data_report.get("small_classes")):
+        w = mapping(w)
+        if w.get("label") is not None:
+            small.setdefault(str(w["label"]), []).append(f"{w.get('rows')} {w.get('split')} rows")
+    if not small:
+        return table(
+            ["class", *columns], ([label, *(row.get(c) for c in columns)] for label, row in classes.items())
+        )
+    rows: list[list[Cell]] = [
+        [
+            label,
+            *(row.get(c) for c in columns),
+            chip("too few: " + ", ".join(small[label]), "warn") if label in small else "",
+        ]
+        for label, row in classes.items()
+    ]
+    return join(
+        [
+            table(["class", *columns, "warning"], rows),
+            para(
+                "Flagged classes had too few training rows to learn reliably or too few test rows for "
+                "their metrics to be more than indicative (see Data: splits and labels)."
+            ),
+        ]
     )
 
 
