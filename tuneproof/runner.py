@@ -218,7 +218,16 @@ def _train_evaluate_package(
     )
     try:
         result = fit(
-            task, protocol, ref, tokenizer, features, run_dir / "checkpoints", precision, resume, trackers.log
+            task,
+            protocol,
+            ref,
+            tokenizer,
+            features,
+            run_dir / "checkpoints",
+            precision,
+            resume,
+            trackers.log,
+            splits=prepared.splits,
         )
     finally:
         trackers.close()
@@ -262,6 +271,25 @@ def _train_evaluate_package(
     if baselines.validation:
         metrics["validation_baselines"] = baselines.validation
     metrics.update(task.evaluation_notes(features))
+    if protocol.evaluate.learning_curve is not None:
+        from tuneproof.curve.run import learning_curve
+
+        stage("curve", "learning curve: training each point once (cached points are reused)")
+        metrics["learning_curve"] = learning_curve(
+            task,
+            protocol,
+            ref,
+            tokenizer,
+            prepared,
+            features,
+            outputs,
+            precision,
+            run_dir,
+            cache_dir,
+            _model_digest(manifest, ref),
+            lambda message: stage("curve", message),
+        )
+        stage("curve", metrics["learning_curve"]["answer"])
     metrics["task"] = task.name  # the scorer may be shared between tasks; the envelope names the run's
     metrics["padding_efficiency"] = result.train.padding_efficiency
     if prepared.report.get("pii"):
@@ -294,6 +322,13 @@ def _train_evaluate_package(
     _finish(run_dir, manifest)
     stage("done", f"{status}: {run_dir}")
     return RunOutcome(run_dir, status, gates)
+
+
+def _model_digest(manifest: Manifest, ref: ModelRef) -> str:
+    """What identifies the base model's weights in a cache key: their hash where it was taken."""
+    record = manifest.base_model
+    digest = record.sha256 if isinstance(record, BaseModelRecord) else None
+    return digest or ref.name_or_path
 
 
 def _finish(run_dir: Path, manifest: Manifest) -> None:

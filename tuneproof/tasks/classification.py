@@ -40,7 +40,10 @@ SPEC = TaskSpec(
         "train.label_smoothing",
         "imbalance.oversample",
         "imbalance.class_weights",
+        "train.setfit",
+        "evaluate.learning_curve",
     ),
+    report_sections=("learning_curve",),
     pipeline_tag="text-classification",
 )
 

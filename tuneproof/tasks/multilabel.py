@@ -89,7 +89,13 @@ SPEC = TaskSpec(
     # on favours a model whose probabilities are nearly constant and whose thresholds fit the noise.
     selection_metrics=("loss", "micro_f1", "macro_f1", "subset_accuracy"),
     stratify=False,
-    options=("data.labels", "data.label_column", "data.label_separator", "imbalance.class_weights"),
+    options=(
+        "data.labels",
+        "data.label_column",
+        "data.label_separator",
+        "imbalance.class_weights",
+        "train.setfit",
+    ),
     report_sections=("thresholds",),
     pipeline_tag="text-classification",
 )
