@@ -73,6 +73,9 @@ def test_setfit_run_has_the_same_evidence_and_a_safetensors_only_model(setfit_ru
     assert metrics["comparisons"]["majority"]["accuracy"]["low"] > 0
     summary = json.loads((setfit_run / "training" / "summary.json").read_text())
     assert summary["steps"] > 0
+    history = json.loads((setfit_run / "training" / "log_history.json").read_text())
+    assert any(isinstance(e.get("loss"), float) for e in history)  # the report's loss curve reads it
+    assert "setfit" in (setfit_run / "report.html").read_text()
 
 
 def test_predict_and_serve_answer_like_the_evaluation(setfit_run: Path) -> None:

@@ -34,10 +34,12 @@ METHOD_NAMES = {"setfit": "SetFit", TFIDF: "TF-IDF + logistic regression"}
 
 def method_protocol(protocol: Protocol, method: str, train_rows: int, spec: LearningCurveSpec) -> Protocol:
     """The protocol a point trains with: the run's own, or with setfit as the method; epochs raised
-    to reach ``spec.min_steps`` optimizer steps on a small subset."""
-    train = protocol.train
+    to reach ``spec.min_steps`` optimizer steps on a small subset. Points train without validation."""
+    # No early stopping at a point: a team with a few labels per class has no large validation
+    # split to stop on, and validating every epoch of a tiny subset would cost more than training.
+    train = protocol.train.model_copy(update={"early_stopping": None})
     if method == "setfit" and train.method != "setfit":
-        train = train.model_copy(update={"method": "setfit", "early_stopping": None})
+        train = train.model_copy(update={"method": "setfit"})
     if train.method != "setfit" and spec.min_steps and train.max_steps is None:
         per_epoch = math.ceil(train_rows / (train.batch_size * train.gradient_accumulation))
         needed = math.ceil(spec.min_steps / max(per_epoch, 1))
@@ -94,7 +96,7 @@ def learning_curve(
         proto = method_protocol(protocol, method, len(rows), spec)
         work = work_root / f"{method}-{len(rows)}"
         shutil.rmtree(work, ignore_errors=True)
-        subset = {"train": [train_feats[i] for i in rows], "validation": features.get("validation") or []}
+        subset = {"train": [train_feats[i] for i in rows]}
         try:
             result = fit(task, proto, ref, tokenizer, subset, work, precision, splits=prepared.splits)
             probs = task.predict(result.model, test_feats, pad_id, protocol.evaluate.batch_size, precision)

@@ -131,6 +131,9 @@ def fit_setfit(
     seconds = time.perf_counter() - started
     state = trainer.st_trainer.state
     history = [{k: v for k, v in e.items() if isinstance(v, int | float | str)} for e in state.log_history]
+    for entry in history:  # setfit names the body's contrastive loss embedding_loss
+        if "embedding_loss" in entry:
+            entry["loss"] = entry["embedding_loss"]
     result = TrainResult(
         log_history=history,
         steps=int(state.global_step),
