@@ -34,6 +34,14 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[8, 16, 32])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--budget-seconds", type=float, default=None)
+    parser.add_argument(
+        "--methods", nargs="+", default=["setfit", "tfidf_logreg"], choices=["setfit", "tfidf_logreg"]
+    )
+    parser.add_argument(
+        "--splits-from-reference",
+        action="store_true",
+        help="read the splits from the reference run's data/ (same hashes) instead of preparing them again",
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
 
@@ -49,16 +57,22 @@ def main() -> None:
 
     loaded = load_protocol(PROTOCOL)
     ctx = build_context(loaded, loaded.base_dir, None)
-    prepared = ctx.prepare()
-    ctx.task.set_labels(prepared)
     reference = json.loads((args.reference / "manifest.json").read_text())
-    if reference["splits"]["test"] != prepared.report["splits"]["test"]["sha256"]:
+    if args.splits_from_reference:
+        splits = {n: pd.read_parquet(args.reference / "data" / f"{n}.parquet") for n in ("train", "test")}
+        test_hash = split_hash(splits["test"])
+    else:
+        prepared = ctx.prepare()
+        splits = {n: prepared.splits[n] for n in ("train", "test")}
+        test_hash = prepared.report["splits"]["test"]["sha256"]
+    ctx.task.labels = list(ctx.protocol.data.labels or [])
+    if reference["splits"]["test"] != test_hash:
         sys.exit(f"{args.reference}: its test split is not this protocol's; compare on the same rows")
-    features = build_features(ctx.task, prepared.splits, ctx.tokenizer, ctx.cache_dir)
+    features = build_features(ctx.task, splits, ctx.tokenizer, ctx.cache_dir)
     labels = ctx.task.labels
     y_train = np.array([f["labels"] for f in features["train"]])
     y_test = np.array([f["labels"] for f in features["test"]])
-    test = prepared.splits["test"]
+    test = splits["test"]
     ref_pred = pd.read_parquet(args.reference / "predictions" / "test.parquet").set_index("row_id")
     ref_probs = ref_pred.loc[test["row_id"], [f"prob_{lab}" for lab in labels]].to_numpy(np.float64)
     spec = ctx.protocol.evaluate.learning_curve
@@ -70,7 +84,7 @@ def main() -> None:
         started = time.perf_counter()
         if method == "tfidf_logreg":
             probs = tfidf_logreg_probs(
-                prepared.splits["train"]["text"].iloc[rows].tolist(),
+                splits["train"]["text"].iloc[rows].tolist(),
                 y_train[rows],
                 test["text"].tolist(),
                 len(labels),
@@ -80,9 +94,7 @@ def main() -> None:
             proto = method_protocol(ctx.protocol, method, len(rows), spec)
             sub = {"train": [features["train"][i] for i in rows]}
             work = Path("/tmp") / f"few-shot-{method}-{len(rows)}"
-            result = fit(
-                ctx.task, proto, ctx.ref, ctx.tokenizer, sub, work, ctx.precision, splits=prepared.splits
-            )
+            result = fit(ctx.task, proto, ctx.ref, ctx.tokenizer, sub, work, ctx.precision, splits=splits)
             probs = ctx.task.predict(result.model, features["test"], pad_id, 64, ctx.precision)
         seconds.setdefault(f"{method} n={len(rows) // len(labels)}", []).append(time.perf_counter() - started)
         print(f"[few-shot] {method} on {len(rows)} rows: {time.perf_counter() - started:.0f}s", flush=True)
@@ -91,7 +103,7 @@ def main() -> None:
     context = context_key(
         {
             "benchmark": "few_shot",
-            "splits": {k: split_hash(v) for k, v in prepared.splits.items()},
+            "splits": {k: split_hash(v) for k, v in splits.items()},
             "model": ctx.ref.name_or_path,
             "max_length": ctx.protocol.model.max_length,
             "seed": ctx.protocol.seed,
@@ -104,11 +116,11 @@ def main() -> None:
         y_train,
         args.sizes,
         args.repeats,
-        ["setfit", "tfidf_logreg"],
+        args.methods,
         ctx.protocol.seed,
         cache,
         train_point,
-        {"tfidf_logreg": None},
+        {"tfidf_logreg": None} if "tfidf_logreg" in args.methods else {},
         args.budget_seconds,
     )
     boot = CurveBootstrap(y_test, ctx.protocol.evaluate.bootstrap_samples, ctx.protocol.seed)
@@ -121,7 +133,9 @@ def main() -> None:
         "train_rows": len(y_train),
         "precision": ctx.precision,
         "full_fine_tuning": summarize_point(full_ft, conf),
-        "tfidf_all": summarize_point(boot.point("accuracy", points.probs["tfidf_logreg"][FULL]), conf),
+        "tfidf_all": summarize_point(boot.point("accuracy", points.probs["tfidf_logreg"][FULL]), conf)
+        if FULL in points.probs.get("tfidf_logreg", {})
+        else None,
         "points": [],
         "trained": points.trained,
         "cached": points.cached,
@@ -130,20 +144,18 @@ def main() -> None:
     }
     rows = []
     for n in args.sizes:
-        sf = points.probs["setfit"].get(n)
-        tf = points.probs["tfidf_logreg"].get(n)
-        if not sf or not tf:
+        got = {m: points.probs.get(m, {}).get(n) for m in args.methods}
+        got = {m: v for m, v in got.items() if v}
+        if not got:
             continue
-        k = min(len(sf), len(tf))
-        s, t = boot.point("accuracy", sf[:k]), boot.point("accuracy", tf[:k])
-        entry = {
-            "per_class": n,
-            "repeats": k,
-            "setfit": summarize_point(s, conf),
-            "tfidf": summarize_point(t, conf),
-            "setfit_minus_full_ft": difference(s, full_ft, conf),
-            "setfit_minus_tfidf": difference(s, t, conf),
-        }
+        k = min(len(v) for v in got.values())  # the same repeats on every side, paired by subset
+        reps = {m: boot.point("accuracy", v[:k]) for m, v in got.items()}
+        entry: dict[str, object] = {"per_class": n, "repeats": k}
+        for m, r in reps.items():
+            entry[m] = summarize_point(r, conf)
+            entry[f"{m}_minus_full_ft"] = difference(r, full_ft, conf)
+        if len(reps) == 2:
+            entry["setfit_minus_tfidf"] = difference(reps["setfit"], reps["tfidf_logreg"], conf)
         out["points"].append(entry)  # type: ignore[attr-defined]
         rows.append(entry)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -154,13 +166,11 @@ def main() -> None:
         return f"{d[key]:.3f} [{d['low']:.3f}, {d['high']:.3f}]"
 
     print(f"full fine-tuning (all {len(y_train)} rows): accuracy {iv(out['full_fine_tuning'])}")  # type: ignore[arg-type]
-    print(f"TF-IDF (all rows): accuracy {iv(out['tfidf_all'])}")  # type: ignore[arg-type]
-    print("per class | repeats | SetFit | TF-IDF | SetFit - full FT | SetFit - TF-IDF")
+    if out["tfidf_all"]:
+        print(f"TF-IDF (all rows): accuracy {iv(out['tfidf_all'])}")  # type: ignore[arg-type]
     for e in rows:
-        print(
-            f"{e['per_class']} | {e['repeats']} | {iv(e['setfit'])} | {iv(e['tfidf'])} | "
-            f"{iv(e['setfit_minus_full_ft'])} | {iv(e['setfit_minus_tfidf'])}"
-        )
+        cells = [f"{k}: {iv(v)}" for k, v in e.items() if isinstance(v, dict)]  # type: ignore[union-attr]
+        print(f"{e['per_class']} per class, {e['repeats']} repeats | " + " | ".join(cells))
 
 
 if __name__ == "__main__":

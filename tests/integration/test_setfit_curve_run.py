@@ -127,3 +127,29 @@ def test_learning_curve_is_reported_and_its_points_are_reused(
     again = json.loads((second.run_dir / "metrics.json").read_text())["learning_curve"]
     assert again["cached_points"] == curve["trained_points"] and again["trained_points"] == 2 * 2
     assert again["points"]["protocol"][:2] == curve["points"]["protocol"]
+
+
+def test_multilabel_setfit_packages_one_sigmoid_head_per_label(tmp_path: Path, tiny_bert: Path) -> None:
+    from task_fixtures import protocol_text, toy_multilabel, write_rows
+
+    write_rows(tmp_path / "ml.jsonl", toy_multilabel(240, seed=3))
+    text = protocol_text(
+        "multilabel", tiny_bert, f"  files: [{tmp_path / 'ml.jsonl'}]\n  label_column: labels"
+    )
+    text = text.replace(
+        "train:\n", "train:\n  method: setfit\n  setfit: {num_iterations: 4, learning_rate: 5.0e-4}\n"
+    )
+    text = text.replace("  scheduler: constant\n", "").replace("  learning_rate: 0.003\n", "")
+    (tmp_path / "p.yaml").write_text(text)
+    outcome = run(tmp_path / "p.yaml", output_dir=tmp_path / "runs")
+    assert outcome.status in ("passed", "rejected")
+    desc = json.loads((outcome.run_dir / "model" / "sentence_classifier.json").read_text())
+    assert desc["activation"] == "sigmoid" and desc["num_labels"] == 2
+    metrics = json.loads((outcome.run_dir / "metrics.json").read_text())
+    assert metrics["comparisons"]["majority"]["micro_f1"]["diff"] > 0.05  # it learned something
+    test = pd.read_parquet(outcome.run_dir / "data" / "test.parquet")
+    preds = pd.read_parquet(outcome.run_dir / "predictions" / "test.parquet")
+    out = Predictor.load(outcome.run_dir).predict(test["text"].tolist()[:8])
+    labels = sorted(out[0]["probabilities"])
+    got = np.array([[p["probabilities"][lab] for lab in labels] for p in out])
+    np.testing.assert_allclose(got, preds[[f"prob_{lab}" for lab in labels]].to_numpy()[:8], atol=1e-5)
