@@ -229,7 +229,16 @@ def _train_evaluate_package(
     )
     try:
         result = fit(
-            task, protocol, ref, tokenizer, features, run_dir / "checkpoints", precision, resume, trackers.log
+            task,
+            protocol,
+            ref,
+            tokenizer,
+            features,
+            run_dir / "checkpoints",
+            precision,
+            resume,
+            trackers.log,
+            splits=prepared.splits,
         )
     finally:
         trackers.close()
@@ -278,6 +287,25 @@ def _train_evaluate_package(
     metrics.update(task.evaluation_notes(features))
     if power is not None:
         metrics["power"] = power
+    if protocol.evaluate.learning_curve is not None:
+        from tuneproof.curve.run import learning_curve
+
+        stage("curve", "learning curve: training each point once (cached points are reused)")
+        metrics["learning_curve"] = learning_curve(
+            task,
+            protocol,
+            ref,
+            tokenizer,
+            prepared,
+            features,
+            outputs,
+            precision,
+            run_dir,
+            cache_dir,
+            _model_digest(manifest, ref),
+            lambda message: stage("curve", message),
+        )
+        stage("curve", metrics["learning_curve"]["answer"])
     metrics["task"] = task.name  # the scorer may be shared between tasks; the envelope names the run's
     metrics["padding_efficiency"] = result.train.padding_efficiency
     if prepared.report.get("pii"):
@@ -345,6 +373,11 @@ def _calibrate(
     stage("calibrate", f"temperature {temperature:.4g}, fitted on {len(val_feats)} validation rows")
     task.temperature, task.uncalibrated = temperature, np.asarray(test_probs)
     return temperature, apply_temperature(np.asarray(test_probs), temperature)
+def _model_digest(manifest: Manifest, ref: ModelRef) -> str:
+    """What identifies the base model's weights in a cache key: their hash where it was taken."""
+    record = manifest.base_model
+    digest = record.sha256 if isinstance(record, BaseModelRecord) else None
+    return digest or ref.name_or_path
 
 
 def _finish(run_dir: Path, manifest: Manifest) -> None:

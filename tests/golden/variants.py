@@ -414,6 +414,78 @@ gates:
   - {{metric: chrf, beats: base_model}}
 """,
     ),
+    Variant(
+        name="review-fewshot-setfit",
+        example="examples/review-fewshot-setfit.yaml",
+        covers="classification with train.method setfit: contrastive pairs on a sentence-transformers "
+        "body (a plain BERT folder, mean pooling), a logistic-regression head packaged as safetensors, "
+        "a small-train / large-test split, majority and TF-IDF baselines, min / beats gates",
+        protocol=f"""
+name: review-fewshot-setfit-golden
+task: classification
+seed: 13
+model: {{source: ./bert, max_length: 16}}
+data:
+  files: [reviews.csv.bz2]
+  text_column: text
+  label_column: category
+  keep_if: {{category: [fresh, rotten]}}
+  labels: [fresh, rotten]
+  metadata_columns: [movie_name]
+split: {{train: 0.2, validation: 0.0, test: 0.8}}
+leakage: {{exact: true, near: true, action: remove}}
+train:
+  method: setfit
+  setfit: {{num_iterations: 4, epochs: 1, batch_size: 16, learning_rate: 5.0e-4}}
+  {COMMON_TRAIN}
+evaluate:
+  bootstrap_samples: 200
+  baselines: [majority, tfidf_logreg]
+gates:
+  - {{metric: accuracy, min: 0.55}}
+  - {{metric: accuracy, beats: tfidf_logreg}}
+""",
+    ),
+    Variant(
+        name="review-learning-curve",
+        example="examples/review-learning-curve.yaml",
+        covers="classification with evaluate.learning_curve: nested stratified subsets (4 and 8 per "
+        "class, 2 repeats), full fine-tuning with min_steps, SetFit and TF-IDF side by side, the full "
+        "split's point from the run's own model, two-level bootstrap intervals and the answers",
+        protocol=f"""
+name: review-learning-curve-golden
+task: classification
+seed: 13
+model: {{source: ./bert, max_length: 16}}
+data:
+  files: [reviews.csv.bz2]
+  text_column: text
+  label_column: category
+  keep_if: {{category: [fresh, rotten]}}
+  labels: [fresh, rotten]
+  metadata_columns: [movie_name]
+split: {{train: 0.8, validation: 0.1, test: 0.1}}
+train:
+  method: full
+  learning_rate: 0.003
+  epochs: 3
+  batch_size: 16
+  early_stopping: {{metric: macro_f1, patience: 2}}
+  setfit: {{num_iterations: 4, batch_size: 16, learning_rate: 5.0e-4}}
+  {COMMON_TRAIN}
+evaluate:
+  bootstrap_samples: 200
+  baselines: [majority, tfidf_logreg]
+  learning_curve:
+    sizes: [4, 8]
+    repeats: 2
+    methods: [protocol, setfit, tfidf_logreg]
+    min_steps: 6
+    margin: 0.05
+gates:
+  - {{metric: accuracy, min: 0.55}}
+""",
+    ),
 )
 
 VARIANT_NAMES = tuple(v.name for v in VARIANTS)

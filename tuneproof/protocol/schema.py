@@ -294,6 +294,25 @@ class LoraSpec(Strict):
     target_modules: list[str] | Literal["all-linear"] = "all-linear"
 
 
+class SetFitSpec(Strict):
+    """``train.method: setfit``: contrastive pairs tune a sentence-transformers body, then a logistic
+    regression head is fitted on its embeddings (the SetFit method, via the ``setfit`` package)."""
+
+    num_iterations: Annotated[int, Field(ge=1, le=1000)] = Field(
+        20, description="positive and negative pairs generated per training row and epoch"
+    )
+    epochs: Annotated[int, Field(ge=1, le=100)] = Field(1, description="passes over the pairs")
+    learning_rate: Annotated[float, Field(gt=0.0, le=1.0)] = Field(2e-5, description="body learning rate")
+    batch_size: Annotated[int, Field(ge=2, le=4096)] = Field(16, description="pairs per step")
+    max_steps: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="cap on body steps (max_steps x batch_size pairs), to bound time on large data"
+    )
+    head_c: Annotated[float, Field(gt=0.0)] = Field(
+        1.0, description="inverse L2 strength of the logistic-regression head"
+    )
+    logging_steps: Annotated[int, Field(ge=1)] = 50
+
+
 class EarlyStoppingSpec(Strict):
     metric: str = "macro_f1"
     patience: Annotated[int, Field(ge=1)] = 2
@@ -301,8 +320,9 @@ class EarlyStoppingSpec(Strict):
 
 
 class TrainSpec(Strict):
-    method: Literal["full", "lora", "head"] = "full"
+    method: Literal["full", "lora", "head", "setfit"] = "full"
     lora: LoraSpec = LoraSpec()
+    setfit: SetFitSpec = SetFitSpec()
     optimizer: Literal["adamw", "sgd"] = "adamw"
     learning_rate: Annotated[float, Field(gt=0.0, le=1.0)] = 5e-5
     scheduler: Literal["linear", "cosine", "constant"] = "linear"
@@ -377,6 +397,56 @@ class PowerSpec(Strict):
         "0 is the unpaired worst case",
     )
 
+CurveMethod = Literal["protocol", "setfit", "tfidf_logreg"]
+
+
+class LearningCurveSpec(Strict):
+    """How many labels are needed: the protocol's method (and others side by side) trained on nested,
+    stratified subsets of the training split, each scored on the same test split, with intervals
+    over test rows and over repeats. Every point is cached, so adding a size or resuming an
+    interrupted curve trains only what is missing."""
+
+    sizes: list[int] = Field(
+        default_factory=lambda: [8, 16, 32, 64],
+        description="labelled training rows per class at each point (nested: each subset holds the smaller)",
+    )
+    include_full: bool = Field(
+        True, description="add the whole training split as a point (the run's own model for 'protocol')"
+    )
+    repeats: Annotated[int, Field(ge=1, le=50)] = Field(
+        3, description="different random subsets per size (each nested across sizes)"
+    )
+    methods: list[CurveMethod] = Field(
+        default_factory=lambda: list[CurveMethod](["protocol", "tfidf_logreg"]),
+        description="protocol: the protocol's train.method; setfit; tfidf_logreg: TF-IDF + logistic "
+        "regression",
+    )
+    metric: Literal["accuracy", "macro_f1"] = "accuracy"
+    margin: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        0.02,
+        description="'enough labels': the smallest size whose difference to the full-data model has its "
+        "lower bound at or above -margin",
+    )
+    budget_seconds: Annotated[float, Field(gt=0)] | None = Field(
+        None, description="stop training new points after this many seconds (cached points are free)"
+    )
+    max_size: Annotated[int, Field(ge=1)] | None = Field(None, description="skip sizes above this")
+    min_steps: Annotated[int, Field(ge=1)] | None = Field(
+        None,
+        description="protocol method: raise epochs on a small subset so it trains at least this many "
+        "optimizer steps (few rows x few epochs is otherwise a handful of steps)",
+    )
+
+    @model_validator(mode="after")
+    def _sizes(self) -> LearningCurveSpec:
+        if not self.sizes or any(n < 1 for n in self.sizes):
+            raise ValueError("sizes must be a non-empty list of positive integers")
+        if any(b <= a for a, b in itertools.pairwise(self.sizes)):
+            raise ValueError("sizes must be strictly increasing")
+        if not self.methods or len(set(self.methods)) != len(self.methods):
+            raise ValueError("methods must be non-empty and without duplicates")
+        return self
+
 
 class EvaluateSpec(Strict):
     confidence: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.95
@@ -405,6 +475,7 @@ class EvaluateSpec(Strict):
         30, description="slices smaller than this are shown with their interval but not gated"
     )
     power: PowerSpec = PowerSpec()
+    learning_curve: LearningCurveSpec | None = None
 
 
 class GateSpec(Strict):
@@ -638,6 +709,8 @@ class Protocol(Strict):
                 and self.privacy.audit.canaries is not None,
             ),
             ("cleaning.label_errors", self.cleaning.label_errors is not None),
+            ("train.setfit", self.train.method == "setfit"),
+            ("evaluate.learning_curve", self.evaluate.learning_curve is not None),
         ):
             if used and option not in spec.options:
                 where = ", ".join(name for name, s in specs.items() if option in s.options) or "none"
@@ -690,6 +763,24 @@ class Protocol(Strict):
             raise ValueError(
                 "calibration needs a validation split to fit on (split.validation > 0, or "
                 "data.splits.validation); it is never fitted on the test split"
+    def _setfit_fits(self) -> Protocol:
+        if self.train.method != "setfit":
+            return self
+        unused = [
+            name
+            for name, used in (
+                ("train.early_stopping", self.train.early_stopping is not None),
+                ("train.label_smoothing", bool(self.train.label_smoothing)),
+                ("imbalance.oversample", self.imbalance.strategy == "oversample"),
+                ("train.gradient_checkpointing", self.train.gradient_checkpointing),
+                ("search", self.search is not None),
+            )
+            if used
+        ]
+        if unused:
+            raise ValueError(
+                f"train.method setfit does not use {', '.join(unused)} (its body trains a fixed number of "
+                "pair steps, set in train.setfit; imbalance.class_weights weights the head)"
             )
         return self
 

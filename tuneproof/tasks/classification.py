@@ -47,7 +47,10 @@ SPEC = TaskSpec(
         "evaluate.interval",
         "calibration",
         "cleaning.label_errors",
+        "train.setfit",
+        "evaluate.learning_curve",
     ),
+    report_sections=("learning_curve",),
     pipeline_tag="text-classification",
 )
 

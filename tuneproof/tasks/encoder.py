@@ -40,6 +40,10 @@ class EncoderTask(Task):
         return head_model
 
     def load_packaged(self, model_dir: Path) -> nn.Module:
+        from tuneproof.train.sentence_model import is_sentence_classifier, load_sentence_classifier
+
+        if is_sentence_classifier(model_dir):  # a train.method: setfit run
+            return load_sentence_classifier(model_dir)
         model: nn.Module = self.auto_class().from_pretrained(model_dir, use_safetensors=True)
         return model
 

@@ -95,6 +95,7 @@ SPEC = TaskSpec(
         "data.label_separator",
         "imbalance.class_weights",
         "cleaning.label_errors",
+        "train.setfit",
     ),
     report_sections=("thresholds",),
     pipeline_tag="text-classification",

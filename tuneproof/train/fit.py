@@ -14,6 +14,7 @@ from torch import nn
 from tuneproof.errors import TuneproofError
 from tuneproof.protocol.schema import Protocol
 from tuneproof.tasks.base import Task
+from tuneproof.train import distributed
 from tuneproof.train.loop import LoopConfig, TrainResult, train_loop
 from tuneproof.train.model_source import ModelRef
 
@@ -83,7 +84,12 @@ def fit(
     precision: str,
     resume: bool = False,
     on_log: Any = None,
+    splits: dict[str, Any] | None = None,
 ) -> FitResult:
+    """``splits`` (the prepared data frames) is needed by ``train.method: setfit``, which trains on
+    the texts rather than on token ids."""
+    if protocol.train.method == "setfit":
+        return _fit_setfit(task, protocol, ref, features, checkpoint_dir, splits)
     torch.manual_seed(protocol.seed)  # the new head's initial weights depend on it
     model = apply_method(task.build_model(ref), protocol, task)
     train_feats = task.resample(features["train"], protocol.seed)
@@ -115,4 +121,34 @@ def fit(
         model = apply_method(task.build_model(ref), protocol, task)
         model.load_state_dict(result.full_state, strict=True)
         result.full_state = None
+    return FitResult(model, result, features)
+
+
+def _fit_setfit(
+    task: Task,
+    protocol: Protocol,
+    ref: ModelRef,
+    features: dict[str, list[dict[str, Any]]],
+    checkpoint_dir: Path,
+    splits: dict[str, Any] | None,
+) -> FitResult:
+    from tuneproof.train.setfit_fit import fit_setfit, texts_of
+
+    if splits is None:
+        raise TuneproofError("train.method setfit needs the prepared splits (their texts)")
+    if distributed.world_size() > 1:
+        raise TuneproofError("train.method setfit runs in one process; start it without torchrun")
+    train = features["train"]
+    # One label id per row (classification) or a multi-hot list (multilabel): the only two tasks
+    # whose spec accepts train.setfit.
+    multilabel = bool(train) and isinstance(train[0]["labels"], list)
+    model, result = fit_setfit(
+        protocol,
+        ref,
+        texts_of(train, splits, "train"),
+        [f["labels"] for f in train],
+        len(task.labels),
+        multilabel,
+        checkpoint_dir / "setfit",
+    )
     return FitResult(model, result, features)

@@ -63,6 +63,8 @@ def training_settings(run: RunData) -> dict[str, str]:
     settings = {k: fmt_setting(train[k]) for k in TRAIN_SETTINGS if train.get(k) is not None}
     if train.get("method") == "lora" and isinstance(train.get("lora"), dict):
         settings["lora"] = fmt_setting(train["lora"])
+    if train.get("method") == "setfit" and isinstance(train.get("setfit"), dict):
+        settings["setfit"] = fmt_setting(train["setfit"])
     seed = run.manifest.get("seed", run.protocol.get("seed"))
     if seed is not None:
         settings["seed"] = fmt_setting(seed)

@@ -1,0 +1,177 @@
+"""SetFit at a few labels per class against full fine-tuning on every training row and TF-IDF, on
+the main job's Rotten Tomatoes test split, with intervals over test rows and training subsets.
+
+    tuneproof run benchmarks/monitor-review-sentiment.yaml --output-dir runs   # full fine-tuning, 1 epoch
+    python benchmarks/few_shot.py runs/review-sentiment-monitor-<stamp> --sizes 8 16 32 --repeats 3
+
+The splits are those of examples/review-learning-curve.yaml (the main job's data, cleaning, split
+and seed); the reference run must have the same test split (its manifest's hash is checked). SetFit
+and TF-IDF points are trained by the learning curve's own code (``tuneproof.curve``: nested,
+stratified subsets, the on-disk point cache, so an interrupted measurement resumes) and compared
+with the reference run's test probabilities by the curve's two-level bootstrap (paired on test
+rows). Results go to benchmarks/results/few_shot.json and are printed as a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+PROTOCOL = ROOT / "examples" / "review-learning-curve.yaml"
+OUT = ROOT / "benchmarks" / "results" / "few_shot.json"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("reference", type=Path, help="a finished full fine-tuning run on the same splits")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[8, 16, 32])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--budget-seconds", type=float, default=None)
+    parser.add_argument(
+        "--methods", nargs="+", default=["setfit", "tfidf_logreg"], choices=["setfit", "tfidf_logreg"]
+    )
+    parser.add_argument(
+        "--splits-from-reference",
+        action="store_true",
+        help="read the splits from the reference run's data/ (same hashes) instead of preparing them again",
+    )
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+
+    from tuneproof.context import build_context
+    from tuneproof.curve.points import FULL, PointCache, compute_points, context_key
+    from tuneproof.curve.run import method_protocol
+    from tuneproof.curve.stats import CurveBootstrap, difference, summarize_point
+    from tuneproof.data.prepare import split_hash
+    from tuneproof.evaluate.baselines import tfidf_logreg_probs
+    from tuneproof.protocol import load_protocol
+    from tuneproof.train.features import DEFAULT_CACHE
+    from tuneproof.train.fit import build_features, fit
+
+    loaded = load_protocol(PROTOCOL)
+    ctx = build_context(loaded, loaded.base_dir, None)
+    reference = json.loads((args.reference / "manifest.json").read_text())
+    if args.splits_from_reference:
+        splits = {n: pd.read_parquet(args.reference / "data" / f"{n}.parquet") for n in ("train", "test")}
+        test_hash = split_hash(splits["test"])
+    else:
+        prepared = ctx.prepare()
+        splits = {n: prepared.splits[n] for n in ("train", "test")}
+        test_hash = prepared.report["splits"]["test"]["sha256"]
+    ctx.task.labels = list(ctx.protocol.data.labels or [])
+    if reference["splits"]["test"] != test_hash:
+        sys.exit(f"{args.reference}: its test split is not this protocol's; compare on the same rows")
+    features = build_features(ctx.task, splits, ctx.tokenizer, ctx.cache_dir)
+    labels = ctx.task.labels
+    y_train = np.array([f["labels"] for f in features["train"]])
+    y_test = np.array([f["labels"] for f in features["test"]])
+    test = splits["test"]
+    ref_pred = pd.read_parquet(args.reference / "predictions" / "test.parquet").set_index("row_id")
+    ref_probs = ref_pred.loc[test["row_id"], [f"prob_{lab}" for lab in labels]].to_numpy(np.float64)
+    spec = ctx.protocol.evaluate.learning_curve
+    assert spec is not None
+    pad_id = ctx.tokenizer.pad_token_id or 0
+    seconds: dict[str, list[float]] = {}
+
+    def train_point(method: str, rows: np.ndarray) -> np.ndarray:
+        started = time.perf_counter()
+        if method == "tfidf_logreg":
+            probs = tfidf_logreg_probs(
+                splits["train"]["text"].iloc[rows].tolist(),
+                y_train[rows],
+                test["text"].tolist(),
+                len(labels),
+                ctx.protocol.seed,
+            )
+        else:
+            proto = method_protocol(ctx.protocol, method, len(rows), spec)
+            sub = {"train": [features["train"][i] for i in rows]}
+            work = Path("/tmp") / f"few-shot-{method}-{len(rows)}"
+            result = fit(ctx.task, proto, ctx.ref, ctx.tokenizer, sub, work, ctx.precision, splits=splits)
+            probs = ctx.task.predict(result.model, features["test"], pad_id, 64, ctx.precision)
+        seconds.setdefault(f"{method} n={len(rows) // len(labels)}", []).append(time.perf_counter() - started)
+        print(f"[few-shot] {method} on {len(rows)} rows: {time.perf_counter() - started:.0f}s", flush=True)
+        return np.asarray(probs, dtype=np.float64)
+
+    context = context_key(
+        {
+            "benchmark": "few_shot",
+            "splits": {k: split_hash(v) for k, v in splits.items()},
+            "model": ctx.ref.name_or_path,
+            "max_length": ctx.protocol.model.max_length,
+            "seed": ctx.protocol.seed,
+            "precision": ctx.precision,
+        }
+    )
+    settings = {"setfit": method_protocol(ctx.protocol, "setfit", 0, spec).train.setfit.model_dump_json()}
+    cache = PointCache((ctx.cache_dir or DEFAULT_CACHE) / "few_shot_benchmark", context, settings)
+    points = compute_points(
+        y_train,
+        args.sizes,
+        args.repeats,
+        args.methods,
+        ctx.protocol.seed,
+        cache,
+        train_point,
+        {"tfidf_logreg": None} if "tfidf_logreg" in args.methods else {},
+        args.budget_seconds,
+    )
+    boot = CurveBootstrap(y_test, ctx.protocol.evaluate.bootstrap_samples, ctx.protocol.seed)
+    conf = ctx.protocol.evaluate.confidence
+    full_ft = boot.point("accuracy", [ref_probs])
+    out: dict[str, object] = {
+        "reference_run": str(args.reference),
+        "reference": "full fine-tuning of all-MiniLM-L6-v2 on every training row (1 epoch)",
+        "test_rows": len(y_test),
+        "train_rows": len(y_train),
+        "precision": ctx.precision,
+        "full_fine_tuning": summarize_point(full_ft, conf),
+        "tfidf_all": summarize_point(boot.point("accuracy", points.probs["tfidf_logreg"][FULL]), conf)
+        if FULL in points.probs.get("tfidf_logreg", {})
+        else None,
+        "points": [],
+        "trained": points.trained,
+        "cached": points.cached,
+        "skipped": points.skipped,
+        "seconds_per_point": {k: [round(s, 1) for s in v] for k, v in seconds.items()},
+    }
+    rows = []
+    for n in args.sizes:
+        got = {m: points.probs.get(m, {}).get(n) for m in args.methods}
+        got = {m: v for m, v in got.items() if v}
+        if not got:
+            continue
+        k = min(len(v) for v in got.values())  # the same repeats on every side, paired by subset
+        reps = {m: boot.point("accuracy", v[:k]) for m, v in got.items()}
+        entry: dict[str, object] = {"per_class": n, "repeats": k}
+        for m, r in reps.items():
+            entry[m] = summarize_point(r, conf)
+            entry[f"{m}_minus_full_ft"] = difference(r, full_ft, conf)
+        if len(reps) == 2:
+            entry["setfit_minus_tfidf"] = difference(reps["setfit"], reps["tfidf_logreg"], conf)
+        out["points"].append(entry)  # type: ignore[attr-defined]
+        rows.append(entry)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=1))
+
+    def iv(d: dict) -> str:  # type: ignore[type-arg]
+        key = "value" if "value" in d else "diff"
+        return f"{d[key]:.3f} [{d['low']:.3f}, {d['high']:.3f}]"
+
+    print(f"full fine-tuning (all {len(y_train)} rows): accuracy {iv(out['full_fine_tuning'])}")  # type: ignore[arg-type]
+    if out["tfidf_all"]:
+        print(f"TF-IDF (all rows): accuracy {iv(out['tfidf_all'])}")  # type: ignore[arg-type]
+    for e in rows:
+        cells = [f"{k}: {iv(v)}" for k, v in e.items() if isinstance(v, dict)]  # type: ignore[union-attr]
+        print(f"{e['per_class']} per class, {e['repeats']} repeats | " + " | ".join(cells))
+
+
+if __name__ == "__main__":
+    main()
