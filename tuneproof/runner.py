@@ -238,7 +238,7 @@ def _train_evaluate_package(
             precision,
             resume,
             trackers.log,
-            splits=prepared.splits,
+            splits=splits,
         )
     finally:
         trackers.close()
@@ -373,6 +373,8 @@ def _calibrate(
     stage("calibrate", f"temperature {temperature:.4g}, fitted on {len(val_feats)} validation rows")
     task.temperature, task.uncalibrated = temperature, np.asarray(test_probs)
     return temperature, apply_temperature(np.asarray(test_probs), temperature)
+
+
 def _model_digest(manifest: Manifest, ref: ModelRef) -> str:
     """What identifies the base model's weights in a cache key: their hash where it was taken."""
     record = manifest.base_model

@@ -397,6 +397,7 @@ class PowerSpec(Strict):
         "0 is the unpaired worst case",
     )
 
+
 CurveMethod = Literal["protocol", "setfit", "tfidf_logreg"]
 
 
@@ -763,6 +764,10 @@ class Protocol(Strict):
             raise ValueError(
                 "calibration needs a validation split to fit on (split.validation > 0, or "
                 "data.splits.validation); it is never fitted on the test split"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _setfit_fits(self) -> Protocol:
         if self.train.method != "setfit":
             return self
