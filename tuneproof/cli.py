@@ -163,6 +163,30 @@ def predict(
 
 
 @app.command()
+def export(
+    run_dir: Path,
+    format: Annotated[
+        list[str] | None,
+        typer.Option("--format", "-f", help="onnx, onnx-int8 or merged (repeat for several); default: the protocol's"),
+    ] = None,
+) -> None:
+    """Export a finished run's model, re-evaluate each export on the test split and gate it.
+    Exit 4 when an export gate failed (the export is kept, marked not released)."""
+    from tuneproof.export.stage import export_run
+
+    try:
+        outcomes = export_run(run_dir, format)
+    except TuneproofError as exc:
+        _fail(exc)
+        return
+    for o in outcomes:
+        typer.echo(f"{o.format}: {'released' if o.released else 'NOT released'} {o.folder}")
+    failed = [o.format for o in outcomes if not o.verification.gates.passed]
+    if failed:
+        _fail(GateFailed(f"export gate(s) failed for {', '.join(failed)}; see {run_dir}/report.html"))
+
+
+@app.command()
 def show(run_dir: Path) -> None:
     """Summarise a run in the terminal: data, metrics with intervals, gate verdicts."""
     from tuneproof.report import summarize

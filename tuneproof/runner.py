@@ -291,6 +291,11 @@ def _train_evaluate_package(
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     status: Literal["passed", "rejected"] = "passed" if gates.passed else "rejected"
     manifest.finish(status, deployable=gates.passed)
+    if protocol.export is not None:  # the last stage: each export re-verified and gated on the test split
+        from tuneproof.export.stage import make_exports
+
+        stage("export", ", ".join(protocol.export.formats))
+        make_exports(run_dir, protocol.export, manifest)
     _finish(run_dir, manifest)
     stage("done", f"{status}: {run_dir}")
     return RunOutcome(run_dir, status, gates)
