@@ -16,7 +16,7 @@
       12  ├── ServeConfigError                  `serve` cannot start as asked (binding, rejected model, keys)
       13  ├── DriftDetected                     `monitor`: the production window differs from the reference
       14  ├── PerformanceDegraded               `monitor`: on labelled feedback, worse than at release
-      15  ├── ExportError                       an export cannot be made as asked (task, format, a merge that changes results)
+      15  ├── ExportError                       no export as asked (task, format, merge beyond tolerance)
      130  └── Interrupted                       a signal stopped training after a checkpoint; `run` resumes
 
 Each class has an ``exit_code`` so the CLI maps failures to distinct process exit codes without a

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
+from pydantic import Field
+
 from tuneproof.evidence import Evidence, GateReport
 
 OutputKind = Literal["probabilities", "score", "token_probabilities"]
@@ -25,7 +27,7 @@ class ExportInfo(Evidence):
     kind: OutputKind | Literal["merged_weights"]
     labels: list[str]  # what each output column means, in column order
     max_length: int
-    inputs: list[str] = ["input_ids", "attention_mask"]
+    inputs: list[str] = Field(default_factory=lambda: ["input_ids", "attention_mask"])
     output: str | None = None  # the graph's output name (None for merged weights)
     model_file: str | None = None  # the graph file in the folder (ONNX formats)
     opset: int | None = None

@@ -114,7 +114,10 @@ def agreement(
             [a == b for a, b in zip(task.tags_of(original), task.tags_of(exported), strict=True)], dtype=bool
         )
         worst = max(
-            (float(np.abs(a.probs - b.probs).max(initial=0.0)) for a, b in zip(original, exported, strict=True)),
+            (
+                float(np.abs(a.probs - b.probs).max(initial=0.0))
+                for a, b in zip(original, exported, strict=True)
+            ),
             default=0.0,
         )
         return same, worst, MAX_PROB_DIFF, "every word's tag is the same"

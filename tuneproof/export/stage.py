@@ -30,7 +30,14 @@ from tuneproof.export.info import ExportInfo, ExportVerification
 from tuneproof.export.manifest import read_manifest, write_manifest
 from tuneproof.export.onnx import GRAPH_FILE, OnnxRunner, export_graph
 from tuneproof.export.quantize import INT8_FILE, QUANTIZATION, quantize_int8
-from tuneproof.export.reverify import MAX_PROB_DIFF, MAX_SCORE_DIFF, ORIGINAL, Verification, align_labels, reverify
+from tuneproof.export.reverify import (
+    MAX_PROB_DIFF,
+    MAX_SCORE_DIFF,
+    ORIGINAL,
+    Verification,
+    align_labels,
+    reverify,
+)
 from tuneproof.fsutil import atomic_write_json, replace_dir, sha256_file
 from tuneproof.protocol import load_protocol
 from tuneproof.protocol.schema import ExportSpec
@@ -134,16 +141,25 @@ def make_exports(
                     if fp32_graph is None:
                         fp32_graph = Path(scratch) / GRAPH_FILE
                         export_graph(
-                            original.fp32_model(), original.task, fp32_graph, original.info.max_length, spec.opset, head
+                            original.fp32_model(),
+                            original.task,
+                            fp32_graph,
+                            original.info.max_length,
+                            spec.opset,
+                            head,
                         )
                     info, exported = _onnx_format(original, fmt, fp32_graph, tmp, spec, head)
                 started = time.perf_counter()
                 verification = reverify(original.task, original.test, original.outputs, exported, spec)
-                outcome = _write(run_dir, fmt, tmp, info, verification, time.perf_counter() - started, manifest)
+                outcome = _write(
+                    run_dir, fmt, tmp, info, verification, time.perf_counter() - started, manifest
+                )
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
-            outcomes.append(ExportOutcome(fmt, run_dir / outcome.folder, outcome.released, verification, exported))
+            outcomes.append(
+                ExportOutcome(fmt, run_dir / outcome.folder, outcome.released, verification, exported)
+            )
             for v in verification.gates.verdicts:
                 _say(f"{fmt}: {'PASS' if v.passed else 'FAIL'} {v.gate}: {v.detail}")
     _record_metrics(run_dir, outcomes)
@@ -238,7 +254,9 @@ def _write(
         released=released,
         reason=reason,
         failed_gates=gates.failed,
-        files={p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()},
+        files={
+            p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()
+        },
         created_at=now(),
     )
     manifest.record_export(record)

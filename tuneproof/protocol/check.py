@@ -48,6 +48,13 @@ def check_protocol_parts(
     if protocol.pii is not None:
         known += [f"pii_remaining.{t}" for t in protocol.pii.entities]
     problems += validate_gate_names(protocol.gates, known, protocol.evaluate.baselines)
+    if protocol.export is not None and protocol.export.gates:
+        from tuneproof.export.reverify import EXPORT_METRICS, ORIGINAL
+
+        problems += [
+            Problem(f"export.{p.where}", p.message)
+            for p in validate_gate_names(protocol.export.gates, [*known, *EXPORT_METRICS], [ORIGINAL])
+        ]
     data_problems: list[Problem] = []
     if read_data:
         try:
