@@ -286,6 +286,10 @@ def _train_evaluate_package(
         base_model=manifest.base_model,  # the portable reference, as the manifest records it
         deployable=gates.passed,
     )
+    if protocol.train.method == "lora":  # kept so a `merged` export can be verified against it
+        from tuneproof.export.merge import save_adapter
+
+        save_adapter(result.model, run_dir)
     package_model(result.model, tokenizer, info, run_dir / "model")
     write_reference(run_dir, task, test, outputs)  # what `tuneproof monitor` compares production with
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)

@@ -32,7 +32,8 @@ ORIGINAL = "original"  # the name the original model carries as the export's com
 IDENTICAL = "identical_predictions"
 MAX_PROB_DIFF = "max_probability_difference"
 MAX_SCORE_DIFF = "max_score_difference"
-EXPORT_METRICS = (IDENTICAL, MAX_PROB_DIFF, MAX_SCORE_DIFF)
+MAX_LOSS_DIFF = "max_token_loss_difference"  # language models: a row's per-token held-out loss
+EXPORT_METRICS = (IDENTICAL, MAX_PROB_DIFF, MAX_SCORE_DIFF, MAX_LOSS_DIFF)
 DEFAULT_DROP = 0.005
 DEFAULT_IDENTICAL = 0.99
 _UNITLESS = frozenset({"r2", "spearman"})
@@ -104,6 +105,13 @@ def agreement(
     task: Task, original: np.ndarray, exported: np.ndarray, score_tolerance: float
 ) -> tuple[np.ndarray, float, str, str]:
     """(row identical?, largest difference, its metric name, the rule) for the task's outputs."""
+    if task.spec.generative:  # a language model: the same generation, and its per-token loss
+        same = np.array(
+            [a == b for a, b in zip(original["generation"], exported["generation"], strict=True)], dtype=bool
+        )
+        tokens = np.maximum(np.asarray(original["tokens"], dtype=np.float64), 1)
+        loss = np.abs(np.asarray(exported["nll"], dtype=np.float64) - np.asarray(original["nll"])) / tokens
+        return same, float(loss.max(initial=0.0)), MAX_LOSS_DIFF, "the same greedy generation"
     if isinstance(task, RegressionTask):
         diff = np.abs(np.asarray(exported, dtype=np.float64) - np.asarray(original, dtype=np.float64))
         tol = score_tolerance * task.std
@@ -171,6 +179,7 @@ def _jsonable(obj: Any) -> Any:
 __all__ = [
     "EXPORT_METRICS",
     "IDENTICAL",
+    "MAX_LOSS_DIFF",
     "MAX_PROB_DIFF",
     "MAX_SCORE_DIFF",
     "ORIGINAL",

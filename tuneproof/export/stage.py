@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from tuneproof.export.manifest import read_manifest, write_manifest
 from tuneproof.export.onnx import GRAPH_FILE, OnnxRunner, export_graph
 from tuneproof.export.quantize import INT8_FILE, QUANTIZATION, quantize_int8
 from tuneproof.export.reverify import (
+    MAX_LOSS_DIFF,
     MAX_PROB_DIFF,
     MAX_SCORE_DIFF,
     ORIGINAL,
@@ -62,17 +64,29 @@ class Original:
     task: Task
     tokenizer: Any
     info: ModelInfo
-    model_dir: Path
+    run_dir: Path
+    protocol_dir: Path  # the folder the protocol's relative paths (the base model) resolve against
     test: pd.DataFrame
     features: Features
     pad_id: int
     batch_size: int
-    outputs: np.ndarray
+    predictor: Any  # the torch Predictor
+
+    @property
+    def model_dir(self) -> Path:
+        return self.run_dir / "model"
+
+    @cached_property
+    def outputs(self) -> np.ndarray:
+        """The packaged model's outputs on the test split, computed once, when an export needs them."""
+        p = self.predictor
+        return self.task.predict(p.model, self.features, self.pad_id, self.batch_size, p.precision)
 
     @classmethod
-    def load(cls, run_dir: Path) -> Original:
+    def load(cls, run_dir: Path, manifest: Manifest | None = None) -> Original:
         from tuneproof.serve.predict import Predictor
 
+        manifest = manifest or read_manifest(run_dir)
         predictor = Predictor.load(run_dir)
         test_path = run_dir / "data" / "test.parquet"
         if not test_path.is_file():
@@ -82,8 +96,10 @@ class Original:
         pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
         features = task.features(test, tok, None)
         batch_size = task.protocol.evaluate.batch_size
-        outputs = task.predict(predictor.model, features, pad_id, batch_size, predictor.precision)
-        return cls(task, tok, predictor.info, run_dir / "model", test, features, pad_id, batch_size, outputs)
+        protocol_dir = Path(manifest.protocol_dir)
+        return cls(
+            task, tok, predictor.info, run_dir, protocol_dir, test, features, pad_id, batch_size, predictor
+        )
 
     def fp32_model(self) -> nn.Module:
         """The packaged weights in fp32 (the served model may hold bf16 Linear weights)."""
@@ -122,7 +138,7 @@ def make_exports(
 ) -> list[ExportOutcome]:
     """Every format of ``spec``, in order; ``head`` overrides the task's graph head (tests use it
     to build the broken exports the gates must catch)."""
-    original = Original.load(run_dir)
+    original = Original.load(run_dir, manifest)
     outcomes: list[ExportOutcome] = []
     with tempfile.TemporaryDirectory(prefix="tuneproof-export-") as scratch:
         fp32_graph: Path | None = None
@@ -133,11 +149,12 @@ def make_exports(
                 shutil.rmtree(tmp)
             tmp.mkdir(parents=True)
             try:
-                if fmt == "merged":
+                if fmt == "merged":  # verified against the adapter model it was merged from
                     from tuneproof.export.merge import export_merged
 
-                    info, exported = export_merged(original, tmp, spec)
+                    info, exported, reference = export_merged(original, tmp, spec)
                 else:
+                    reference = original.outputs
                     if fp32_graph is None:
                         fp32_graph = Path(scratch) / GRAPH_FILE
                         export_graph(
@@ -150,7 +167,7 @@ def make_exports(
                         )
                     info, exported = _onnx_format(original, fmt, fp32_graph, tmp, spec, head)
                 started = time.perf_counter()
-                verification = reverify(original.task, original.test, original.outputs, exported, spec)
+                verification = reverify(original.task, original.test, reference, exported, spec)
                 outcome = _write(
                     run_dir, fmt, tmp, info, verification, time.perf_counter() - started, manifest
                 )
@@ -277,7 +294,7 @@ def _record_metrics(run_dir: Path, outcomes: Sequence[ExportOutcome]) -> None:
             "gates_passed": o.verification.gates.passed,
             "failed_gates": o.verification.gates.failed,
             "identical_predictions": model.get("identical_predictions"),
-            **{k: model[k] for k in (MAX_PROB_DIFF, MAX_SCORE_DIFF) if k in model},
+            **{k: model[k] for k in (MAX_PROB_DIFF, MAX_SCORE_DIFF, MAX_LOSS_DIFF) if k in model},
             "model": {k: v for k, v in model.items() if isinstance(v, dict) and "value" in v},
             "difference_vs_original": ev.get("comparisons", {}).get(ORIGINAL, {}),
         }
