@@ -471,7 +471,7 @@ class ExportSpec(Strict):
     gates, the task's main metric may drop by at most 0.005 and 99% of rows must be identical.
     """
 
-    formats: list[ExportFormat] = Field(min_length=1, description="onnx, onnx-int8 (needs onnx), merged")
+    formats: list[ExportFormat] = Field(min_length=1, description="onnx, onnx-int8, merged (LoRA runs)")
     gates: list[GateSpec] | None = Field(None, description="export gates; None: the defaults above")
     opset: Annotated[int, Field(ge=17, le=23)] = 18
     score_tolerance: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
