@@ -73,7 +73,12 @@ def test_merged_needs_a_lora_run(tmp_path: Path, tiny_bert: Path) -> None:
     proto = write_protocol(tmp_path / "p.yaml", tiny_bert, data, epochs="1")
     run_dir = run(proto, output_dir=tmp_path / "runs").run_dir
     with pytest.raises(ExportError, match="applies to runs trained with LoRA"):
-        export_run(run_dir, ["merged"])
+        export_run(run_dir, ["onnx", "merged"])
+    # The ONNX export finished before the refusal: it stays recorded and hashed, nothing half-written.
+    manifest = read_manifest(run_dir)
+    assert manifest.exports is not None and set(manifest.exports) == {"onnx"}
+    assert not (run_dir / "exports" / "merged").exists()
+    assert verify(run_dir) == {"changed": [], "missing": [], "added": []}
 
 
 def test_a_causal_lm_merged_export_is_compared_on_held_out_loss_and_generations(tmp_path: Path) -> None:

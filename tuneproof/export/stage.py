@@ -128,8 +128,10 @@ def export_run(run_dir: Path, formats: Sequence[str] | None = None) -> list[Expo
         raise RunFolderError(f"{run_dir} is {manifest.status}; only a finished run can be exported")
     protocol = load_protocol(run_dir / "protocol.source.yaml").protocol
     spec = resolve_spec(protocol.export, formats)
-    outcomes = make_exports(run_dir, spec, manifest)
-    seal(run_dir, manifest)
+    try:
+        outcomes = make_exports(run_dir, spec, manifest)
+    finally:  # the exports finished before a refused one stay recorded and hashed
+        seal(run_dir, manifest)
     return outcomes
 
 
@@ -140,6 +142,22 @@ def make_exports(
     to build the broken exports the gates must catch)."""
     original = Original.load(run_dir, manifest)
     outcomes: list[ExportOutcome] = []
+    try:
+        _export_each(run_dir, spec, manifest, head, original, outcomes)
+    finally:
+        if outcomes:
+            _record_metrics(run_dir, outcomes)
+    return outcomes
+
+
+def _export_each(
+    run_dir: Path,
+    spec: ExportSpec,
+    manifest: Manifest,
+    head: ExportHead | None,
+    original: Original,
+    outcomes: list[ExportOutcome],
+) -> None:
     with tempfile.TemporaryDirectory(prefix="tuneproof-export-") as scratch:
         fp32_graph: Path | None = None
         for fmt in spec.formats:
@@ -179,8 +197,6 @@ def make_exports(
             )
             for v in verification.gates.verdicts:
                 _say(f"{fmt}: {'PASS' if v.passed else 'FAIL'} {v.gate}: {v.detail}")
-    _record_metrics(run_dir, outcomes)
-    return outcomes
 
 
 def _onnx_format(
