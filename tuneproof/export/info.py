@@ -7,11 +7,13 @@ re-evaluation on the test split, the export gates' verdicts and whether the expo
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
 from tuneproof.evidence import Evidence, GateReport
+from tuneproof.fsutil import sha256_file
 
 OutputKind = Literal["probabilities", "score", "token_probabilities"]
 
@@ -54,4 +56,14 @@ class ExportVerification(Evidence):
     seconds: float
 
 
-__all__ = ["ExportInfo", "ExportVerification", "OutputKind"]
+def model_digest(model_dir: Path) -> str:
+    """One digest over the packaged model's weight files (names and contents)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in sorted(model_dir.glob("*.safetensors")):
+        h.update(p.name.encode() + b"\0" + sha256_file(p).encode() + b"\n")
+    return h.hexdigest()
+
+
+__all__ = ["ExportInfo", "ExportVerification", "OutputKind", "model_digest"]

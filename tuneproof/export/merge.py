@@ -18,11 +18,11 @@ import torch
 from torch import nn
 
 from tuneproof.errors import ExportError
-from tuneproof.export.info import ExportInfo
+from tuneproof.export.info import ExportInfo, model_digest
 from tuneproof.protocol.schema import ExportSpec
 
 if TYPE_CHECKING:
-    from tuneproof.export.stage import Original
+    from tuneproof.export.original import Original
 
 ADAPTER_DIR = "adapter"
 
@@ -56,7 +56,6 @@ def export_merged(
     """(info, merged outputs, adapter-model outputs) on the test split; the merged weights go to ``out``."""
     from peft import PeftModel
 
-    from tuneproof.export.stage import model_digest
     from tuneproof.train.model_source import resolve_model
 
     task, protocol = original.task, original.task.protocol

@@ -16,20 +16,17 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import pandas as pd
-from torch import nn
 
 from tuneproof.errors import ExportError, RunFolderError
-from tuneproof.evidence import ExportRecord, Manifest, MetricsEnvelope, ModelInfo, now
+from tuneproof.evidence import ExportRecord, Manifest, MetricsEnvelope, now
 from tuneproof.export.heads import ExportHead
-from tuneproof.export.info import ExportInfo, ExportVerification
+from tuneproof.export.info import ExportInfo, ExportVerification, model_digest
 from tuneproof.export.manifest import read_manifest, write_manifest
 from tuneproof.export.onnx import GRAPH_FILE, OnnxRunner, export_graph
+from tuneproof.export.original import Original
 from tuneproof.export.quantize import INT8_FILE, QUANTIZATION, quantize_int8
 from tuneproof.export.reverify import (
     MAX_LOSS_DIFF,
@@ -43,7 +40,7 @@ from tuneproof.export.reverify import (
 from tuneproof.fsutil import atomic_write_json, replace_dir, sha256_file
 from tuneproof.protocol import load_protocol
 from tuneproof.protocol.schema import ExportSpec
-from tuneproof.tasks.base import Features, Task
+from tuneproof.tasks.base import Task
 
 EXPORTS_DIR = "exports"
 
@@ -55,57 +52,6 @@ class ExportOutcome:
     released: bool
     verification: Verification
     outputs: np.ndarray  # the export's outputs on the test split, in the task's label order
-
-
-@dataclass
-class Original:
-    """The packaged model as ``predict`` serves it, its test features and its outputs on them."""
-
-    task: Task
-    tokenizer: Any
-    info: ModelInfo
-    run_dir: Path
-    protocol_dir: Path  # the folder the protocol's relative paths (the base model) resolve against
-    test: pd.DataFrame
-    features: Features
-    pad_id: int
-    batch_size: int
-    predictor: Any  # the torch Predictor
-
-    @property
-    def model_dir(self) -> Path:
-        return self.run_dir / "model"
-
-    @cached_property
-    def outputs(self) -> np.ndarray:
-        """The packaged model's outputs on the test split, computed once, when an export needs them."""
-        p = self.predictor
-        return self.task.predict(p.model, self.features, self.pad_id, self.batch_size, p.precision)
-
-    @classmethod
-    def load(cls, run_dir: Path, manifest: Manifest | None = None) -> Original:
-        from tuneproof.serve.predict import Predictor
-
-        manifest = manifest or read_manifest(run_dir)
-        predictor = Predictor.load(run_dir)
-        test_path = run_dir / "data" / "test.parquet"
-        if not test_path.is_file():
-            raise RunFolderError(f"{run_dir} has no test split ({test_path} is missing)")
-        test = pd.read_parquet(test_path)
-        task, tok = predictor.task, predictor.tokenizer
-        pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
-        features = task.features(test, tok, None)
-        batch_size = task.protocol.evaluate.batch_size
-        protocol_dir = Path(manifest.protocol_dir)
-        return cls(
-            task, tok, predictor.info, run_dir, protocol_dir, test, features, pad_id, batch_size, predictor
-        )
-
-    def fp32_model(self) -> nn.Module:
-        """The packaged weights in fp32 (the served model may hold bf16 Linear weights)."""
-        model = self.task.load_packaged(self.model_dir)
-        model.eval()
-        return model
 
 
 def resolve_spec(protocol_spec: ExportSpec | None, formats: Sequence[str] | None) -> ExportSpec:
@@ -237,16 +183,6 @@ def _thresholds(task: Task) -> dict[str, float] | None:
     if not isinstance(task, MultilabelTask):
         return None
     return {lab: float(t) for lab, t in zip(task.labels, task.thresholds, strict=True)}
-
-
-def model_digest(model_dir: Path) -> str:
-    """One digest over the packaged model's weight files (names and contents)."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for p in sorted(model_dir.glob("*.safetensors")):
-        h.update(p.name.encode() + b"\0" + sha256_file(p).encode() + b"\n")
-    return h.hexdigest()
 
 
 def _write(
