@@ -156,13 +156,18 @@ def predict(
     ],
     text_field: str = "text",
     batch_size: int = 64,
+    backend: Annotated[
+        str, typer.Option(help="torch (the packaged model), or onnx / onnx-int8 (the run's export)")
+    ] = "torch",
 ) -> None:
     """Predict with a run's model: one JSON line per input, in input order."""
     from tuneproof.serve.predict import Predictor, read_inputs
 
     try:
+        if backend not in ("torch", "onnx", "onnx-int8"):
+            raise TuneproofError(f"--backend {backend!r}: use torch, onnx or onnx-int8")
         texts = read_inputs(input, text_field)
-        predictor = Predictor.load(run_dir, batch_size=batch_size)
+        predictor = Predictor.load(run_dir, batch_size=batch_size, backend=backend)
     except TuneproofError as exc:
         _fail(exc)
         return
@@ -201,6 +206,32 @@ def suggest(
         f"({summary['method']}; {summary['duplicates_or_seen']} duplicates or texts the run already used "
         "left out)"
     )
+
+
+@app.command()
+def export(
+    run_dir: Path,
+    format: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--format", "-f", help="onnx, onnx-int8 or merged (repeat for several); default: the protocol's"
+        ),
+    ] = None,
+) -> None:
+    """Export a finished run's model, re-evaluate each export on the test split and gate it.
+    Exit 4 when an export gate failed (the export is kept, marked not released)."""
+    from tuneproof.export.stage import export_run
+
+    try:
+        outcomes = export_run(run_dir, format)
+    except TuneproofError as exc:
+        _fail(exc)
+        return
+    for o in outcomes:
+        typer.echo(f"{o.format}: {'released' if o.released else 'NOT released'} {o.folder}")
+    failed = [o.format for o in outcomes if not o.verification.gates.passed]
+    if failed:
+        _fail(GateFailed(f"export gate(s) failed for {', '.join(failed)}; see {run_dir}/report.html"))
 
 
 @app.command()
@@ -312,6 +343,9 @@ def serve(
             min=1, help="recent texts behind the drift gauges (default: the protocol's monitor.window)"
         ),
     ] = None,
+    backend: Annotated[
+        str, typer.Option(help="torch (the packaged model), or onnx / onnx-int8 (the run's released export)")
+    ] = "torch",
 ) -> None:
     """Serve a run's model over HTTP: POST /predict (or /v1/chat/completions for sft), /health, /ready,
     /metrics. API keys are required unless binding to loopback."""
@@ -343,6 +377,7 @@ def serve(
             if capture is not None
             else None,
             allow_rejected=allow_rejected,
+            backend=backend,
         )
     except ValidationError as exc:
         first = exc.errors()[0]

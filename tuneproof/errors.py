@@ -17,6 +17,7 @@
       12  ├── ServeConfigError                  `serve` cannot start as asked (binding, rejected model, keys)
       13  ├── DriftDetected                     `monitor`: the production window differs from the reference
       14  ├── PerformanceDegraded               `monitor`: on labelled feedback, worse than at release
+      15  ├── ExportError                       no export as asked (task, format, merge beyond tolerance)
      130  └── Interrupted                       a signal stopped training after a checkpoint; `run` resumes
 
 Each class has an ``exit_code`` so the CLI maps failures to distinct process exit codes without a
@@ -140,6 +141,13 @@ class PerformanceDegraded(TuneproofError):
     Takes precedence over drift when both hold: it is the stronger evidence."""
 
     exit_code = 14
+
+
+class ExportError(TuneproofError):
+    """An export cannot be made as asked: the task or method has no such format, or merging LoRA
+    adapters would change the model's results beyond the protocol's tolerance."""
+
+    exit_code = 15
 
 
 class Interrupted(TuneproofError):

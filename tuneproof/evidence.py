@@ -190,6 +190,22 @@ class SearchRecord(_Record):
     finished_at: str | None
 
 
+class ExportRecord(_Record):
+    """One export of the run's model (``exports/<format>/``): whether it was released, why, and hashes.
+
+    ``released`` is True only when every export gate passed on the re-evaluation of the test split;
+    an export that failed is kept (for inspection) and marked, never served without being asked to.
+    """
+
+    format: str
+    folder: str
+    released: bool
+    reason: str
+    failed_gates: list[str] = Field(default_factory=list)
+    files: dict[str, str]
+    created_at: str
+
+
 class Manifest(Evidence):
     """``manifest.json``: what a run read and wrote (hashes), where and how it ran, and its status.
 
@@ -197,7 +213,9 @@ class Manifest(Evidence):
     """
 
     FILE: ClassVar[str] = "manifest.json"
-    OMIT_IF_NONE: ClassVar[frozenset[str]] = frozenset({"resumed_at", "tracking", "search", "files"})
+    OMIT_IF_NONE: ClassVar[frozenset[str]] = frozenset(
+        {"resumed_at", "tracking", "search", "files", "exports"}
+    )
 
     tuneproof_version: str
     status: RunStatus
@@ -224,6 +242,7 @@ class Manifest(Evidence):
     tracking: dict[str, str] | None = None
     search: SearchRecord | None = None
     files: dict[str, str] | None = None
+    exports: dict[str, ExportRecord] | None = None  # by format; written by the export stage
 
     @property
     def finished(self) -> bool:
@@ -238,6 +257,9 @@ class Manifest(Evidence):
 
     def record_search(self, search: SearchRecord) -> None:
         self.search = search
+
+    def record_export(self, record: ExportRecord) -> None:
+        self.exports = {**(self.exports or {}), record.format: record}
 
     def record_files(self, files: Mapping[str, str]) -> None:
         self.files = dict(files)
@@ -385,6 +407,7 @@ __all__ = [
     "BaseModelField",
     "BaseModelRecord",
     "Evidence",
+    "ExportRecord",
     "GateReport",
     "GateVerdict",
     "Lineage",

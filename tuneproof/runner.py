@@ -341,11 +341,20 @@ def _train_evaluate_package(
         deployable=gates.passed,
         temperature=temperature,
     )
+    if protocol.train.method == "lora":  # kept so a `merged` export can be verified against it
+        from tuneproof.export.merge import save_adapter
+
+        save_adapter(result.model, run_dir)
     package_model(result.model, tokenizer, info, run_dir / "model")
     write_reference(run_dir, task, test, outputs)  # what `tuneproof monitor` compares production with
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     status: Literal["passed", "rejected"] = "passed" if gates.passed else "rejected"
     manifest.finish(status, deployable=gates.passed)
+    if protocol.export is not None:  # the last stage: each export re-verified and gated on the test split
+        from tuneproof.export.stage import make_exports
+
+        stage("export", ", ".join(protocol.export.formats))
+        make_exports(run_dir, protocol.export, manifest)
     _finish(run_dir, manifest)
     stage("done", f"{status}: {run_dir}")
     return RunOutcome(run_dir, status, gates)

@@ -255,3 +255,24 @@ def test_busy_machine_warning_discounts_the_benchmarks_own_threads() -> None:
     assert report.machine_was_busy({**quiet, "loadavg_start": 1.6})  # something ran before it started
     assert report.machine_was_busy({**quiet, "loadavg_end": 3.4})  # something ran beside it
     assert "machine was busy" in report.render_markdown({"meta": {**quiet, "loadavg_start": 1.6}})
+
+
+def test_export_bench_table_puts_speed_ratios_next_to_each_exports_accuracy_difference() -> None:
+    from benchmarks import export_bench
+
+    speed = {
+        "torch": {"1": 10.0, "8": 20.0, "32": 30.0, "128": 40.0},
+        "onnx": {"1": 12.0, "8": 24.0, "32": 45.0, "128": 50.0},
+        "onnx-int8": {"1": 20.0, "8": 40.0, "32": 60.0, "128": 70.0},
+        "pipeline": {"1": 5.0, "8": 10.0, "32": 15.0, "128": 16.0},
+    }
+    diff = {"diff": 0.001, "low": -0.002, "high": 0.004}
+    same = {"value": 0.99, "low": 0.98, "high": 0.995}
+    acc = {f: {"accuracy_minus_original": diff, "identical_predictions": same} for f in ("onnx", "onnx-int8")}
+    table = export_bench.render({"samples_per_second": speed, "accuracy": acc})
+    rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines() if line.startswith("| ")}
+    assert (
+        "| 2.00x |" in rows["torch"] and "| 4.00x |" in rows["onnx-int8"] and "| 1.00x |" in rows["pipeline"]
+    )
+    assert "+0.0010 [-0.0020, +0.0040]" in rows["onnx"] and "(the original)" in rows["torch"]
+    assert "Best backend at b=32: onnx-int8, 4.00x the plain pipeline (target 4x)." in table

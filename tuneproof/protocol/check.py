@@ -63,6 +63,13 @@ def check_protocol_power(
         if protocol.privacy.audit.canaries is not None:
             known += list(CANARY_METRICS)
     problems += validate_gate_names(protocol.gates, known, protocol.evaluate.baselines)
+    if protocol.export is not None and protocol.export.gates:
+        from tuneproof.export.reverify import EXPORT_METRICS, ORIGINAL
+
+        problems += [
+            Problem(f"export.{p.where}", p.message)
+            for p in validate_gate_names(protocol.export.gates, [*known, *EXPORT_METRICS], [ORIGINAL])
+        ]
     data_problems: list[Problem] = []
     power = None
     if read_data:

@@ -615,6 +615,38 @@ class MonitorSpec(Strict):
         return self
 
 
+ExportFormat = Literal["onnx", "onnx-int8", "merged"]
+
+
+class ExportSpec(Strict):
+    """Exports made as the run's last stage, each re-evaluated on the test split and gated before release.
+
+    ``gates`` are ordinary gates over the export's evaluation: the task's metrics, ``beats: original``
+    for the paired difference export minus original model (``by: -0.005`` allows a drop of 0.005 at the
+    interval's bound), ``identical_predictions`` (share of rows predicted exactly as the original,
+    with its exact binomial interval) and ``max_probability_difference`` (a point value). With no
+    gates, the task's main metric may drop by at most 0.005 and 99% of rows must be identical.
+    """
+
+    formats: list[ExportFormat] = Field(min_length=1, description="onnx, onnx-int8, merged (LoRA runs)")
+    gates: list[GateSpec] | None = Field(None, description="export gates; None: the defaults above")
+    opset: Annotated[int, Field(ge=17, le=23)] = 18
+    score_tolerance: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        1e-3,
+        description="regression: a score counts as identical within this fraction of the target's "
+        "standard deviation",
+    )
+    merge_tolerance: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        1e-3, description="merged: the largest probability (or per-token loss) change a merge may make"
+    )
+
+    @model_validator(mode="after")
+    def _formats(self) -> ExportSpec:
+        if len(set(self.formats)) != len(self.formats):
+            raise ValueError("export.formats has duplicates")
+        return self
+
+
 class Protocol(Strict):
     version: Literal[1] = 1
     name: str
@@ -643,6 +675,7 @@ class Protocol(Strict):
         "the model, and report calibration before and after",
     )
     privacy: PrivacySpec | None = None
+    export: ExportSpec | None = None
 
     @field_validator("name")
     @classmethod

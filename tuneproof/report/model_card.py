@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path, PurePath
 from typing import Any
 
+from tuneproof.report.export_section import card_section as export_card_section
 from tuneproof.report.fmt import comparison_outcome, fmt_interval, fmt_num, lower_is_better, metric_names
 from tuneproof.report.hub_card import card_data
 from tuneproof.report.limitations import limitations
@@ -277,6 +278,7 @@ CARD_SECTIONS: list[CardSection] = [
     _training,
     _metrics,
     _gates,
+    export_card_section,
     _limitations,
     _usage,
     _provenance,

@@ -72,10 +72,13 @@ def _error(
 def load_predictor(run_dir: Path, settings: ServeSettings) -> Any:
     from tuneproof.serve.predict import Predictor
 
-    predictor = Predictor.load(run_dir, batch_size=settings.batching.model_batch_size)
+    predictor = Predictor.load(
+        run_dir, batch_size=settings.batching.model_batch_size, backend=settings.backend
+    )
     if not predictor.info.deployable and not settings.allow_rejected:
         raise ServeConfigError(
-            f"{run_dir}: the run's gates failed, so its model is not deployable; serve it anyway only with "
+            f"{run_dir}: the run's gates failed (or, for --backend {settings.backend}, its export was not "
+            "released), so the model is not deployable; serve it anyway only with "
             "--allow-rejected (every response then carries X-Tuneproof-Deployable: false)"
         )
     return predictor

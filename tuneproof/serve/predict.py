@@ -27,9 +27,10 @@ class Predictor:
     info: ModelInfo
     pii: Any = None  # the protocol's PiiSpec when it asks for inputs to be scrubbed too
     batch_size: int = 64
+    runner: Any = None  # an OnnxRunner when predicting with an export (``backend``), else None
 
     @classmethod
-    def load(cls, run_dir: Path, batch_size: int = 64) -> Predictor:
+    def load(cls, run_dir: Path, batch_size: int = 64, backend: str = "torch") -> Predictor:
         from transformers import AutoTokenizer
 
         model_dir = run_dir / "model"
@@ -38,6 +39,12 @@ class Predictor:
             raise RunFolderError(f"{run_dir} has no packaged model ({info_path} is missing)")
         info = ModelInfo.read(info_path)
         protocol = load_protocol(run_dir / "protocol.source.yaml").protocol
+        pii = protocol.pii if protocol.pii is not None and protocol.pii.on_inputs else None
+        if backend != "torch":
+            from tuneproof.export.backend import load_onnx
+
+            onnx_task, runner, onnx_tokenizer, served = load_onnx(run_dir, backend, protocol, info)
+            return cls(onnx_task, None, onnx_tokenizer, served, pii, batch_size, runner)
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         task = get_task(protocol, TaskEnv(tokenizer=tokenizer, precision=info.precision))
         task.labels = list(info.labels)
@@ -45,7 +52,6 @@ class Predictor:
         model.eval()
         if info.precision == "bf16" and task.predicts_under_autocast:
             model = bf16_linear_weights(model)
-        pii = protocol.pii if protocol.pii is not None and protocol.pii.on_inputs else None
         return cls(task, model, tokenizer, info, pii, batch_size)
 
     @property
@@ -62,6 +68,9 @@ class Predictor:
         )
         feats = self.task.features_for_inference(df, self.tokenizer)
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        if self.runner is not None:
+            outputs = self.runner.predict(self.task, feats, pad_id, self.batch_size)
+            return self.task.format_prediction(np.asarray(outputs))
         with torch.inference_mode():
             outputs = self.task.predict(self.model, feats, pad_id, self.batch_size, self.precision)
         if self.info.temperature is not None:

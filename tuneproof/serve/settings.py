@@ -7,6 +7,7 @@ thousand texts or an unbounded queue; each refusal names the limit it hit.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -61,6 +62,7 @@ class ServeSettings(BaseModel):
     capture: Capture | None = None
     allow_rejected: bool = False
     warmup: bool = True
+    backend: Literal["torch", "onnx", "onnx-int8"] = "torch"  # onnx*: the run's export of that format
 
     @model_validator(mode="after")
     def _window_inside_deadline(self) -> ServeSettings:

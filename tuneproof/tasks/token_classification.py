@@ -252,20 +252,21 @@ class TokenClassificationTask(EncoderTask):
         gets probability 1 for "O": it is scored as predicted outside any entity.
         """
         out = np.empty(len(features), dtype=object)
-        k = len(self.labels)
-        outside = self.labels.index("O")
         for idx, logits, _ in logits_batches(model, features, pad_id, batch_size, precision):
             probs = torch.softmax(logits, dim=-1).numpy()
             for row, i in enumerate(idx):
-                first = np.asarray(features[i]["first"], dtype=np.int64)
-                p = np.zeros((first.size, k), dtype=np.float32)
-                p[:, outside] = 1.0
-                ok = first >= 0
-                p[ok] = probs[row, first[ok]]
-                out[i] = TaggedSentence(
-                    p, features[i].get("words"), features[i].get("offsets"), int((~ok).sum())
-                )
+                out[i] = self.tagged_sentence(features[i], probs[row])
         return out
+
+    def tagged_sentence(self, feature: dict[str, Any], token_probs: np.ndarray) -> TaggedSentence:
+        """A sentence's per-word tag probabilities from its per-token ones ``[tokens, tags]`` (also
+        what an exported graph's outputs are read with)."""
+        first = np.asarray(feature["first"], dtype=np.int64)
+        p = np.zeros((first.size, len(self.labels)), dtype=np.float32)
+        p[:, self.labels.index("O")] = 1.0
+        ok = first >= 0
+        p[ok] = token_probs[first[ok]]
+        return TaggedSentence(p, feature.get("words"), feature.get("offsets"), int((~ok).sum()))
 
     def tags_of(self, outputs: np.ndarray) -> list[list[str]]:
         return [[self.labels[j] for j in s.probs.argmax(axis=1)] for s in outputs]

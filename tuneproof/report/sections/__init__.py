@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from tuneproof.report import (
     curve_section,
+    export_section,
     generation_sections,
     privacy_section,
     search_section,
@@ -28,10 +29,11 @@ TASK_SECTIONS: dict[str, tuple[Section, str]] = {
         *generation_sections.SECTIONS,
         search_section.ENTRY,
         curve_section.ENTRY,
+        export_section.ENTRY,
     )
 }
 # Sections every page has a place for (the search section renders nothing for a run without search).
-ALWAYS = ("search",)
+ALWAYS = ("search", "exports")
 
 
 def _claimed() -> frozenset[str]:
