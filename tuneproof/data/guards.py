@@ -25,6 +25,7 @@ STAGE_FIELDS = {
     "near_duplicates": "cleaning.near_duplicates",
     "over_length": "cleaning.over_length",
     "leakage": "leakage.action",
+    "bad_images": "images.bad_files",
 }
 _HINTS = {
     "near_duplicates": "distinct records may look alike to the comparison: where numbers or codes carry the "
@@ -36,6 +37,7 @@ _HINTS = {
     "dropping them",
     "over_length": "raise model.max_length or use cleaning.over_length: truncate",
     "leakage": "the given splits share many texts; check that they were split correctly",
+    "bad_images": "many image files could not be used; the problems above name each one",
 }
 EXAMPLES_IN_ERROR = 3
 MAX_TEXT = 100

@@ -23,7 +23,6 @@ def check_protocol_parts(
     its size minimums) except the steps that need the model's tokenizer or the PII scanner: rows
     over ``model.max_length`` and PII rewrites are checked by ``run`` only.
     """
-    from tuneproof.data.prepare import prepare_data
     from tuneproof.gates import validate_gate_names
     from tuneproof.tasks.registry import get_task
     from tuneproof.train.model_source import resolve_model
@@ -51,7 +50,7 @@ def check_protocol_parts(
     data_problems: list[Problem] = []
     if read_data:
         try:
-            prepare_data(protocol, loaded.base_dir, target_check=task.target_check(), stratify=task.stratify)
+            task.prepare_data(loaded.base_dir)
         except DataValidationError as exc:
             data_problems = exc.problems
     return loaded, problems, data_problems

@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from tuneproof.data.pii import PiiSpec
+from tuneproof.protocol.image_schema import ImageSpec
 from tuneproof.search.schema import SearchSpec, check_search
 from tuneproof.tasks.spec import TaskSpec
 
@@ -138,6 +139,7 @@ CleaningStage = Literal[
     "near_duplicates",
     "over_length",
     "leakage",
+    "bad_images",
 ]
 _Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
@@ -310,7 +312,9 @@ Slice = Annotated[
 ]
 
 
-Baseline = Literal["majority", "tfidf_logreg", "mean", "tfidf_ridge", "most_frequent_tag", "base_model"]
+Baseline = Literal[
+    "majority", "tfidf_logreg", "mean", "tfidf_ridge", "most_frequent_tag", "base_model", "linear_probe"
+]
 
 
 class EvaluateSpec(Strict):
@@ -480,6 +484,7 @@ class Protocol(Strict):
     sft: SftSpec = SftSpec()
     search: SearchSpec | None = None
     monitor: MonitorSpec = MonitorSpec()
+    images: ImageSpec = ImageSpec()
 
     @field_validator("name")
     @classmethod
@@ -529,6 +534,7 @@ class Protocol(Strict):
         for option, used in (
             ("dapt", self.dapt != DaptSpec()),
             ("sft", self.sft != SftSpec()),
+            ("images", self.images != ImageSpec()),
             ("data.labels", data.labels is not None),
             ("data.label_column", data.label_column is not None),
             ("data.label_separator", data.label_separator is not None),

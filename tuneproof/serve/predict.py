@@ -16,7 +16,7 @@ from tuneproof.evidence import ModelInfo
 from tuneproof.protocol import load_protocol
 from tuneproof.tasks._inference import bf16_linear_weights
 from tuneproof.tasks.base import Task, TaskEnv
-from tuneproof.tasks.registry import get_task
+from tuneproof.tasks.registry import get_task, task_class
 
 
 @dataclass
@@ -30,15 +30,13 @@ class Predictor:
 
     @classmethod
     def load(cls, run_dir: Path, batch_size: int = 64) -> Predictor:
-        from transformers import AutoTokenizer
-
         model_dir = run_dir / "model"
         info_path = model_dir / ModelInfo.FILE
         if not info_path.is_file():
             raise RunFolderError(f"{run_dir} has no packaged model ({info_path} is missing)")
         info = ModelInfo.read(info_path)
         protocol = load_protocol(run_dir / "protocol.source.yaml").protocol
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        tokenizer = task_class(protocol.task).load_packaged_preprocessor(model_dir)
         task = get_task(protocol, TaskEnv(tokenizer=tokenizer, precision=info.precision))
         task.labels = list(info.labels)
         model = task.load_packaged(model_dir)
