@@ -21,20 +21,22 @@ class NearIndex:
     def __init__(self, max_distance: int) -> None:
         self.max_distance = max_distance
         self._ids: list[str] = []
-        self._bits: list[np.ndarray] = []
-        self._matrix: np.ndarray | None = None
+        self._matrix: np.ndarray | None = None  # grown by doubling: adding stays O(1) amortised
 
     def add(self, row_id: str, bits: np.ndarray) -> None:
+        n = len(self._ids)
+        if self._matrix is None or n == len(self._matrix):
+            grown = np.zeros((max(64, 2 * n), bits.size), dtype=np.uint8)
+            if self._matrix is not None:
+                grown[:n] = self._matrix[:n]
+            self._matrix = grown
+        self._matrix[n] = bits
         self._ids.append(row_id)
-        self._bits.append(bits)
-        self._matrix = None
 
     def query(self, bits: np.ndarray) -> tuple[str, int] | None:
-        if not self._ids:
-            return None
         if self._matrix is None:
-            self._matrix = np.stack(self._bits)
-        dist = np.bitwise_count(np.bitwise_xor(self._matrix, bits)).sum(axis=1)
+            return None
+        dist = np.bitwise_count(np.bitwise_xor(self._matrix[: len(self._ids)], bits)).sum(axis=1)
         best = int(np.argmin(dist))
         return (self._ids[best], int(dist[best])) if dist[best] <= self.max_distance else None
 
