@@ -53,7 +53,9 @@ def build_context(loaded: LoadedProtocol, base_dir: Path, cache_dir: Path | None
     threads = set_threads(protocol)
     precision, why = choose_precision(protocol.train.precision)
     ref = resolve_model(protocol.model, base_dir)
-    tokenizer = task_class(protocol.task).load_preprocessor(protocol, ref)  # a tokenizer, or an image processor
+    tokenizer = task_class(protocol.task).load_preprocessor(
+        protocol, ref
+    )  # a tokenizer, or an image processor
     task = get_task(protocol, TaskEnv(tokenizer, ref, precision, cache_dir))
     task.use_base_dir(base_dir)
     return RunContext(loaded, protocol, base_dir, task, ref, tokenizer, precision, why, threads, cache_dir)

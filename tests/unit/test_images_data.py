@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from image_helpers import near_copy, tinted_noise, write_image_folder
 from PIL import Image
 
-from image_helpers import near_copy, tinted_noise, write_image_folder
 from tuneproof.data.images import decode, read_idx
 from tuneproof.errors import DataValidationError
 from tuneproof.protocol import parse_protocol
@@ -122,7 +122,9 @@ def test_exact_and_near_duplicates_within_the_data_are_removed(tmp_path: Path) -
 def test_near_duplicates_respect_the_stated_distance(tmp_path: Path) -> None:
     root = write_image_folder(tmp_path / "data", 20)
     near_copy(root / "red" / "red-0-1.png", root / "red" / "near.png")
-    off = _task(tmp_path, f"{{files: [{root}]}}", ", near_duplicates: {enabled: false}").prepare_data(tmp_path)
+    off = _task(tmp_path, f"{{files: [{root}]}}", ", near_duplicates: {enabled: false}").prepare_data(
+        tmp_path
+    )
     stages = {s["stage"]: s for s in off.report["stages"]}
     assert "near_duplicates" not in stages
     assert sum(len(p) for p in off.splits.values()) == 61
@@ -185,10 +187,14 @@ def test_a_table_of_paths_and_a_parquet_of_bytes(tmp_path: Path) -> None:
 
 def _write_idx(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
     n, rows, cols = images.shape
-    head = (2051).to_bytes(4, "big") + n.to_bytes(4, "big") + rows.to_bytes(4, "big") + cols.to_bytes(4, "big")
+    head = (
+        (2051).to_bytes(4, "big") + n.to_bytes(4, "big") + rows.to_bytes(4, "big") + cols.to_bytes(4, "big")
+    )
     path.write_bytes(gzip.compress(head + images.astype(np.uint8).tobytes()))
     lab_path = path.with_name(path.name.replace("images-idx3", "labels-idx1"))
-    lab_path.write_bytes(gzip.compress((2049).to_bytes(4, "big") + n.to_bytes(4, "big") + labels.astype(np.uint8).tobytes()))
+    lab_path.write_bytes(
+        gzip.compress((2049).to_bytes(4, "big") + n.to_bytes(4, "big") + labels.astype(np.uint8).tobytes())
+    )
 
 
 def test_idx_pairs_are_read_with_their_labels(tmp_path: Path) -> None:

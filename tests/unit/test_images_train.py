@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-
 from image_helpers import write_image_folder, write_tiny_vit
+
 from tuneproof.data.augment import augment, draw_params, example_key
 from tuneproof.data.image_processor import ImagePreprocessor
 from tuneproof.evaluate.linear_probe import linear_probe_probs
@@ -80,7 +80,8 @@ class Harness:
             "name: t\ntask: image_classification\nseed: 5\n"
             f"model: {{source: {vit}}}\ndata: {{files: [{root}]}}\nimages: {{augment: {augment_spec}}}\n"
             "split: {enforce_minimums: false}\n"
-            "train: {max_steps: 9, batch_size: 8, checkpoint_every_steps: 3, learning_rate: 0.003, precision: fp32}\n"
+            "train: {max_steps: 9, batch_size: 8, checkpoint_every_steps: 3, learning_rate: 0.003,"
+            " precision: fp32}\n"
         )
         self.ref = resolve_model(self.protocol.model, tmp)
         proc = ImageClassificationTask.load_preprocessor(self.protocol, self.ref)
@@ -103,7 +104,9 @@ class Harness:
             augment=self.task.train_augment(self.protocol.seed),
         )
         self.model = model
-        return train_loop(model, self.features, self.task.collate(0), self.task.loss_fn(self.features), cfg, resume)
+        return train_loop(
+            model, self.features, self.task.collate(0), self.task.loss_fn(self.features), cfg, resume
+        )
 
 
 class Stop(Exception):
@@ -170,7 +173,9 @@ def test_efficientnet_wrapper_saves_and_loads_as_safetensors(tmp_path: Path) -> 
         before = model(pixel_values=x).logits
     model.save_pretrained(tmp_path / "m", safe_serialization=True)
     assert is_packaged_wrapper(tmp_path / "m") and (tmp_path / "m" / "model.safetensors").is_file()
-    again = EfficientNetLiteForImageClassification.from_pretrained(tmp_path / "m", use_safetensors=True).eval()
+    again = EfficientNetLiteForImageClassification.from_pretrained(
+        tmp_path / "m", use_safetensors=True
+    ).eval()
     with torch.inference_mode():
         assert torch.equal(again(pixel_values=x).logits, before)
     assert before.shape == (2, 3)
@@ -182,9 +187,12 @@ def test_efficientnet_wrapper_saves_and_loads_as_safetensors(tmp_path: Path) -> 
 def test_image_task_refuses_lora_naming_the_field() -> None:
     from tuneproof.errors import ProtocolError
 
-    with pytest.raises(ProtocolError, match="train.method"):
+    with pytest.raises(ProtocolError, match=r"train\.method"):
         ImageClassificationTask(
-            parse_protocol("name: t\ntask: image_classification\nmodel: {source: m}\ndata: {files: [d]}\ntrain: {method: lora}\n")
+            parse_protocol(
+                "name: t\ntask: image_classification\nmodel: {source: m}\ndata: {files: [d]}\n"
+                "train: {method: lora}\n"
+            )
         )
 
 

@@ -84,7 +84,9 @@ def near_duplicates(
             continue
         keep[i] = False
         if len(examples) < limit:
-            examples.append({**_example("near duplicate", row_ids, texts, i, position[hit[0]]), "distance": hit[1]})
+            examples.append(
+                {**_example("near duplicate", row_ids, texts, i, position[hit[0]]), "distance": hit[1]}
+            )
     return DedupResult(keep, examples)
 
 
@@ -123,7 +125,7 @@ def find_image_leaks(
         ids, hashes, bits = splits[split]
         found: list[tuple[int, str, str, int | None]] = []
         if split != "train":
-            for pos, (rid, h, b) in enumerate(zip(ids, hashes, bits, strict=True)):
+            for pos, (h, b) in enumerate(zip(hashes, bits, strict=True)):
                 if exact and h in seen:
                     found.append((pos, "exact", seen[h], None))
                     continue
@@ -151,4 +153,10 @@ def find_image_leaks(
 
 
 def _example(kind: str, row_ids: Sequence[str], texts: Sequence[str], i: int, j: int) -> dict[str, object]:
-    return {"kind": kind, "row_id": row_ids[i], "text": texts[i], "kept_id": row_ids[j], "kept_text": texts[j]}
+    return {
+        "kind": kind,
+        "row_id": row_ids[i],
+        "text": texts[i],
+        "kept_id": row_ids[j],
+        "kept_text": texts[j],
+    }

@@ -23,7 +23,14 @@ from tuneproof.data.guards import removal_problems, split_checks
 from tuneproof.data.image_dedup import conflicting_labels, exact_duplicates, find_image_leaks, near_duplicates
 from tuneproof.data.images import candidates, iter_decoded
 from tuneproof.data.locate import resolve_location
-from tuneproof.data.prepare import EXAMPLES_PER_STAGE, PreparedData, TargetCheck, _assign_splits, _Stages, sha256_file
+from tuneproof.data.prepare import (
+    EXAMPLES_PER_STAGE,
+    PreparedData,
+    TargetCheck,
+    _assign_splits,
+    _Stages,
+    sha256_file,
+)
 from tuneproof.errors import DataValidationError, Problem
 from tuneproof.protocol.schema import Protocol
 
@@ -100,14 +107,21 @@ def prepare_images(protocol: Protocol, base_dir: Path, size: int, target_check: 
         )
     if bad and spec.bad_files == "fail":
         problems += [Problem(b["text"], str(b["reason"])) for b in bad]
-        problems.append(Problem("images.bad_files", f"{len(bad)} bad image file(s); set images.bad_files: drop to "
-                                "drop them (counted in the data report) instead"))
+        problems.append(
+            Problem(
+                "images.bad_files",
+                f"{len(bad)} bad image file(s); set images.bad_files: drop to "
+                "drop them (counted in the data report) instead",
+            )
+        )
     stages.record("read", len(cands))
     stages.record("bad_images", len(cands) - len(bad), len(bad), f"{len(bad)} unusable files", bad)
     if not problems and rows:
         counts = Counter(r["label"] for r in rows)
         if len(counts) < 2:
-            problems.append(Problem("data", f"only one class ({next(iter(counts))!r}); a classifier needs two or more"))
+            problems.append(
+                Problem("data", f"only one class ({next(iter(counts))!r}); a classifier needs two or more")
+            )
         elif data.files is not None:
             need = 3 if protocol.split.validation > 0 else 2
             problems += [
@@ -128,28 +142,47 @@ def prepare_images(protocol: Protocol, base_dir: Path, size: int, target_check: 
     if conflicts and cleaning.conflicting_labels == "fail":
         clash = df[df["pixel_sha256"].isin(conflicts)]
         raise DataValidationError(
-            [Problem(w, f"the same image appears with conflicting labels ({lab})") for w, lab in zip(clash["text"], clash["label"], strict=True)],
+            [
+                Problem(w, f"the same image appears with conflicting labels ({lab})")
+                for w, lab in zip(clash["text"], clash["label"], strict=True)
+            ],
             "data",
         )
     clash = df["pixel_sha256"].isin(conflicts).to_numpy()
     examples = [
-        {"kind": "label conflict", "row_id": r, "text": t, "reason": f"label {lab!r}; the same pixels carry another label"}
+        {
+            "kind": "label conflict",
+            "row_id": r,
+            "text": t,
+            "reason": f"label {lab!r}; the same pixels carry another label",
+        }
         for r, t, lab in zip(df["row_id"][clash], df["text"][clash], df["label"][clash], strict=True)
     ]
     df = df[~clash].reset_index(drop=True)
-    stages.record("conflicting_labels", len(df), int(clash.sum()), f"{len(conflicts)} distinct images", examples)
+    stages.record(
+        "conflicting_labels", len(df), int(clash.sum()), f"{len(conflicts)} distinct images", examples
+    )
 
     if cleaning.drop_exact_duplicates:
         group = df["split"].fillna("").tolist()
-        res = exact_duplicates(df["row_id"].tolist(), group, df["pixel_sha256"].tolist(), df["text"].tolist(), EXAMPLES_PER_STAGE)
+        res = exact_duplicates(
+            df["row_id"].tolist(), group, df["pixel_sha256"].tolist(), df["text"].tolist(), EXAMPLES_PER_STAGE
+        )
         before = len(df)
         df = df[res.keep].reset_index(drop=True)
-        stages.record("exact_duplicates", len(df), before - len(df), "SHA-256 of the decoded pixels", res.examples)
+        stages.record(
+            "exact_duplicates", len(df), before - len(df), "SHA-256 of the decoded pixels", res.examples
+        )
     nd = spec.near_duplicates
     if nd.enabled:
         group = df["split"].fillna("").tolist()
         res = near_duplicates(
-            df["row_id"].tolist(), group, df["_bits"].tolist(), df["text"].tolist(), nd.max_distance, EXAMPLES_PER_STAGE
+            df["row_id"].tolist(),
+            group,
+            df["_bits"].tolist(),
+            df["text"].tolist(),
+            nd.max_distance,
+            EXAMPLES_PER_STAGE,
         )
         before = len(df)
         df = df[res.keep].reset_index(drop=True)
@@ -175,7 +208,11 @@ def prepare_images(protocol: Protocol, base_dir: Path, size: int, target_check: 
         "sources": sources,
         "stages": stages.stages,
         "removed": dict(stages.removed),
-        "near_duplicates": {"enabled": nd.enabled, "method": near_method(protocol), "threshold": nd.max_distance},
+        "near_duplicates": {
+            "enabled": nd.enabled,
+            "method": near_method(protocol),
+            "threshold": nd.max_distance,
+        },
         "label_distribution": {n: dict(sorted(Counter(p["label"]).items())) for n, p in out.items()},
         "leakage": leak_report,
         "splits": {n: {"rows": len(p), "sha256": image_split_hash(p)} for n, p in out.items()},
@@ -210,7 +247,10 @@ def _leakage(protocol: Protocol, splits: dict[str, pd.DataFrame], stages: _Stage
     if not (spec.exact or near):
         return {"exact": 0, "near": 0, "action": spec.action, "removed": {}, "examples": [], "checked": False}
     res = find_image_leaks(
-        {s: (p["row_id"].tolist(), p["pixel_sha256"].tolist(), p["_bits"].tolist()) for s, p in splits.items()},
+        {
+            s: (p["row_id"].tolist(), p["pixel_sha256"].tolist(), p["_bits"].tolist())
+            for s, p in splits.items()
+        },
         spec.exact,
         near,
         protocol.images.near_duplicates.max_distance,
@@ -226,7 +266,10 @@ def _leakage(protocol: Protocol, splits: dict[str, pd.DataFrame], stages: _Stage
     }
     if (res.exact or res.near) and spec.action == "fail":
         raise DataValidationError(
-            [Problem(str(e["b"]), f"{e['kind']} duplicate of {e['a']} (leak across splits)") for e in res.examples],
+            [
+                Problem(str(e["b"]), f"{e['kind']} duplicate of {e['a']} (leak across splits)")
+                for e in res.examples
+            ],
             "data: leakage across splits",
         )
     if spec.action == "remove":

@@ -125,7 +125,9 @@ def _inside(path: Path, root: Path) -> bool:
     return path.resolve().is_relative_to(root.resolve())
 
 
-def _folder_candidates(root: Path, split: str | None, problems: list[Problem], ignored: list[str]) -> list[ImageCandidate]:
+def _folder_candidates(
+    root: Path, split: str | None, problems: list[Problem], ignored: list[str]
+) -> list[ImageCandidate]:
     """ImageFolder: ``root/<class>/<image>``; the class is the sub-folder's name."""
     out: list[ImageCandidate] = []
     classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -140,10 +142,16 @@ def _folder_candidates(root: Path, split: str | None, problems: list[Problem], i
                     ignored.append(str(path))
                 continue
             if not _inside(path, root):
-                out.append(_bad(f"{prefix}{rel}", str(path), split, cls_dir.name, "a link that leaves the data folder"))
+                out.append(
+                    _bad(
+                        f"{prefix}{rel}", str(path), split, cls_dir.name, "a link that leaves the data folder"
+                    )
+                )
                 continue
             if path.suffix.lower() not in IMAGE_SUFFIXES:
-                out.append(_bad(f"{prefix}{rel}", str(path), split, cls_dir.name, "not an image file (suffix)"))
+                out.append(
+                    _bad(f"{prefix}{rel}", str(path), split, cls_dir.name, "not an image file (suffix)")
+                )
                 continue
             out.append(ImageCandidate(f"{prefix}{rel}", str(path), split, cls_dir.name, _file_opener(path)))
     return out
@@ -157,7 +165,8 @@ def _bad(row_id: str, where: str, split: str | None, label: Any, why: str) -> Im
 
 
 def _value_opener(value: Any, base: Path) -> Opener | str:
-    """An opener for a table cell (relative path, bytes, a `datasets` image dict or a PIL image), or why not."""
+    """An opener for a table cell (relative path, bytes, a `datasets` image dict, a PIL image),
+    or the reason there is none."""
     if isinstance(value, Image.Image):
         return lambda: value
     if isinstance(value, dict):
@@ -180,7 +189,12 @@ def _value_opener(value: Any, base: Path) -> Opener | str:
 
 
 def _table_candidates(
-    path: Path, split: str | None, column: str, label_column: str | None, encoding: str, problems: list[Problem]
+    path: Path,
+    split: str | None,
+    column: str,
+    label_column: str | None,
+    encoding: str,
+    problems: list[Problem],
 ) -> list[ImageCandidate]:
     result = read_file(path, "auto", encoding)
     problems += result.problems
@@ -191,7 +205,8 @@ def _table_candidates(
     missing = [c for c in (column, label_column) if c is not None and c not in result.columns]
     if missing:
         problems += [
-            Problem(str(path), f"column {c!r} not found; columns are: {', '.join(result.columns)}") for c in missing
+            Problem(str(path), f"column {c!r} not found; columns are: {', '.join(result.columns)}")
+            for c in missing
         ]
         return []
     base = path.parent if path.is_file() else path
@@ -249,7 +264,9 @@ def _idx_candidates(
         problems.append(Problem(str(path), f"not a readable idx pair: {exc}"))
         return []
     if len(images) != len(labels):
-        problems.append(Problem(str(path), f"{len(images)} images but {len(labels)} labels in {labels_path.name}"))
+        problems.append(
+            Problem(str(path), f"{len(images)} images but {len(labels)} labels in {labels_path.name}")
+        )
         return []
     names = spec.class_names
     n = min(len(images), spec.limit) if spec.limit else len(images)
@@ -263,7 +280,9 @@ def _idx_candidates(
             continue
         pixels = images[i]
         out.append(
-            ImageCandidate(f"{prefix}{path.name}:{i + 1}", f"{path}:{i + 1}", split, label, _array_opener(pixels))
+            ImageCandidate(
+                f"{prefix}{path.name}:{i + 1}", f"{path}:{i + 1}", split, label, _array_opener(pixels)
+            )
         )
     return out
 
@@ -290,8 +309,11 @@ def candidates(
         out = _table_candidates(path, split, spec.column, label_column, encoding, problems)
     else:
         problems.append(
-            Problem(str(path), "not an image source: give a class-per-folder directory, a CSV/JSONL/Parquet "
-                    "table, a saved `datasets` folder or an idx images file")
+            Problem(
+                str(path),
+                "not an image source: give a class-per-folder directory, a CSV/JSONL/Parquet "
+                "table, a saved `datasets` folder or an idx images file",
+            )
         )
         out = []
     if spec.limit and not is_idx(path):
@@ -309,4 +331,12 @@ def iter_decoded(
             yield c, None, str(exc)
 
 
-__all__ = ["BadImage", "DecodedImage", "ImageCandidate", "candidates", "decode", "iter_decoded", "png_to_array"]
+__all__ = [
+    "BadImage",
+    "DecodedImage",
+    "ImageCandidate",
+    "candidates",
+    "decode",
+    "iter_decoded",
+    "png_to_array",
+]

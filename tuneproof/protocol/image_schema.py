@@ -28,7 +28,10 @@ class RotationSpec(_Strict):
 class ScaleCropSpec(_Strict):
     """A random crop covering ``scale`` of the image's area, resized back to the model's size."""
 
-    scale: tuple[Annotated[float, Field(gt=0.0, le=1.0)], Annotated[float, Field(gt=0.0, le=1.0)]] = (0.8, 1.0)
+    scale: tuple[Annotated[float, Field(gt=0.0, le=1.0)], Annotated[float, Field(gt=0.0, le=1.0)]] = (
+        0.8,
+        1.0,
+    )
     p: _P = 0.5
 
     @model_validator(mode="after")
@@ -62,9 +65,7 @@ class AugmentSpec(_Strict):
 
     @property
     def active(self) -> bool:
-        return bool(
-            self.rotation or self.hflip or self.vflip or self.scale_crop or self.color_jitter
-        )
+        return bool(self.rotation or self.hflip or self.vflip or self.scale_crop or self.color_jitter)
 
 
 class ImageNearDuplicateSpec(_Strict):
@@ -91,7 +92,8 @@ class ImageSpec(_Strict):
     )
     modes: list[str] = Field(
         default_factory=lambda: ["1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "YCbCr"],
-        description="PIL modes accepted (converted to RGB); others, e.g. 16-bit 'I;16' or float 'F', are refused",
+        description="PIL modes accepted (converted to RGB); others, e.g. 16-bit 'I;16' or float 'F', "
+        "are refused",
     )
     bad_files: Literal["fail", "drop"] = Field(
         "fail", description="fail: any bad file stops the run; drop: bad files are counted and dropped"

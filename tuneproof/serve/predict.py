@@ -65,6 +65,30 @@ class Predictor:
         return self.task.format_prediction(np.asarray(outputs))
 
 
+def predict_images(predictor: Predictor, names: list[str], images: list[bytes]) -> list[dict[str, Any]]:
+    """Predictions for encoded images (file bytes), each checked as training data were; ``names``
+    say which input a problem is about."""
+    df = pd.DataFrame({"row_id": [str(i) for i in range(len(images))], "text": names, "image": images})
+    feats = predictor.task.features_for_inference(df, predictor.tokenizer)
+    with torch.inference_mode():
+        outputs = predictor.task.predict(predictor.model, feats, 0, predictor.batch_size, predictor.precision)
+    return predictor.task.format_prediction(np.asarray(outputs))
+
+
+def read_image_inputs(path: Path) -> list[Path]:
+    """An image file, or every image file under a folder (sorted, so the output order is stable)."""
+    from tuneproof.data.images import IMAGE_SUFFIXES
+
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise DataValidationError([Problem(str(path), "no such file or folder")], str(path))
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataValidationError([Problem(str(path), "no image files in the folder")], str(path))
+    return files
+
+
 def read_inputs(path: Path, text_field: str = "text") -> list[str]:
     """Texts from JSONL (one object with ``text_field`` per line) or plain text (one per line)."""
     problems: list[Problem] = []

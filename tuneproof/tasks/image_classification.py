@@ -39,7 +39,13 @@ SPEC = TaskSpec(
     default_baselines=("majority", "linear_probe"),
     selection_metrics=("macro_f1", "accuracy", "loss"),
     stratify=True,
-    options=("data.labels", "data.label_column", "train.label_smoothing", "imbalance.class_weights", "images"),
+    options=(
+        "data.labels",
+        "data.label_column",
+        "train.label_smoothing",
+        "imbalance.class_weights",
+        "images",
+    ),
     pipeline_tag="image-classification",
 )
 
@@ -72,10 +78,14 @@ class ImageClassificationTask(Task):
         problems = []
         if protocol.train.method == "lora":
             problems.append(
-                Problem("train.method", "lora is not available for image_classification yet; use full or head")
+                Problem(
+                    "train.method", "lora is not available for image_classification yet; use full or head"
+                )
             )
         if protocol.evaluate.slices:
-            problems.append(Problem("evaluate.slices", "slices are not available for image_classification yet"))
+            problems.append(
+                Problem("evaluate.slices", "slices are not available for image_classification yet")
+            )
         if problems:
             raise ProtocolError(problems)
 
@@ -122,7 +132,12 @@ class ImageClassificationTask(Task):
 
         label2id = {lab: i for i, lab in enumerate(self.labels)}
         return [
-            {"pixels": png_to_array(png), "labels": label2id.get(lab, -1), "row_id": rid, "key": example_key(rid)}
+            {
+                "pixels": png_to_array(png),
+                "labels": label2id.get(lab, -1),
+                "row_id": rid,
+                "key": example_key(rid),
+            }
             for rid, png, lab in zip(df["row_id"], df["image"], df["label"], strict=True)
         ]
 
@@ -176,7 +191,9 @@ class ImageClassificationTask(Task):
         from tuneproof.data.augment import augment
 
         def apply(features: list[dict[str, Any]], epoch: int) -> list[dict[str, Any]]:
-            x = augment(np.stack([f["pixels"] for f in features]), [f["key"] for f in features], spec, seed, epoch)
+            x = augment(
+                np.stack([f["pixels"] for f in features]), [f["key"] for f in features], spec, seed, epoch
+            )
             return [{**f, "pixel_float": x[i]} for i, f in enumerate(features)]
 
         return apply
@@ -203,10 +220,15 @@ class ImageClassificationTask(Task):
         return model
 
     def load_packaged(self, model_dir: Path) -> nn.Module:
-        from tuneproof.train.efficientnet_lite import EfficientNetLiteForImageClassification, is_packaged_wrapper
+        from tuneproof.train.efficientnet_lite import (
+            EfficientNetLiteForImageClassification,
+            is_packaged_wrapper,
+        )
 
         if is_packaged_wrapper(model_dir):
-            wrapped: nn.Module = EfficientNetLiteForImageClassification.from_pretrained(model_dir, use_safetensors=True)
+            wrapped: nn.Module = EfficientNetLiteForImageClassification.from_pretrained(
+                model_dir, use_safetensors=True
+            )
             return wrapped
         from transformers import AutoModelForImageClassification
 

@@ -82,19 +82,28 @@ class EfficientNetLiteForImageClassification(PreTrainedModel):
             nn.init.normal_(module.weight, std=0.01)
             nn.init.zeros_(module.bias)
 
-    def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, **_: Any) -> ImageClassifierOutput:
+    def forward(
+        self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, **_: Any
+    ) -> ImageClassifierOutput:
         logits = self.classifier(self.efficientnet(pixel_values))
         return ImageClassifierOutput(logits=logits)
 
 
-def from_package(variant: str, weights: Path, image_size: int, **head: Any) -> EfficientNetLiteForImageClassification:
-    """The wrapper with the package's ImageNet body weights (loaded with ``weights_only=True``) and a new head."""
-    model = EfficientNetLiteForImageClassification(EfficientNetLiteConfig(variant=variant, image_size=image_size, **head))
+def from_package(
+    variant: str, weights: Path, image_size: int, **head: Any
+) -> EfficientNetLiteForImageClassification:
+    """The wrapper with the package's ImageNet body weights (loaded with ``weights_only=True``) and a
+    new head."""
+    model = EfficientNetLiteForImageClassification(
+        EfficientNetLiteConfig(variant=variant, image_size=image_size, **head)
+    )
     state = torch.load(weights, map_location="cpu", weights_only=True)
     state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
     missing, unexpected = model.efficientnet.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ValueError(f"{weights}: weights do not fit {variant} (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise ValueError(
+            f"{weights}: weights do not fit {variant} (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
     return model
 
 
