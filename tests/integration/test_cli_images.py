@@ -88,7 +88,9 @@ def test_the_run_passes_its_gates_against_both_baselines(image_run: Path) -> Non
     assert manifest["status"] == "passed" and manifest["task"] == "image_classification"
     assert (image_run / "model" / "model.safetensors").is_file()
     assert (image_run / "model" / "preprocessor_config.json").is_file()
-    assert (image_run / "report.html").is_file()
+    html = (image_run / "report.html").read_text()
+    assert "Data: augmentation of training images" in html and "Most confidently wrong test images" in html
+    assert html.count("data:image/png;base64,") >= 6 * 6  # the grid: 6 images, original + 5 epochs
     assert tp("verify", str(image_run), cwd=image_run).returncode == 0
 
 

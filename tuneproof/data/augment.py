@@ -105,7 +105,7 @@ def apply_params(x: torch.Tensor, params: list[AugmentParams]) -> torch.Tensor:
 
 def augment(pixels: np.ndarray, keys: list[int], spec: AugmentSpec, seed: int, epoch: int) -> torch.Tensor:
     """uint8 [B, H, W, 3] images -> augmented float [B, 3, H, W] in [0, 1]."""
-    x = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).float() / 255.0
+    x = torch.from_numpy(np.array(pixels, dtype=np.uint8)).permute(0, 3, 1, 2).float() / 255.0
     return apply_params(x, [draw_params(spec, seed, epoch, k) for k in keys])
 
 

@@ -37,7 +37,7 @@ class ImagePreprocessor:
 
     def pixel_values(self, pixels: np.ndarray) -> torch.Tensor:
         """uint8 [B, H, W, 3] -> normalised float [B, 3, H, W]."""
-        x = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).float() / 255.0
+        x = torch.from_numpy(np.array(pixels, dtype=np.uint8)).permute(0, 3, 1, 2).float() / 255.0
         return self.normalize(x)
 
     def save_pretrained(self, folder: Path | str) -> None:

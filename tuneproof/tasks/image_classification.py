@@ -46,6 +46,7 @@ SPEC = TaskSpec(
         "imbalance.class_weights",
         "images",
     ),
+    report_sections=("confident_errors", "augmentation_grid"),
     pipeline_tag="image-classification",
 )
 

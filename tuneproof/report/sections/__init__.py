@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tuneproof.report import generation_sections, search_section, task_sections
+from tuneproof.report import generation_sections, image_sections, search_section, task_sections
 from tuneproof.report.section import Renderer, Section
 from tuneproof.report.sections import data, evaluation, lineage, overview, training
 from tuneproof.report.sections.generic import make_other_results
@@ -16,7 +16,12 @@ from tuneproof.report.sections.generic import make_other_results
 # Every task-specific section by id, with the built-in section it goes after.
 TASK_SECTIONS: dict[str, tuple[Section, str]] = {
     section.id: (section, after)
-    for section, after in (*task_sections.SECTIONS, *generation_sections.SECTIONS, search_section.ENTRY)
+    for section, after in (
+        *task_sections.SECTIONS,
+        *generation_sections.SECTIONS,
+        *image_sections.SECTIONS,
+        search_section.ENTRY,
+    )
 }
 # Sections every page has a place for (the search section renders nothing for a run without search).
 ALWAYS = ("search",)
