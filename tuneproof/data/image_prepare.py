@@ -61,8 +61,8 @@ def prepare_images(protocol: Protocol, base_dir: Path, size: int, target_check: 
         entries = [(None, f"data.files[{i}]", loc) for i, loc in enumerate(data.files)]
     else:
         assert data.splits is not None
-        for split, locs in data.splits.items():
-            entries += [(split, f"data.splits.{split}[{i}]", loc) for i, loc in enumerate(locs)]
+        for name, locs in data.splits.items():
+            entries += [(name, f"data.splits.{name}[{i}]", loc) for i, loc in enumerate(locs)]
     hashes: dict[str, str] = {}
     sources: list[dict[str, Any]] = []
     cands = []

@@ -73,7 +73,7 @@ class EfficientNetLiteForImageClassification(PreTrainedModel):
         )
         body._fc = nn.Identity()  # the body ends at pooled, dropped-out features; our head follows
         self.efficientnet = body
-        self.classifier = nn.Linear(FEATURES, config.num_labels)
+        self.classifier = nn.Linear(FEATURES, int(config.num_labels or 2))
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
