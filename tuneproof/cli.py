@@ -152,7 +152,10 @@ def search_worker(
 def predict(
     run_dir: Path,
     input: Annotated[
-        Path, typer.Option("--input", "-i", help="JSONL with a 'text' field, or plain text lines")
+        Path,
+        typer.Option(
+            "--input", "-i", help="JSONL with a 'text' field, plain text lines, or an image file or folder"
+        ),
     ],
     text_field: str = "text",
     batch_size: int = 64,
@@ -163,6 +166,9 @@ def predict(
     """Predict with a run's model: one JSON line per input, in input order."""
     from tuneproof.serve.predict import Predictor, read_inputs
 
+    if _is_image_input(input):
+        _predict_images(run_dir, input, batch_size)
+        return
     try:
         if backend not in ("torch", "onnx", "onnx-int8"):
             raise TuneproofError(f"--backend {backend!r}: use torch, onnx or onnx-int8")
@@ -174,6 +180,28 @@ def predict(
     for start in range(0, len(texts), 1024):  # bounded memory on large inputs
         for rec in predictor.predict(texts[start : start + 1024]):
             sys.stdout.write(json.dumps(rec, ensure_ascii=False) + "\n")
+
+
+def _is_image_input(path: Path) -> bool:
+    from tuneproof.data.images import IMAGE_SUFFIXES
+
+    return path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def _predict_images(run_dir: Path, input: Path, batch_size: int) -> None:
+    """An image file or a folder of them: one JSON line per image, with its file, sorted by path."""
+    from tuneproof.serve.predict import Predictor, predict_images, read_image_inputs
+
+    try:
+        files = read_image_inputs(input)
+        predictor = Predictor.load(run_dir, batch_size=batch_size)
+        for start in range(0, len(files), 256):  # bounded memory on large folders
+            chunk = files[start : start + 256]
+            recs = predict_images(predictor, [str(f) for f in chunk], [f.read_bytes() for f in chunk])
+            for f, rec in zip(chunk, recs, strict=True):
+                sys.stdout.write(json.dumps({"file": str(f), **rec}, ensure_ascii=False) + "\n")
+    except TuneproofError as exc:
+        _fail(exc)
 
 
 @app.command()

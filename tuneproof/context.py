@@ -12,14 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tuneproof.data.prepare import FrameHook, PreparedData, prepare_data
+from tuneproof.data.prepare import FrameHook, PreparedData
 from tuneproof.protocol import LoadedProtocol
 from tuneproof.protocol.schema import Protocol
 from tuneproof.tasks.base import Task, TaskEnv, TokenLengths
-from tuneproof.tasks.registry import get_task
+from tuneproof.tasks.registry import get_task, task_class
 from tuneproof.train.features import cached_features, tokenizer_fingerprint
 from tuneproof.train.fit import set_threads
-from tuneproof.train.model_source import ModelRef, load_tokenizer, resolve_model
+from tuneproof.train.model_source import ModelRef, resolve_model
 from tuneproof.train.precision import choose_precision
 
 
@@ -38,15 +38,12 @@ class RunContext:
 
     def prepare(self) -> PreparedData:
         """The data stage for this protocol: read, validate, clean, de-duplicate, split."""
-        return prepare_data(
-            self.protocol,
+        return self.task.prepare_data(
             self.base_dir,
             # A task whose text is structured (chat messages as JSON) counts its own tokens.
             token_lengths=self.task.token_lengths(self.tokenizer)
             or token_lengths_fn(self.tokenizer, self.cache_dir),
-            target_check=self.task.target_check(),
             text_hook=text_hook(self.protocol),
-            stratify=self.task.stratify,
         )
 
 
@@ -56,7 +53,9 @@ def build_context(loaded: LoadedProtocol, base_dir: Path, cache_dir: Path | None
     threads = set_threads(protocol)
     precision, why = choose_precision(protocol.train.precision)
     ref = resolve_model(protocol.model, base_dir)
-    tokenizer = load_tokenizer(ref)
+    tokenizer = task_class(protocol.task).load_preprocessor(
+        protocol, ref
+    )  # a tokenizer, or an image processor
     task = get_task(protocol, TaskEnv(tokenizer, ref, precision, cache_dir))
     task.use_base_dir(base_dir)
     return RunContext(loaded, protocol, base_dir, task, ref, tokenizer, precision, why, threads, cache_dir)

@@ -41,6 +41,7 @@ if str(TESTS_DIR) not in sys.path:  # the shared tiny-model helpers live beside 
     sys.path.insert(0, str(TESTS_DIR))
 
 from generative_helpers import write_tiny_llama, write_tiny_t5  # noqa: E402
+from image_helpers import near_copy, write_image_folder, write_tiny_vit  # noqa: E402
 from task_fixtures import toy_ner, write_conll  # noqa: E402
 
 from helpers import NEGATIVE, NEUTRAL, POSITIVE, write_tiny_bert  # noqa: E402
@@ -486,6 +487,40 @@ gates:
   - {{metric: accuracy, min: 0.55}}
 """,
     ),
+    Variant(
+        name="fashion-mnist-images",
+        example="examples/fashion-mnist-images.yaml",
+        covers="image_classification on a tiny ViT: an ImageFolder of tinted noise with near copies "
+        "planted (near de-duplication removes them), seeded augmentation (flip, rotation, crop, colour), "
+        "early stopping on macro_f1, majority and linear-probe baselines, beats / min gates",
+        protocol=f"""
+name: fashion-mnist-images-golden
+task: image_classification
+seed: 13
+model: {{source: ./vit}}
+data: {{files: [images]}}
+images:
+  near_duplicates: {{hash: phash, hash_size: 8, max_distance: 2}}
+  augment:
+    hflip: 0.5
+    rotation: {{degrees: 10, p: 0.5}}
+    scale_crop: {{scale: [0.8, 1.0], p: 0.5}}
+    color_jitter: {{brightness: 0.1, contrast: 0.2, p: 0.5}}
+split: {{train: 0.6, validation: 0.2, test: 0.2, enforce_minimums: false}}
+leakage: {{exact: true, near: true, action: remove}}
+train:
+  method: full
+  learning_rate: 0.003
+  epochs: 3
+  batch_size: 16
+  early_stopping: {{metric: macro_f1, patience: 2}}
+  {COMMON_TRAIN}
+evaluate: {{bootstrap_samples: 200, baselines: [majority, linear_probe]}}
+gates:
+  - {{metric: accuracy, beats: majority, by: 0.1}}
+  - {{metric: accuracy, beats: linear_probe, by: -0.5}}
+""",
+    ),
 )
 
 VARIANT_NAMES = tuple(v.name for v in VARIANTS)
@@ -675,6 +710,10 @@ def build_inputs(work: Path) -> dict[str, str]:
     _write_jsonl(work / "abstracts.jsonl", abstract_rows())
     _write_csv(work / "general.csv.bz2", general_rows(), compress=True)
     _write_jsonl(work / "titles.jsonl", title_rows())
+    write_tiny_vit(work / "vit", seed=0)
+    images = write_image_folder(work / "images", 20, seed=0)
+    for i in range(3):  # near copies, removed by near de-duplication
+        near_copy(images / "red" / f"red-0-{i}.png", images / "red" / f"near-{i}.png")
     for v in VARIANTS:
         (work / f"{v.name}.yaml").write_text(v.protocol)
     files = sorted(

@@ -26,6 +26,7 @@ STAGE_FIELDS = {
     "over_length": "cleaning.over_length",
     "leakage": "leakage.action",
     "label_errors": "cleaning.label_errors.policy",
+    "bad_images": "images.bad_files",
 }
 _HINTS = {
     "near_duplicates": "distinct records may look alike to the comparison: where numbers or codes carry the "
@@ -39,6 +40,7 @@ _HINTS = {
     "leakage": "the given splits share many texts; check that they were split correctly",
     "label_errors": "many training labels look wrong to a TF-IDF model; review the listed rows "
     "(policy: report) before dropping them: a weak model also flags rows that are merely hard",
+    "bad_images": "many image files could not be used; the problems above name each one",
 }
 EXAMPLES_IN_ERROR = 3
 MAX_TEXT = 100

@@ -34,7 +34,6 @@ def check_protocol_power(
     its size minimums) except the steps that need the model's tokenizer or the PII scanner: rows
     over ``model.max_length`` and PII rewrites are checked by ``run`` only.
     """
-    from tuneproof.data.prepare import prepare_data
     from tuneproof.gates import validate_gate_names
     from tuneproof.tasks.registry import get_task
     from tuneproof.train.model_source import resolve_model
@@ -74,9 +73,7 @@ def check_protocol_power(
     power = None
     if read_data:
         try:
-            prepared = prepare_data(
-                protocol, loaded.base_dir, target_check=task.target_check(), stratify=task.stratify
-            )
+            prepared = task.prepare_data(loaded.base_dir)
         except DataValidationError as exc:
             data_problems = exc.problems
         else:

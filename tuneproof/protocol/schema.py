@@ -23,6 +23,7 @@ from pydantic import (
 
 from tuneproof.data.pii import PiiSpec
 from tuneproof.privacy.spec import PrivacySpec
+from tuneproof.protocol.image_schema import ImageSpec
 from tuneproof.search.schema import SearchSpec, check_search
 from tuneproof.tasks.spec import TaskSpec
 
@@ -142,6 +143,7 @@ CleaningStage = Literal[
     "over_length",
     "leakage",
     "label_errors",
+    "bad_images",
 ]
 _Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
@@ -382,7 +384,9 @@ Slice = Annotated[
 ]
 
 
-Baseline = Literal["majority", "tfidf_logreg", "mean", "tfidf_ridge", "most_frequent_tag", "base_model"]
+Baseline = Literal[
+    "majority", "tfidf_logreg", "mean", "tfidf_ridge", "most_frequent_tag", "base_model", "linear_probe"
+]
 
 
 class PowerSpec(Strict):
@@ -676,6 +680,7 @@ class Protocol(Strict):
     )
     privacy: PrivacySpec | None = None
     export: ExportSpec | None = None
+    images: ImageSpec = ImageSpec()
 
     @field_validator("name")
     @classmethod
@@ -725,6 +730,7 @@ class Protocol(Strict):
         for option, used in (
             ("dapt", self.dapt != DaptSpec()),
             ("sft", self.sft != SftSpec()),
+            ("images", self.images != ImageSpec()),
             ("data.labels", data.labels is not None),
             ("data.label_column", data.label_column is not None),
             ("data.label_separator", data.label_separator is not None),

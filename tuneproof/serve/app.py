@@ -75,6 +75,12 @@ def load_predictor(run_dir: Path, settings: ServeSettings) -> Any:
     predictor = Predictor.load(
         run_dir, batch_size=settings.batching.model_batch_size, backend=settings.backend
     )
+    if predictor.info.task == "image_classification":
+        # The server's batcher, limits and drift gauges take texts; images are not wired in yet.
+        raise ServeConfigError(
+            f"{run_dir}: serving image models is not available in this version; use "
+            "`tuneproof predict RUN --input FOLDER` for images"
+        )
     if not predictor.info.deployable and not settings.allow_rejected:
         raise ServeConfigError(
             f"{run_dir}: the run's gates failed (or, for --backend {settings.backend}, its export was not "

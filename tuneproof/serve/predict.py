@@ -16,7 +16,7 @@ from tuneproof.evidence import ModelInfo
 from tuneproof.protocol import load_protocol
 from tuneproof.tasks._inference import bf16_linear_weights
 from tuneproof.tasks.base import Task, TaskEnv
-from tuneproof.tasks.registry import get_task
+from tuneproof.tasks.registry import get_task, task_class
 
 
 @dataclass
@@ -31,8 +31,6 @@ class Predictor:
 
     @classmethod
     def load(cls, run_dir: Path, batch_size: int = 64, backend: str = "torch") -> Predictor:
-        from transformers import AutoTokenizer
-
         model_dir = run_dir / "model"
         info_path = model_dir / ModelInfo.FILE
         if not info_path.is_file():
@@ -45,7 +43,7 @@ class Predictor:
 
             onnx_task, runner, onnx_tokenizer, served = load_onnx(run_dir, backend, protocol, info)
             return cls(onnx_task, None, onnx_tokenizer, served, pii, batch_size, runner)
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        tokenizer = task_class(protocol.task).load_packaged_preprocessor(model_dir)
         task = get_task(protocol, TaskEnv(tokenizer=tokenizer, precision=info.precision))
         task.labels = list(info.labels)
         model = task.load_packaged(model_dir)
@@ -79,6 +77,30 @@ class Predictor:
             # The probabilities the evaluation judged (and gated) are the calibrated ones.
             outputs = apply_temperature(np.asarray(outputs), float(self.info.temperature))
         return self.task.format_prediction(np.asarray(outputs))
+
+
+def predict_images(predictor: Predictor, names: list[str], images: list[bytes]) -> list[dict[str, Any]]:
+    """Predictions for encoded images (file bytes), each checked as training data were; ``names``
+    say which input a problem is about."""
+    df = pd.DataFrame({"row_id": [str(i) for i in range(len(images))], "text": names, "image": images})
+    feats = predictor.task.features_for_inference(df, predictor.tokenizer)
+    with torch.inference_mode():
+        outputs = predictor.task.predict(predictor.model, feats, 0, predictor.batch_size, predictor.precision)
+    return predictor.task.format_prediction(np.asarray(outputs))
+
+
+def read_image_inputs(path: Path) -> list[Path]:
+    """An image file, or every image file under a folder (sorted, so the output order is stable)."""
+    from tuneproof.data.images import IMAGE_SUFFIXES
+
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise DataValidationError([Problem(str(path), "no such file or folder")], str(path))
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataValidationError([Problem(str(path), "no image files in the folder")], str(path))
+    return files
 
 
 def read_inputs(path: Path, text_field: str = "text") -> list[str]:

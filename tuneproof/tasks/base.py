@@ -18,14 +18,16 @@ import pandas as pd
 import torch
 from torch import nn
 
-from tuneproof.data.prepare import PreparedData, TargetCheck
+from tuneproof.data.prepare import FrameHook, PreparedData, TargetCheck, prepare_data
 from tuneproof.protocol.schema import Protocol
 from tuneproof.tasks.spec import TaskSpec
 from tuneproof.train.loop import Batch, LossFn
-from tuneproof.train.model_source import ModelRef
+from tuneproof.train.model_source import ModelRef, load_tokenizer
 
 Features = list[dict[str, Any]]
 TokenLengths = Callable[[list[str]], list[int]]
+# (training features of one micro-batch, epoch) -> the same features as the model sees them
+Augment = Callable[[list[dict[str, Any]], int], list[dict[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,31 @@ class Task(ABC):
         """Learn what the target space is from the prepared splits (labels, scale); none by default."""
         return None
 
+    def prepare_data(
+        self, base_dir: Path, token_lengths: TokenLengths | None = None, text_hook: FrameHook | None = None
+    ) -> PreparedData:
+        """The data stage for this task; texts by default (tasks on other inputs bring their own)."""
+        return prepare_data(
+            self.protocol,
+            base_dir,
+            token_lengths=token_lengths,
+            target_check=self.target_check(),
+            text_hook=text_hook,
+            stratify=self.stratify,
+        )
+
+    @classmethod
+    def load_preprocessor(cls, protocol: Protocol, ref: ModelRef) -> Any:
+        """What turns inputs into model features for the base model: its tokenizer by default."""
+        return load_tokenizer(ref)
+
+    @classmethod
+    def load_packaged_preprocessor(cls, model_dir: Path) -> Any:
+        """The preprocessor packaged beside a run's model (``predict``, ``serve``)."""
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(model_dir)
+
     def use_base_dir(self, base_dir: Path) -> None:
         """Resolve further files the protocol names relative to its folder; none by default."""
         return None
@@ -113,6 +140,14 @@ class Task(ABC):
     # -- training --------------------------------------------------------------------------------
     @abstractmethod
     def loss_fn(self, train_features: Features) -> LossFn: ...
+
+    def feature_length(self, feature: dict[str, Any]) -> int:
+        """The size a training example costs, for length-grouped batches: its token count by default."""
+        return len(feature["input_ids"])
+
+    def train_augment(self, seed: int) -> Augment | None:
+        """A pure function of (features, epoch) applied to each training micro-batch; none by default."""
+        return None
 
     def resample(self, train_features: Features, seed: int) -> Features:
         """The training rows as the loop sees them (oversampled, packed); unchanged by default."""
@@ -160,4 +195,4 @@ class Task(ABC):
     def prediction_frame(self, df: pd.DataFrame, outputs: np.ndarray) -> pd.DataFrame: ...
 
 
-__all__ = ["Baselines", "Batch", "Features", "Task", "TaskEnv", "TokenLengths"]
+__all__ = ["Augment", "Baselines", "Batch", "Features", "Task", "TaskEnv", "TokenLengths"]

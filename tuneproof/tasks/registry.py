@@ -20,6 +20,7 @@ TASKS: dict[str, str] = {
     "sft": "tuneproof.tasks.sft:SftTask",
     "dapt": "tuneproof.tasks.dapt:DaptTask",
     "seq2seq": "tuneproof.tasks.seq2seq:Seq2SeqTask",
+    "image_classification": "tuneproof.tasks.image_classification:ImageClassificationTask",
 }
 
 

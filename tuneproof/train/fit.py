@@ -105,12 +105,13 @@ def fit(
         spec=protocol.train,
         seed=protocol.seed,
         checkpoint_dir=checkpoint_dir,
-        lengths=np.array([len(f["input_ids"]) for f in train_feats]),
+        lengths=np.array([task.feature_length(f) for f in train_feats]),
         row_ids=[str(f["row_id"]) for f in train_feats],
         selection_metric=selection,
         eval_fn=eval_fn if val else None,
         on_log=on_log,
         precision=precision,
+        augment=task.train_augment(protocol.seed),
     )
     result = train_loop(
         model, train_feats, task.collate(pad_id), task.loss_fn(train_feats), cfg, resume=resume

@@ -65,6 +65,9 @@ class LoopConfig:
     eval_fn: EvalFn | None = None
     on_log: Callable[[dict[str, Any]], None] | None = None
     precision: str = "fp32"
+    # (micro-batch features, epoch) -> features as the model sees them (image augmentation); a pure
+    # function, so a resumed run trains on the same inputs as an uninterrupted one.
+    augment: Callable[[list[Batch], int], list[Batch]] | None = None
 
 
 @dataclass
@@ -189,6 +192,8 @@ def train_loop(
     use_fsdp_on_cpu(accelerator, mixed)
     world = accelerator.num_processes  # >1 under `tuneproof run --processes`, torchrun or accelerate launch
     check_supported(accelerator)
+    if world > 1 and cfg.augment is not None:
+        raise TuneproofError("image augmentation runs in one process only in this version; drop --processes")
     n = len(features)
     step_batch = spec.batch_size * spec.gradient_accumulation
     steps_per_epoch = math.ceil(n / step_batch)
@@ -302,7 +307,7 @@ def train_loop(
     start_step = state["step"]
     last_print = 0.0
     with _StopFlag() as stop:
-        for _epoch, idx in batches_from(state["step"]):
+        for epoch, idx in batches_from(state["step"]):
             if state["step"] >= total_steps or state["stopped_early"]:
                 break
             ids = [cfg.row_ids[i] for i in idx]
@@ -328,7 +333,10 @@ def train_loop(
             else:
                 micro = [idx[i : i + spec.batch_size] for i in range(0, len(idx), spec.batch_size)]
                 # Normalise by the whole step's count, so accumulation never changes the loss or gradient.
-                prepared = [collate([features[i] for i in m]) for m in micro]
+                picked = [[features[i] for i in m] for m in micro]
+                if cfg.augment is not None:
+                    picked = [cfg.augment(p, epoch) for p in picked]
+                prepared = [collate(p) for p in picked]
                 total_count = sum(int(b.pop("_count")) for b in prepared)
                 step_loss = 0.0
                 for b in prepared:

@@ -12,6 +12,7 @@ from tuneproof.report import (
     curve_section,
     export_section,
     generation_sections,
+    image_sections,
     privacy_section,
     search_section,
     task_sections,
@@ -27,6 +28,7 @@ TASK_SECTIONS: dict[str, tuple[Section, str]] = {
     for section, after in (
         *task_sections.SECTIONS,
         *generation_sections.SECTIONS,
+        *image_sections.SECTIONS,
         search_section.ENTRY,
         curve_section.ENTRY,
         export_section.ENTRY,

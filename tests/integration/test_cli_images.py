@@ -1,0 +1,108 @@
+"""An image protocol through the CLI: validate, run (with augmentation, the linear probe and near
+duplicates planted across splits), verify, and predict on a folder and on a bad file. Resume with
+augmentation is tested at the loop (tests/unit/test_images_train.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from image_helpers import near_copy, write_image_folder, write_tiny_vit
+
+pytestmark = pytest.mark.integration
+PLANTED = 4
+
+PROTOCOL = """
+name: tiny-images
+task: image_classification
+seed: 11
+model: {{source: vit}}
+data:
+  splits: {{train: [train], validation: [val], test: [test]}}
+images:
+  augment: {{hflip: 0.5, rotation: {{degrees: 10, p: 0.5}}, color_jitter: {{brightness: 0.1, p: 0.5}}}}
+leakage: {{action: remove}}
+train: {{epochs: 4, batch_size: 16, learning_rate: 0.003, scheduler: constant, precision: fp32{extra}}}
+evaluate: {{bootstrap_samples: 200}}
+gates:
+  - {{metric: accuracy, beats: majority, by: 0.2}}
+  - {{metric: accuracy, min: 0.6}}
+"""
+
+
+def tp(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tuneproof", *args],
+        cwd=cwd,
+        env={**os.environ},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def _folder(d: Path, extra: str = "") -> Path:
+    write_tiny_vit(d / "vit")
+    train = write_image_folder(d / "train", 24, seed=1)
+    write_image_folder(d / "val", 6, seed=2)
+    test = write_image_folder(d / "test", 10, seed=3)
+    for i in range(PLANTED):  # the same pictures as training images, one grey level brighter
+        near_copy(train / "green" / f"green-1-{i}.png", test / "green" / f"planted-{i}.png")
+    (d / "protocol.yaml").write_text(PROTOCOL.format(extra=extra))
+    return d / "protocol.yaml"
+
+
+@pytest.fixture(scope="module")
+def image_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("images")
+    proto = _folder(d)
+    assert tp("validate", str(proto), cwd=d).returncode == 0
+    res = tp("run", str(proto), "--output-dir", str(d / "runs"), cwd=d)
+    assert res.returncode == 0, res.stderr[-3000:]
+    (run_dir,) = (d / "runs").iterdir()
+    return run_dir
+
+
+def test_the_run_finds_and_removes_near_duplicates_planted_across_splits(image_run: Path) -> None:
+    report = json.loads((image_run / "data_report.json").read_text())
+    leak = report["leakage"]
+    assert (leak["exact"], leak["near"], leak["removed"]) == (0, PLANTED, {"test": PLANTED})
+    test = pd.read_parquet(image_run / "data" / "test.parquet")
+    assert len(test) == 30 and not any("planted" in Path(t).name for t in test["text"])
+    stage = next(s for s in report["stages"] if s["stage"] == "leakage")
+    assert stage["removed"] == PLANTED and all("planted" in e["row_id"] for e in stage["examples"])
+
+
+def test_the_run_passes_its_gates_against_both_baselines(image_run: Path) -> None:
+    metrics = json.loads((image_run / "metrics.json").read_text())
+    assert set(metrics["baselines"]) == {"majority", "linear_probe"}
+    assert "accuracy" in metrics["comparisons"]["linear_probe"]
+    gates = json.loads((image_run / "gates.json").read_text())
+    assert gates["passed"] is True
+    manifest = json.loads((image_run / "manifest.json").read_text())
+    assert manifest["status"] == "passed" and manifest["task"] == "image_classification"
+    assert (image_run / "model" / "model.safetensors").is_file()
+    assert (image_run / "model" / "preprocessor_config.json").is_file()
+    html = (image_run / "report.html").read_text()
+    assert "Data: augmentation of training images" in html and "Most confidently wrong test images" in html
+    assert html.count("data:image/png;base64,") >= 6 * 6  # the grid: 6 images, original + 5 epochs
+    assert tp("verify", str(image_run), cwd=image_run).returncode == 0
+
+
+def test_predict_reads_a_folder_of_images_and_names_a_bad_one(image_run: Path, tmp_path: Path) -> None:
+    inputs = write_image_folder(tmp_path / "new", 3, seed=9)
+    res = tp("predict", str(image_run), "--input", str(inputs), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    lines = [json.loads(x) for x in res.stdout.splitlines()]
+    assert len(lines) == 9 and all(set(r) == {"file", "label", "probabilities"} for r in lines)
+    # Tinted noise is easy: the true colour is the folder's name.
+    right = sum(Path(r["file"]).parent.name == r["label"] for r in lines)
+    assert right >= 7
+    (inputs / "red" / "broken.png").write_bytes(b"not a png")
+    res = tp("predict", str(image_run), "--input", str(inputs), cwd=tmp_path)
+    assert res.returncode == 3 and "broken.png" in res.stderr
