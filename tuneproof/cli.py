@@ -24,21 +24,96 @@ def _fail(exc: TuneproofError) -> None:
 
 @app.command()
 def validate(
-    protocol: Path,
+    protocols: Annotated[list[Path], typer.Argument(help="one or more protocol files")],
     no_data: Annotated[
         bool, typer.Option("--no-data", help="check the schema only, do not read the data")
     ] = False,
 ) -> None:
-    """Check a protocol (schema, model, gates and every data row) and report every problem at once."""
+    """Check protocols (schema, model, gates and every data row) and report every problem at once.
+
+    With several files, each is checked and reported; the exit code is 2 if any protocol is invalid,
+    else 3 if any file's data is, else 0."""
     from tuneproof.errors import DataValidationError, ProtocolError
     from tuneproof.protocol.check import check_protocol_parts
 
-    _, problems, data_problems = check_protocol_parts(protocol, read_data=not no_data)
-    if problems:
-        _fail(ProtocolError(problems + data_problems, str(protocol)))
-    if data_problems:
-        _fail(DataValidationError(data_problems, f"data of {protocol}"))
-    typer.echo(f"{protocol}: valid")
+    worst: TuneproofError | None = None
+    for protocol in protocols:
+        _, problems, data_problems = check_protocol_parts(protocol, read_data=not no_data)
+        error: TuneproofError | None = None
+        if problems:
+            error = ProtocolError(problems + data_problems, str(protocol))
+        elif data_problems:
+            error = DataValidationError(data_problems, f"data of {protocol}")
+        if error is None:
+            typer.echo(f"{protocol}: valid")
+            continue
+        typer.echo(f"error: {error}", err=True)
+        if worst is None or (isinstance(error, ProtocolError) and not isinstance(worst, ProtocolError)):
+            worst = error
+    if worst is not None:
+        raise typer.Exit(worst.exit_code)
+
+
+@app.command()
+def schema() -> None:
+    """Print the protocol's JSON Schema (for editors: `# yaml-language-server: $schema=<file>`)."""
+    from tuneproof.protocol.jsonschema import protocol_json_schema
+
+    typer.echo(json.dumps(protocol_json_schema(), indent=2, ensure_ascii=False))
+
+
+@app.command()
+def init(
+    data_file: Annotated[
+        Path, typer.Argument(help="CSV, TSV, JSONL or Parquet file with a text and a label column")
+    ],
+    task: Annotated[
+        str, typer.Option(help="the task (init writes classification protocols)")
+    ] = "classification",
+    output: Annotated[Path, typer.Option("--output", "-o", help="protocol file to write")] = Path(
+        "protocol.yaml"
+    ),
+    text_column: Annotated[str | None, typer.Option(help="default: the longest text column")] = None,
+    label_column: Annotated[
+        str | None, typer.Option(help="default: the column with few distinct values")
+    ] = None,
+    labels: Annotated[
+        str | None, typer.Option(help="comma-separated labels to keep (rows with others are left out)")
+    ] = None,
+    schema_ref: Annotated[
+        str | None, typer.Option("--schema", help="file or URL for the yaml-language-server $schema line")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="overwrite an existing file")] = False,
+) -> None:
+    """Write a starting protocol from a data file: its columns, labels, a split that fits its rows, and
+    commented defaults. The protocol is validated (with its data) before it is written."""
+    from tuneproof.errors import ProtocolError
+    from tuneproof.fsutil import atomic_write_text
+    from tuneproof.protocol.check import check_protocol
+    from tuneproof.protocol.starter import starting_protocol
+
+    if output.exists() and not force:
+        typer.echo(f"error: {output} exists (--force overwrites it)", err=True)
+        raise typer.Exit(1)
+    keep = [x.strip() for x in labels.split(",") if x.strip()] if labels else None
+    try:
+        text = starting_protocol(
+            data_file, output.parent, task, text_column, label_column, keep, schema=schema_ref
+        )
+        # Checked from a draft next to the target, so relative paths resolve as they will.
+        draft = output.parent / f".{output.name}.draft"
+        atomic_write_text(draft, text)
+        try:
+            _, problems = check_protocol(draft)
+        finally:
+            draft.unlink(missing_ok=True)
+        if problems:
+            raise ProtocolError(problems, f"written by init for {data_file}")
+    except TuneproofError as exc:
+        _fail(exc)
+        return
+    atomic_write_text(output, text)
+    typer.echo(f"{output}: written and valid")
 
 
 @app.command("run")
