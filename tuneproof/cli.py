@@ -389,6 +389,35 @@ def serve(
         _fail(exc)
 
 
+@app.command()
+def ui(
+    project: Annotated[
+        Path, typer.Option(help="project folder: every file the browser reads or writes")
+    ] = Path("."),
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    api_keys_env: Annotated[
+        str | None, typer.Option(help="environment variable holding comma-separated access keys")
+    ] = None,
+    api_keys_file: Annotated[
+        Path | None, typer.Option(help="file of SHA-256 hex digests of access keys, one per line")
+    ] = None,
+) -> None:
+    """A browser workbench: data, protocol form, runs that outlive the browser, comparison, try.
+    Binds to 127.0.0.1; binding elsewhere needs access keys (as for `serve`)."""
+    from tuneproof.serve.auth import ApiKeys
+    from tuneproof.ui.server import serve_ui
+
+    try:
+        keys = ApiKeys.load(api_keys_env, api_keys_file) if (api_keys_env or api_keys_file) else None
+        if not project.is_dir():
+            raise TuneproofError(f"{project} is not a folder")
+        typer.echo(f"tuneproof ui: http://{host}:{port}/ (project {project.resolve()})")
+        serve_ui(project, host, port, keys)
+    except TuneproofError as exc:
+        _fail(exc)
+
+
 def main() -> None:
     app()
 
