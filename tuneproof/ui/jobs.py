@@ -65,7 +65,7 @@ def start(project: Path, protocol: Path | None = None, resume: Path | None = Non
     args = ["run", str(protocol)] if protocol is not None else ["run", "--resume", str(resume)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with (folder / "log.txt").open("wb") as log:
-        proc = subprocess.Popen(  # noqa: S603 - our own CLI, arguments are paths we confined
+        proc = subprocess.Popen(  # our own CLI; the arguments are confined paths
             [sys.executable, "-m", "tuneproof", *args],
             cwd=project,
             stdin=subprocess.DEVNULL,
@@ -224,7 +224,7 @@ def _guess_run_dir(project: Path, job: Job) -> str | None:
         loaded = load_protocol(
             Path(job.protocol) if Path(job.protocol).is_absolute() else project / job.protocol
         )
-    except Exception:  # noqa: BLE001 - an unreadable protocol simply has no run folder yet
+    except Exception:  # an unreadable protocol simply has no run folder yet
         return None
     root = runs_root(loaded.protocol, loaded.base_dir, None)
     started = datetime.fromisoformat(job.started_at).timestamp() - 1

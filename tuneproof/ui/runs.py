@@ -27,7 +27,7 @@ def _json(path: Path) -> Any:
 
 
 def list_runs(project: Path) -> list[dict[str, Any]]:
-    rows = []
+    rows: list[dict[str, Any]] = []
     for manifest_path in walk(project):
         if manifest_path.name != "manifest.json":
             continue
@@ -56,7 +56,7 @@ def list_runs(project: Path) -> list[dict[str, Any]]:
                 "has_model": (run_dir / "model" / "tuneproof_model.json").is_file(),
             }
         )
-    rows.sort(key=lambda r: r["started_at"] or "", reverse=True)
+    rows.sort(key=lambda r: str(r["started_at"] or ""), reverse=True)
     return rows
 
 

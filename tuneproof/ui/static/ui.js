@@ -128,13 +128,15 @@ function setAt(obj, path, value) {
     } else break;
   }
 }
+const OPEN_SECTIONS = ["model", "data", "split", "train"];
 function renderFields(schema, model, path, state, onChange, container) {
   const required = new Set(model.required || []);
   for (const [key, prop] of Object.entries(model.properties)) {
     const p = [...path, key], dotted = p.join(".");
     const sub = objectRef(schema, prop);
     if (sub) {
-      const det = el("details", { class: "section", "data-section": dotted, open: getAt(state, p) !== undefined || path.length === 0 && required.has(key) ? "open" : null });
+      // The sections a person edits first start open; the rest open when a problem points into them.
+      const det = el("details", { class: "section", "data-section": dotted, open: path.length === 0 && OPEN_SECTIONS.includes(key) ? "open" : null });
       det.append(el("summary", { text: dotted }), el("small", { class: "muted", text: prop.description || sub.description || "" }),
                  el("div", { class: "problem", "data-problem-for": dotted }));
       renderFields(schema, sub, p, state, onChange, det);
