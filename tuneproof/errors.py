@@ -16,7 +16,7 @@
       12  ├── ServeConfigError                  `serve` cannot start as asked (binding, rejected model, keys)
       13  ├── DriftDetected                     `monitor`: the production window differs from the reference
       14  ├── PerformanceDegraded               `monitor`: on labelled feedback, worse than at release
-       1  ├── PathOutsideProject                `ui`: a path a browser named is outside the project folder
+      15  ├── PathOutsideProject                `ui`: a path is outside the project folder (HTTP 403)
      130  └── Interrupted                       a signal stopped training after a checkpoint; `run` resumes
 
 Each class has an ``exit_code`` so the CLI maps failures to distinct process exit codes without a
@@ -145,3 +145,5 @@ class Interrupted(TuneproofError):
 
 class PathOutsideProject(TuneproofError):
     """`tuneproof ui` refused a path that leaves the project folder (the browser gets 403)."""
+
+    exit_code = 15

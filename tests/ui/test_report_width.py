@@ -15,7 +15,9 @@ OVERFLOWING = """() => [...document.querySelectorAll('.scroll, .plot, pre, nav, 
 
 
 @pytest.mark.parametrize("width", [1366, 1024])
-def test_report_has_no_sideways_scrolling(browser: Any, monitor_run_dir: Path, width: int, tmp_path: Path) -> None:
+def test_report_has_no_sideways_scrolling(
+    browser: Any, monitor_run_dir: Path, width: int, tmp_path: Path
+) -> None:
     page = browser.new_page(viewport={"width": width, "height": 900})
     try:
         page.goto((monitor_run_dir / "report.html").as_uri(), timeout=30_000)

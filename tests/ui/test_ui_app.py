@@ -96,7 +96,9 @@ def test_template_check_and_save_write_a_plain_protocol(client: TestClient, proj
     }
     proto["train"]["learning_rate"] = -1
     checked = client.post("/api/protocol/check", json={"protocol": proto}, headers=H).json()
-    assert {"where": "train.learning_rate", "message": "Input should be greater than 0"} in checked["problems"]
+    assert {"where": "train.learning_rate", "message": "Input should be greater than 0"} in checked[
+        "problems"
+    ]
     refused = client.post("/api/protocol/save", json={"path": "a.yaml", "protocol": proto}, headers=H).json()
     assert refused["saved"] is False and not (project / "a.yaml").exists()
     proto["train"]["learning_rate"] = 0.003
@@ -108,13 +110,19 @@ def test_template_check_and_save_write_a_plain_protocol(client: TestClient, proj
 
 
 def test_data_validate_reports_what_validate_would(client: TestClient, project: Path) -> None:
-    (project / "bad.csv").write_text("text,label\n" + "".join(f"row {i},{'pos' if i % 2 else ''}\n" for i in range(40)))
+    (project / "bad.csv").write_text(
+        "text,label\n" + "".join(f"row {i},{'pos' if i % 2 else ''}\n" for i in range(40))
+    )
     r = client.post(
-        "/api/data/validate", json={"path": "bad.csv", "text_column": "text", "label_column": "label"}, headers=H
+        "/api/data/validate",
+        json={"path": "bad.csv", "text_column": "text", "label_column": "label"},
+        headers=H,
     )
     assert r.status_code == 422  # one label only: init's builder refuses before validate runs
     ok = client.post(
-        "/api/data/validate", json={"path": "reviews.csv", "text_column": "text", "label_column": "label"}, headers=H
+        "/api/data/validate",
+        json={"path": "reviews.csv", "text_column": "text", "label_column": "label"},
+        headers=H,
     ).json()
     assert ok["problems"] == [] and ok["data_problems"] == []
     assert list(project.glob(".tuneproof-ui-draft-*")) == []

@@ -92,7 +92,10 @@ def _shot(page: Any, name: str, full_page: bool = True) -> None:
 def _field(page: Any, path: str) -> Any:
     """The form's input for a protocol key, its collapsed sections opened as a person would."""
     field = page.locator(f'[data-path="{path}"]')
-    field.evaluate("e => { for (let d = e.closest('details'); d; d = d.parentElement.closest('details')) d.open = true; }")
+    field.evaluate(
+        "e => { for (let d = e.closest('details'); d; d = d.parentElement.closest('details')) "
+        "d.open = true; }"
+    )
     return field
 
 
@@ -102,7 +105,8 @@ def _problem(page: Any, path: str) -> Any:
 
 def _wait_finished(page: Any) -> None:
     page.wait_for_function(
-        "['passed', 'rejected'].includes(document.querySelector('#status').textContent)", timeout=RUN_TIMEOUT_MS
+        "['passed', 'rejected'].includes(document.querySelector('#status').textContent)",
+        timeout=RUN_TIMEOUT_MS,
     )
 
 

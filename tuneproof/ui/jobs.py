@@ -195,12 +195,16 @@ def progress(project: Path, job: Job) -> dict[str, Any]:
         out["run_dir"] = str(run_dir)
     else:
         out.update(train_curve=curve, validation_curve=[])
-    if status in ("passed", "rejected", "failed", "interrupted") and not out["alive"]:
-        out["status"] = status
-    elif out["alive"]:
+    if out["alive"]:
         out["status"] = "running"
+    elif status in ("passed", "rejected", "failed", "interrupted"):
+        out["status"] = status
+    elif out["error"]:
+        out["status"] = "failed"
     else:
-        out["status"] = status or ("failed" if out["error"] or lines else "starting")
+        # Gone without a verdict (killed before the training loop could checkpoint, or before the run
+        # folder existed): a manifest still saying `running` is resumable, like a crashed run.
+        out["status"] = "stopped" if lines or status else "starting"
     if out["status"] in ("passed", "rejected"):
         out["stage"] = "done"
     return out

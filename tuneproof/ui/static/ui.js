@@ -276,7 +276,7 @@ async function runPage() {
     $("#curves").replaceChildren(curveSvg(p.train_curve || [], p.validation_curve || []));
     $("#log").textContent = p.log_tail.join("\n");
     $("#stop").hidden = !p.alive;
-    $("#resume").hidden = !(p.status === "interrupted" && p.run_dir);
+    $("#resume").hidden = !(["interrupted", "stopped"].includes(p.status) && p.run_dir);
     const rep = $("#open-report");
     rep.hidden = !(p.run_dir && (p.status === "passed" || p.status === "rejected" || p.status === "failed"));
     if (p.run_dir) rep.href = "/view/" + p.run_dir;
