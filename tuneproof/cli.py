@@ -406,12 +406,14 @@ def ui(
     """A browser workbench: data, protocol form, runs that outlive the browser, comparison, try.
     Binds to 127.0.0.1; binding elsewhere needs access keys (as for `serve`)."""
     from tuneproof.serve.auth import ApiKeys
+    from tuneproof.serve.server import check_binding
     from tuneproof.ui.server import serve_ui
 
     try:
         keys = ApiKeys.load(api_keys_env, api_keys_file) if (api_keys_env or api_keys_file) else None
         if not project.is_dir():
             raise TuneproofError(f"{project} is not a folder")
+        check_binding(host, keys)
         typer.echo(f"tuneproof ui: http://{host}:{port}/ (project {project.resolve()})")
         serve_ui(project, host, port, keys)
     except TuneproofError as exc:

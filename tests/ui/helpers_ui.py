@@ -23,7 +23,7 @@ def make_project(folder: Path, rows: int = 300) -> Path:
 TINY_SETTINGS = {
     "model.max_length": "32",
     "train.learning_rate": "0.003",
-    "train.epochs": "4",
+    "train.epochs": "8",
     "train.batch_size": "16",
     "evaluate.bootstrap_samples": "200",
 }

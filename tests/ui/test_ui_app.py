@@ -109,6 +109,17 @@ def test_template_check_and_save_write_a_plain_protocol(client: TestClient, proj
     assert load_protocol(project / "a.yaml").protocol.train.learning_rate == 0.003
 
 
+def test_file_lists_leave_out_run_records_and_job_logs(client: TestClient, project: Path) -> None:
+    run = project / "runs" / "r-1"
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "manifest.json").write_text("{}")
+    (run / "protocol.yaml").write_text("name: r\n")
+    (project / "mine.yaml").write_text("name: mine\n")
+    protocols = client.get("/api/files", params={"kind": "protocol"}).json()["files"]
+    assert "mine.yaml" in protocols and "runs/r-1/protocol.yaml" not in protocols
+    assert "reviews.csv" in client.get("/api/files").json()["files"]
+
+
 def test_data_validate_reports_what_validate_would(client: TestClient, project: Path) -> None:
     (project / "bad.csv").write_text(
         "text,label\n" + "".join(f"row {i},{'pos' if i % 2 else ''}\n" for i in range(40))

@@ -180,7 +180,7 @@ def test_a_run_outlives_the_browser_and_the_ui_then_compare_and_try(
     browser: Any, project: Path, tmp_path: Path
 ) -> None:
     proto = yaml.safe_load((project / "ui-a.yaml").read_text())
-    proto["train"]["epochs"] = 1  # B: less training on the same data and split
+    proto["train"]["epochs"] = 2  # B: less training on the same data and split
     (project / "ui-b.yaml").write_text(yaml.safe_dump(proto, sort_keys=False))
 
     first = UiServer(project)

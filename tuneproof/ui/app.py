@@ -164,7 +164,12 @@ def create_ui_app(project: Path, keys: ApiKeys | None = None, allowed_hosts: tup
     def files(kind: str = "data") -> dict[str, Any]:
         found = walk(project)
         if kind == "protocol":
-            chosen = [p for p in found if p.suffix in (".yaml", ".yml")]
+            # A run folder's protocol.yaml is a record of what ran, not a protocol to start from.
+            chosen = [
+                p
+                for p in found
+                if p.suffix in (".yaml", ".yml") and not (p.parent / "manifest.json").is_file()
+            ]
         else:
             chosen = [p for p in found if is_data_file(p) and jobs.JOBS not in relative(project, p)]
         return {"files": [relative(project, p) for p in chosen]}
