@@ -24,22 +24,32 @@ def _fail(exc: TuneproofError) -> None:
 
 @app.command()
 def validate(
-    protocol: Path,
+    protocols: Annotated[list[Path], typer.Argument(help="one or more protocol files")],
     no_data: Annotated[
         bool, typer.Option("--no-data", help="check the schema only, do not read the data")
     ] = False,
 ) -> None:
-    """Check a protocol (schema, model, gates and every data row) and report every problem at once."""
+    """Check protocols (schema, model, gates and every data row) and report every problem at once.
+
+    With several files, each is checked and reported; the exit code is 2 if any protocol is invalid,
+    else 3 if any file's data is, else 0."""
     from tuneproof.errors import DataValidationError, ProtocolError
     from tuneproof.protocol.check import check_protocol_power
 
-    _, problems, data_problems, power = check_protocol_power(protocol, read_data=not no_data)
-    if problems:
-        _fail(ProtocolError(problems + data_problems, str(protocol)))
-    if data_problems:
-        _fail(DataValidationError(data_problems, f"data of {protocol}"))
-    if power is not None:
-        for row in power["gates"]:
+    worst: TuneproofError | None = None
+    for protocol in protocols:
+        _, problems, data_problems, power = check_protocol_power(protocol, read_data=not no_data)
+        error: TuneproofError | None = None
+        if problems:
+            error = ProtocolError(problems + data_problems, str(protocol))
+        elif data_problems:
+            error = DataValidationError(data_problems, f"data of {protocol}")
+        if error is not None:
+            typer.echo(f"error: {error}", err=True)
+            if worst is None or (isinstance(error, ProtocolError) and not isinstance(worst, ProtocolError)):
+                worst = error
+            continue
+        for row in power["gates"] if power is not None else []:
             line = row["warning"] and f"warning: {row['warning']}"
             typer.echo(
                 line
@@ -47,7 +57,71 @@ def validate(
                 f"({power['confidence']:.0%}, {power['power']:.0%} power, "
                 f"{power['test_units']} test {power['unit']})"
             )
-    typer.echo(f"{protocol}: valid")
+        typer.echo(f"{protocol}: valid")
+    if worst is not None:
+        raise typer.Exit(worst.exit_code)
+
+
+@app.command()
+def schema() -> None:
+    """Print the protocol's JSON Schema (for editors: `# yaml-language-server: $schema=<file>`)."""
+    from tuneproof.protocol.jsonschema import protocol_json_schema
+
+    typer.echo(json.dumps(protocol_json_schema(), indent=2, ensure_ascii=False))
+
+
+@app.command()
+def init(
+    data_file: Annotated[
+        Path, typer.Argument(help="CSV, TSV, JSONL or Parquet file with a text and a label column")
+    ],
+    task: Annotated[
+        str, typer.Option(help="the task (init writes classification protocols)")
+    ] = "classification",
+    output: Annotated[Path, typer.Option("--output", "-o", help="protocol file to write")] = Path(
+        "protocol.yaml"
+    ),
+    text_column: Annotated[str | None, typer.Option(help="default: the longest text column")] = None,
+    label_column: Annotated[
+        str | None, typer.Option(help="default: the column with few distinct values")
+    ] = None,
+    labels: Annotated[
+        str | None, typer.Option(help="comma-separated labels to keep (rows with others are left out)")
+    ] = None,
+    schema_ref: Annotated[
+        str | None, typer.Option("--schema", help="file or URL for the yaml-language-server $schema line")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="overwrite an existing file")] = False,
+) -> None:
+    """Write a starting protocol from a data file: its columns, labels, a split that fits its rows, and
+    commented defaults. The protocol is validated (with its data) before it is written."""
+    from tuneproof.errors import ProtocolError
+    from tuneproof.fsutil import atomic_write_text
+    from tuneproof.protocol.check import check_protocol
+    from tuneproof.protocol.starter import starting_protocol
+
+    if output.exists() and not force:
+        typer.echo(f"error: {output} exists (--force overwrites it)", err=True)
+        raise typer.Exit(1)
+    keep = [x.strip() for x in labels.split(",") if x.strip()] if labels else None
+    try:
+        text = starting_protocol(
+            data_file, output.parent, task, text_column, label_column, keep, schema=schema_ref
+        )
+        # Checked from a draft next to the target, so relative paths resolve as they will.
+        draft = output.parent / f".{output.name}.draft"
+        atomic_write_text(draft, text)
+        try:
+            _, problems = check_protocol(draft)
+        finally:
+            draft.unlink(missing_ok=True)
+        if problems:
+            raise ProtocolError(problems, f"written by init for {data_file}")
+    except TuneproofError as exc:
+        _fail(exc)
+        return
+    atomic_write_text(output, text)
+    typer.echo(f"{output}: written and valid")
 
 
 @app.command("run")
@@ -414,6 +488,37 @@ def serve(
     try:
         keys = ApiKeys.load(api_keys_env, api_keys_file) if (api_keys_env or api_keys_file) else None
         run_server(run_dir, host, port, settings, keys, drift_window=drift_window)
+    except TuneproofError as exc:
+        _fail(exc)
+
+
+@app.command()
+def ui(
+    project: Annotated[
+        Path, typer.Option(help="project folder: every file the browser reads or writes")
+    ] = Path("."),
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    api_keys_env: Annotated[
+        str | None, typer.Option(help="environment variable holding comma-separated access keys")
+    ] = None,
+    api_keys_file: Annotated[
+        Path | None, typer.Option(help="file of SHA-256 hex digests of access keys, one per line")
+    ] = None,
+) -> None:
+    """A browser workbench: data, protocol form, runs that outlive the browser, comparison, try.
+    Binds to 127.0.0.1; binding elsewhere needs access keys (as for `serve`)."""
+    from tuneproof.serve.auth import ApiKeys
+    from tuneproof.serve.server import check_binding
+    from tuneproof.ui.server import serve_ui
+
+    try:
+        keys = ApiKeys.load(api_keys_env, api_keys_file) if (api_keys_env or api_keys_file) else None
+        if not project.is_dir():
+            raise TuneproofError(f"{project} is not a folder")
+        check_binding(host, keys)
+        typer.echo(f"tuneproof ui: http://{host}:{port}/ (project {project.resolve()})")
+        serve_ui(project, host, port, keys)
     except TuneproofError as exc:
         _fail(exc)
 

@@ -18,6 +18,7 @@
       13  ├── DriftDetected                     `monitor`: the production window differs from the reference
       14  ├── PerformanceDegraded               `monitor`: on labelled feedback, worse than at release
       15  ├── ExportError                       no export as asked (task, format, merge beyond tolerance)
+      16  ├── PathOutsideProject                `ui`: a path is outside the project folder (HTTP 403)
      130  └── Interrupted                       a signal stopped training after a checkpoint; `run` resumes
 
 Each class has an ``exit_code`` so the CLI maps failures to distinct process exit codes without a
@@ -154,3 +155,9 @@ class Interrupted(TuneproofError):
     """Training was stopped by a signal after saving a checkpoint; resume with `run --resume`."""
 
     exit_code = 130
+
+
+class PathOutsideProject(TuneproofError):
+    """`tuneproof ui` refused a path that leaves the project folder (the browser gets 403)."""
+
+    exit_code = 16

@@ -19,7 +19,8 @@ class Trackers:
         if protocol.tracking.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(log_dir=str(run_dir / "training" / "tensorboard"))
+            # Flushed every few seconds (the default is 120 s) so `tuneproof ui` draws live curves.
+            self._tb = SummaryWriter(log_dir=str(run_dir / "training" / "tensorboard"), flush_secs=5)
             self.status["tensorboard"] = "training/tensorboard"
         if protocol.tracking.mlflow:
             try:

@@ -1,0 +1,233 @@
+"""The workbench as a person uses it, in a real headless Chromium against `tuneproof ui` on loopback.
+
+One project, in order: pick the data file and columns, build the protocol in the form (a validation
+error appears at its field and goes when fixed), save it, run it and watch it reach done, open the
+report; then start a second run, close the browser and stop the UI mid-run and check that the run
+still finishes; then compare the two runs and try the model. Screenshots of each screen go to
+$TUNEPROOF_UI_SCREENSHOTS when set (scripts/ui_screenshots.sh writes docs/ui/ with it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from helpers_ui import TINY_SETTINGS, make_project
+
+from tuneproof.protocol import load_protocol
+from tuneproof.ui import jobs
+
+pytestmark = pytest.mark.integration
+RUN_TIMEOUT_MS = 150_000
+ROOT = Path(__file__).parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class UiServer:
+    def __init__(self, project: Path) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tuneproof", "ui", "--project", str(project), "--port", str(self.port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(self.url + "/static/ui.css", timeout=2).close()
+                return
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"tuneproof ui did not start: {self.proc.stderr.read()!r}") from None
+                time.sleep(0.3)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)  # Ctrl-C, as a person stops it
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_project(tmp_path_factory.mktemp("workbench"))
+
+
+@pytest.fixture
+def ui(project: Path) -> Iterator[UiServer]:
+    server = UiServer(project)
+    yield server
+    server.stop()
+
+
+def _shot(page: Any, name: str, full_page: bool = True) -> None:
+    folder = os.environ.get("TUNEPROOF_UI_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=full_page)
+
+
+def _field(page: Any, path: str) -> Any:
+    """The form's input for a protocol key, its collapsed sections opened as a person would."""
+    field = page.locator(f'[data-path="{path}"]')
+    field.evaluate(
+        "e => { for (let d = e.closest('details'); d; d = d.parentElement.closest('details')) "
+        "d.open = true; }"
+    )
+    return field
+
+
+def _problem(page: Any, path: str) -> Any:
+    return page.locator(f'.field [data-problem-for="{path}"]')
+
+
+def _wait_finished(page: Any) -> None:
+    page.wait_for_function(
+        "['passed', 'rejected'].includes(document.querySelector('#status').textContent)",
+        timeout=RUN_TIMEOUT_MS,
+    )
+
+
+def test_build_a_protocol_run_it_and_read_the_report(browser: Any, ui: UiServer, project: Path) -> None:
+    context = browser.new_context(viewport={"width": 1366, "height": 900})
+    context.set_default_timeout(30_000)
+    page = context.new_page()
+    try:
+        # Data: the file, its real columns, the label distribution, what validate says.
+        page.goto(ui.url + "/data")
+        page.select_option("#data-file", "reviews.csv")
+        page.wait_for_selector("#label-table")
+        assert page.locator("#text-column option").all_inner_texts() == ["text", "label", "genre"]
+        assert page.input_value("#text-column") == "text" and page.input_value("#label-column") == "label"
+        labels = page.inner_text("#label-table")
+        assert "pos" in labels and "neg" in labels and "%)" in labels
+        page.click("#data-check")
+        page.wait_for_selector("#data-problems .problems.none >> text=data: no problems", timeout=60_000)
+        _shot(page, "data")
+
+        # Protocol: the template from those columns, a live error at its field, fixed, saved.
+        page.click("#to-protocol")
+        page.wait_for_url("**/protocol?from=data")
+        page.wait_for_function("document.querySelector('#yaml').textContent.includes('reviews.csv')")
+        _field(page, "model.source").fill('"tiny-bert"')
+        for path, value in TINY_SETTINGS.items():
+            _field(page, path).fill(value)
+        _field(page, "train.precision").select_option('"fp32"')
+        _field(page, "train.scheduler").select_option('"constant"')
+        _field(page, "train.learning_rate").fill("-1")
+        problem = _problem(page, "train.learning_rate")
+        problem.wait_for(state="visible")
+        assert "greater than 0" in problem.inner_text()
+        assert "invalid" in (_field(page, "train.learning_rate").get_attribute("class") or "")
+        _field(page, "train.learning_rate").scroll_into_view_if_needed()
+        _shot(page, "protocol-error", full_page=False)
+        _field(page, "train.learning_rate").fill("0.003")
+        problem.wait_for(state="hidden")
+        page.wait_for_selector("#problem-count .problems.none")
+        assert "learning_rate: 0.003" in page.inner_text("#yaml")
+        page.fill("#save-name", "ui-a.yaml")
+        page.click("#save")
+        page.wait_for_selector("#saved", timeout=60_000)
+        assert "validate: no problems" in page.inner_text("#save-status")
+        _shot(page, "protocol", full_page=False)
+        saved = yaml.safe_load((project / "ui-a.yaml").read_text())
+        assert saved["model"]["source"] == "tiny-bert" and saved["train"]["learning_rate"] == 0.003
+        assert load_protocol(project / "ui-a.yaml").protocol.data.text_column == "text"
+
+        # Run: start it, watch stage/step/loss to done, open its report inside the workbench.
+        page.goto(ui.url + "/run")
+        page.select_option("#protocol-file", "ui-a.yaml")
+        page.click("#start")
+        page.wait_for_selector("#job:not([hidden])")
+        _wait_finished(page)
+        assert page.inner_text("#stage") == "done"
+        assert page.inner_text("#step").endswith(page.inner_text("#step").split("/")[-1])
+        assert page.locator("#curves svg polyline").count() == 1
+        _shot(page, "run")
+        page.click("#open-report")
+        page.wait_for_url("**/view/runs/**")
+        frame = page.frame_locator("#report-frame")
+        frame.locator("#gates").wait_for()
+        assert page.evaluate("document.documentElement.scrollWidth <= innerWidth")
+        _shot(page, "report")
+    finally:
+        context.close()
+
+
+def test_a_run_outlives_the_browser_and_the_ui_then_compare_and_try(
+    browser: Any, project: Path, tmp_path: Path
+) -> None:
+    proto = yaml.safe_load((project / "ui-a.yaml").read_text())
+    proto["train"]["epochs"] = 2  # B: less training on the same data and split
+    (project / "ui-b.yaml").write_text(yaml.safe_dump(proto, sort_keys=False))
+
+    first = UiServer(project)
+    context = browser.new_context(viewport={"width": 1366, "height": 900})
+    context.set_default_timeout(30_000)
+    try:
+        page = context.new_page()
+        page.goto(first.url + "/run")
+        page.select_option("#protocol-file", "ui-b.yaml")
+        page.click("#start")
+        page.wait_for_selector("#job:not([hidden])")
+        job_id = page.inner_text("#job-id")
+        context.close()  # the tab goes away mid-run ...
+    finally:
+        first.stop()  # ... and so does the workbench (Ctrl-C)
+    job = jobs.find_job(project, job_id)
+    assert job is not None
+    assert jobs.progress(project, job)["status"] in ("running", "starting")  # still going without either
+    done = jobs.wait_for(project, job, {"passed", "rejected", "failed"}, timeout_s=RUN_TIMEOUT_MS / 1000)
+    assert done["status"] in ("passed", "rejected"), done["log_tail"]
+    manifest = json.loads((Path(done["run_dir"]) / "manifest.json").read_text())
+    assert manifest["status"] == done["status"] and (Path(done["run_dir"]) / "model").is_dir()
+
+    second = UiServer(project)
+    context = browser.new_context(viewport={"width": 1366, "height": 900})
+    context.set_default_timeout(60_000)
+    try:
+        page = context.new_page()
+        page.goto(second.url + "/runs")
+        page.wait_for_selector("#runs-table input.pick")
+        picks = page.locator("#runs-table input.pick")
+        assert picks.count() == 2
+        picks.nth(0).check()
+        picks.nth(1).check()
+        page.click("#compare")
+        page.wait_for_selector("#compare-paired")
+        paired = page.inner_text("#compare-paired")
+        assert "accuracy" in paired and "macro_f1" in paired
+        assert any(v in paired for v in ("B is better", "A is better", "no clear difference"))
+        _shot(page, "runs")
+
+        page.goto(second.url + "/try")
+        page.fill("#try-text", "a wonderful and moving film")
+        page.click("#try-go")
+        page.wait_for_selector("#try-label")
+        assert page.inner_text("#try-label").split(": ")[1] in ("pos", "neg")
+        _shot(page, "try")
+    finally:
+        context.close()
+        second.stop()

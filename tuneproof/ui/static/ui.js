@@ -1,0 +1,362 @@
+// tuneproof ui: a little JavaScript over the app's JSON routes. No framework, no CDN.
+"use strict";
+const $ = (sel, root) => (root || document).querySelector(sel);
+const el = (tag, attrs, ...kids) => {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "text") e.textContent = v; else if (v !== null && v !== undefined && v !== false) e.setAttribute(k, v);
+  }
+  for (const kid of kids) if (kid !== null && kid !== undefined) e.append(kid);
+  return e;
+};
+async function api(method, url, body) {
+  const opts = { method, headers: { "X-Tuneproof-UI": "1" } };
+  if (body instanceof Blob) { opts.body = body; }
+  else if (body !== undefined) { opts.body = JSON.stringify(body); opts.headers["content-type"] = "application/json"; }
+  const r = await fetch(url, opts);
+  const data = await r.json().catch(() => ({}));
+  if (!r.ok) { const err = new Error(data.error || data.detail || r.statusText); err.data = data; err.status = r.status; throw err; }
+  return data;
+}
+const fmt = (x) => (x === null || x === undefined) ? "—" : (typeof x === "number" ? (Math.abs(x) < 1000 ? x.toFixed(3) : String(x)) : String(x));
+const interval = (m) => m ? `${fmt(m.value ?? m.diff)} [${fmt(m.low)}, ${fmt(m.high)}]` : "—";
+function problemList(problems, title) {
+  if (!problems || !problems.length) return el("div", { class: "problems none", text: `${title}: no problems` });
+  const box = el("div", { class: "problems" }, el("b", { text: `${title}: ${problems.length} problem(s)` }));
+  const ul = el("ul");
+  for (const p of problems) ul.append(el("li", { text: `${p.where}: ${p.message}` }));
+  box.append(ul);
+  return box;
+}
+async function fillSelect(select, files, keep) {
+  for (const f of files) select.append(el("option", { value: f, text: f }));
+  if (keep && files.includes(keep)) select.value = keep;
+}
+
+// ---------------------------------------------------------------- Data
+async function dataPage() {
+  const fileSel = $("#data-file");
+  const files = (await api("GET", "/api/files?kind=data")).files;
+  await fillSelect(fileSel, files, localStorage.getItem("tp.data"));
+  let profile = null;
+  async function load(labelColumn) {
+    if (!fileSel.value) return;
+    const q = new URLSearchParams({ path: fileSel.value });
+    if (labelColumn) q.set("label_column", labelColumn);
+    profile = await api("GET", "/api/data/profile?" + q);
+    localStorage.setItem("tp.data", profile.path);
+    $("#data-summary").textContent = `${profile.path}: ${profile.rows} rows, columns ${profile.columns.join(", ")}` +
+      (profile.read_problems.length ? `; ${profile.read_problems.length} reading problem(s)` : "");
+    for (const [id, guess] of [["#text-column", profile.text_column], ["#label-column", profile.label_column]]) {
+      const s = $(id); s.replaceChildren();
+      for (const c of profile.columns) s.append(el("option", { value: c, text: c }));
+      if (guess) s.value = guess;
+    }
+    const table = $("#preview"); table.replaceChildren();
+    table.append(el("thead", {}, el("tr", {}, ...profile.columns.map((c) => el("th", { text: c })))));
+    const tb = el("tbody");
+    for (const row of profile.preview) tb.append(el("tr", {}, ...profile.columns.map((c) => el("td", { text: row[c] === null ? "" : String(row[c]) }))));
+    table.append(tb);
+    drawLabels();
+    $("#columns-section").hidden = false; $("#preview-section").hidden = false;
+    $("#data-problems").replaceChildren();
+  }
+  function drawLabels() {
+    const box = $("#labels"); box.replaceChildren();
+    const counts = profile.label_counts; const total = Object.values(counts).reduce((a, b) => a + b, 0) || 1;
+    const t = el("table", { id: "label-table" });
+    for (const [label, n] of Object.entries(counts)) {
+      const bar = el("div", { class: "bar" }, el("span", { style: `width:${(100 * n / total).toFixed(1)}%` }), el("em", { text: `${n} (${(100 * n / total).toFixed(1)}%)` }));
+      t.append(el("tr", {}, el("td", {}, el("input", { type: "checkbox", class: "keep", value: label, checked: "checked" })), el("th", { text: label }), el("td", {}, bar)));
+    }
+    box.append(Object.keys(counts).length ? t : el("p", { class: "muted", text: "this column has no label-like values" }));
+  }
+  const choice = () => {
+    const labels = [...document.querySelectorAll("input.keep")].filter((c) => c.checked).map((c) => c.value);
+    const all = Object.keys(profile.label_counts);
+    return { path: profile.path, text_column: $("#text-column").value, label_column: $("#label-column").value,
+             labels: labels.length === all.length ? null : labels };
+  };
+  fileSel.addEventListener("change", () => load());
+  $("#label-column").addEventListener("change", () => load($("#label-column").value).then(() => {}));
+  $("#upload").addEventListener("change", async (ev) => {
+    const f = ev.target.files[0]; if (!f) return;
+    const r = await api("POST", "/api/upload?name=" + encodeURIComponent(f.name), f);
+    fileSel.append(el("option", { value: r.path, text: r.path })); fileSel.value = r.path; load();
+  });
+  $("#data-check").addEventListener("click", async () => {
+    const box = $("#data-problems"); box.replaceChildren(el("p", { class: "muted", text: "validating…" }));
+    try {
+      const r = await api("POST", "/api/data/validate", choice());
+      box.replaceChildren(problemList(r.problems, "protocol"), problemList(r.data_problems, "data"));
+    } catch (e) { box.replaceChildren(problemList((e.data && e.data.problems) || [{ where: "data", message: e.message }], "data")); }
+  });
+  $("#to-protocol").addEventListener("click", () => {
+    localStorage.setItem("tp.choice", JSON.stringify(choice()));
+    location.href = "/protocol?from=data";
+  });
+  if (fileSel.value) load();
+}
+
+// ---------------------------------------------------------------- Protocol (form from the JSON Schema)
+function resolve(schema, prop) { return prop && prop.$ref ? schema.$defs[prop.$ref.split("/").pop()] : prop; }
+function objectRef(schema, prop) {
+  const r = resolve(schema, prop);
+  return r && r.type === "object" && r.properties ? r : null;
+}
+function leafKind(prop) {
+  const opts = prop.anyOf ? prop.anyOf.filter((p) => p.type !== "null") : [prop];
+  if (opts.length !== 1) return { kind: "json", nullable: !!prop.anyOf };
+  const p = opts[0];
+  const nullable = !!prop.anyOf && prop.anyOf.some((x) => x.type === "null");
+  if (p.enum || p.const !== undefined) return { kind: "enum", values: p.enum || [p.const], nullable };
+  if (p.type === "boolean") return { kind: "enum", values: [true, false], nullable };
+  if (p.type === "integer" || p.type === "number") return { kind: "number", integer: p.type === "integer", nullable };
+  if (p.type === "string") return { kind: "string", nullable };
+  return { kind: "json", nullable };
+}
+const getAt = (obj, path) => path.reduce((o, k) => (o && typeof o === "object" ? o[k] : undefined), obj);
+function setAt(obj, path, value) {
+  let o = obj;
+  for (const k of path.slice(0, -1)) { if (typeof o[k] !== "object" || o[k] === null || Array.isArray(o[k])) o[k] = {}; o = o[k]; }
+  if (value === undefined) delete o[path[path.length - 1]]; else o[path[path.length - 1]] = value;
+  // Drop sections left empty, so a cleared field returns to the default instead of writing {}.
+  for (let i = path.length - 1; i > 0; i--) {
+    const parent = getAt(obj, path.slice(0, i));
+    if (parent && typeof parent === "object" && !Array.isArray(parent) && Object.keys(parent).length === 0) {
+      const up = i === 1 ? obj : getAt(obj, path.slice(0, i - 1)); delete up[path[i - 1]];
+    } else break;
+  }
+}
+const OPEN_SECTIONS = ["model", "data", "split", "train"];
+function renderFields(schema, model, path, state, onChange, container) {
+  const required = new Set(model.required || []);
+  for (const [key, prop] of Object.entries(model.properties)) {
+    const p = [...path, key], dotted = p.join(".");
+    const sub = objectRef(schema, prop);
+    if (sub) {
+      // The sections a person edits first start open; the rest open when a problem points into them.
+      const det = el("details", { class: "section", "data-section": dotted, open: path.length === 0 && OPEN_SECTIONS.includes(key) ? "open" : null });
+      det.append(el("summary", { text: dotted }), el("small", { class: "muted", text: prop.description || sub.description || "" }),
+                 el("div", { class: "problem", "data-problem-for": dotted }));
+      renderFields(schema, sub, p, state, onChange, det);
+      container.append(det);
+      continue;
+    }
+    const info = leafKind(prop);
+    const current = getAt(state, p);
+    const id = "f-" + dotted.replace(/[^A-Za-z0-9]/g, "-");
+    let input;
+    if (info.kind === "enum") {
+      input = el("select", { id });
+      input.append(el("option", { value: "", text: "default" + (prop.default !== undefined ? ` (${JSON.stringify(prop.default)})` : "") }));
+      for (const v of info.values) input.append(el("option", { value: JSON.stringify(v), text: String(v) }));
+      if (info.nullable) input.append(el("option", { value: "null", text: "null" }));
+      if (current !== undefined) input.value = JSON.stringify(current);
+    } else if (info.kind === "json") {
+      input = el("textarea", { id, rows: 2, placeholder: prop.default !== undefined ? JSON.stringify(prop.default) : "JSON" });
+      if (current !== undefined) input.value = JSON.stringify(current);
+    } else {
+      input = el("input", { id, type: info.kind === "number" ? "number" : "text", step: "any",
+                            placeholder: prop.default !== undefined && prop.default !== null ? String(prop.default) : (required.has(key) ? "required" : "") });
+      if (current !== undefined && current !== null) input.value = String(current);
+    }
+    input.dataset.path = dotted;
+    const problem = el("div", { class: "problem", "data-problem-for": dotted });
+    input.addEventListener("input", () => {
+      let value; const raw = input.value; input.classList.remove("invalid"); problem.textContent = "";
+      if (raw === "") value = undefined;
+      else if (info.kind === "enum") value = JSON.parse(raw);
+      else if (info.kind === "number") value = Number(raw);
+      else if (info.kind === "json") {
+        try { value = JSON.parse(raw); } catch (e) { input.classList.add("invalid"); problem.textContent = "not valid JSON: " + e.message; return; }
+      } else value = raw;
+      setAt(state, p, value); onChange();
+    });
+    const def = prop.default !== undefined ? ` Default: ${JSON.stringify(prop.default)}.` : (required.has(key) ? " Required." : "");
+    container.append(el("div", { class: "field" }, el("label", { for: id, text: dotted }), input,
+                        el("small", { text: (prop.description || "") + def }), problem));
+  }
+}
+function showProblems(problems) {
+  document.querySelectorAll("[data-problem-for]").forEach((e) => { e.textContent = ""; });
+  document.querySelectorAll(".invalid").forEach((e) => e.classList.remove("invalid"));
+  const general = [];
+  for (const pr of problems) {
+    let path = pr.where.replace(/\[\d+\]/g, "");
+    let target = null;
+    while (path) {
+      target = document.querySelector(`[data-problem-for="${CSS.escape(path)}"]`);
+      if (target) break;
+      path = path.includes(".") ? path.slice(0, path.lastIndexOf(".")) : "";
+    }
+    if (!target) { general.push(pr); continue; }
+    target.textContent = (target.textContent ? target.textContent + "; " : "") + pr.message;
+    const input = document.querySelector(`[data-path="${CSS.escape(path)}"]`);
+    if (input) input.classList.add("invalid");
+    const det = target.closest("details"); if (det) det.open = true;
+  }
+  $("#general-problems").replaceChildren(...(general.length ? [problemList(general, "protocol")] : []));
+  $("#problem-count").replaceChildren(problemList(problems, "live check"));
+}
+async function protocolPage() {
+  const schema = await api("GET", "/api/schema");
+  const taskSel = $("#task");
+  for (const t of schema.properties.task.enum) taskSel.append(el("option", { value: t, text: t }));
+  let state = {};
+  let timer = null;
+  const check = async () => {
+    const r = await api("POST", "/api/protocol/check", { protocol: state });
+    $("#yaml").textContent = r.yaml; showProblems(r.problems);
+  };
+  const changed = () => { clearTimeout(timer); timer = setTimeout(check, 250); };
+  const render = () => { const form = $("#form"); form.replaceChildren(); renderFields(schema, schema, [], state, changed, form); check(); };
+  async function loadTemplate() {
+    const stored = localStorage.getItem("tp.choice");
+    const choice = stored ? JSON.parse(stored) : null;
+    const r = await api("POST", "/api/template?task=" + encodeURIComponent(taskSel.value), taskSel.value === "classification" ? choice : undefined);
+    state = r.protocol;
+    $("#template-note").textContent = choice ? `from ${choice.path} (${choice.text_column} → ${choice.label_column})` : "a minimal template";
+    if (state.name) $("#save-name").value = state.name + ".yaml";
+    render();
+  }
+  taskSel.value = "classification";
+  taskSel.addEventListener("change", loadTemplate);
+  $("#load-template").addEventListener("click", loadTemplate);
+  $("#save").addEventListener("click", async () => {
+    const box = $("#save-status"); box.replaceChildren(el("p", { class: "muted", text: "saving and validating with the data…" }));
+    try {
+      const r = await api("POST", "/api/protocol/save", { path: $("#save-name").value, protocol: state });
+      if (!r.saved) { showProblems(r.problems); box.replaceChildren(el("p", { class: "problems", text: "not saved: fix the problems first" })); return; }
+      localStorage.setItem("tp.protocol", r.path);
+      box.replaceChildren(el("p", { id: "saved", text: `saved ${r.path}` }), problemList(r.problems, "validate"),
+                          el("a", { href: "/run", text: "Run it →" }));
+    } catch (e) { box.replaceChildren(problemList([{ where: "save", message: e.message }], "save")); }
+  });
+  await loadTemplate();
+}
+
+// ---------------------------------------------------------------- Run
+function curveSvg(train, validation) {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg"); svg.setAttribute("class", "curve"); svg.setAttribute("viewBox", "0 0 640 180");
+  const pts = train.filter((p) => Number.isFinite(p[1]));
+  if (!pts.length) return svg;
+  const maxStep = Math.max(...pts.map((p) => p[0]), 1), ys = pts.map((p) => p[1]);
+  const lo = Math.min(...ys), hi = Math.max(...ys), span = hi - lo || 1;
+  const x = (s) => 40 + 590 * s / maxStep, y = (v) => 165 - 150 * (v - lo) / span;
+  const line = document.createElementNS(ns, "polyline");
+  line.setAttribute("points", pts.map((p) => `${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join(" "));
+  line.setAttribute("fill", "none"); line.setAttribute("stroke", "#2563eb"); line.setAttribute("stroke-width", "1.5");
+  svg.append(line);
+  for (const [step, metrics] of validation) {
+    const keys = Object.keys(metrics); if (!keys.length) continue;
+    const c = document.createElementNS(ns, "circle");
+    c.setAttribute("cx", x(step)); c.setAttribute("cy", 20); c.setAttribute("r", 4); c.setAttribute("fill", "#15803d");
+    const t = document.createElementNS(ns, "title"); t.textContent = `step ${step}: ` + keys.map((k) => `${k} ${fmt(metrics[k])}`).join(", ");
+    c.append(t); svg.append(c);
+  }
+  const label = document.createElementNS(ns, "text"); label.setAttribute("x", 4); label.setAttribute("y", 12); label.setAttribute("font-size", "11");
+  label.textContent = `loss ${fmt(lo)}–${fmt(hi)} · ● validation`; svg.append(label);
+  return svg;
+}
+async function runPage() {
+  const sel = $("#protocol-file");
+  await fillSelect(sel, (await api("GET", "/api/files?kind=protocol")).files, localStorage.getItem("tp.protocol"));
+  let current = new URLSearchParams(location.search).get("job");
+  let timer = null;
+  async function poll() {
+    if (!current) return;
+    const p = await api("GET", "/api/jobs/" + current);
+    $("#job").hidden = false; $("#job-id").textContent = p.id;
+    const st = $("#status"); st.textContent = p.status; st.className = "chip " + p.status;
+    $("#stage").textContent = p.stage || "starting"; $("#step").textContent = p.step ? `${p.step}/${p.total_steps}` : "—";
+    $("#loss").textContent = fmt(p.loss); $("#eta").textContent = p.eta || "—"; $("#run-dir").textContent = p.run_dir || "—";
+    $("#progress-bar").style.width = p.status === "passed" || p.status === "rejected" ? "100%" : (p.total_steps ? `${(100 * p.step / p.total_steps).toFixed(0)}%` : "0%");
+    $("#curves").replaceChildren(curveSvg(p.train_curve || [], p.validation_curve || []));
+    $("#log").textContent = p.log_tail.join("\n");
+    $("#stop").hidden = !p.alive;
+    $("#resume").hidden = !(["interrupted", "stopped"].includes(p.status) && p.run_dir);
+    const rep = $("#open-report");
+    rep.hidden = !(p.run_dir && (p.status === "passed" || p.status === "rejected" || p.status === "failed"));
+    if (p.run_dir) rep.href = "/view/" + p.run_dir;
+    rep.textContent = "Open the report";
+    if (p.alive || p.status === "starting") timer = setTimeout(poll, 1000);
+    listJobs();
+  }
+  async function listJobs() {
+    const t = $("#jobs"); const js = (await api("GET", "/api/jobs")).jobs;
+    t.replaceChildren(el("tr", {}, ...["job", "protocol", "status", "stage", "run folder"].map((h) => el("th", { text: h }))));
+    for (const j of js) t.append(el("tr", {}, el("td", {}, el("a", { href: "/run?job=" + j.id, text: j.id })), el("td", { text: j.protocol || ("resume " + j.resume) }),
+                                    el("td", {}, el("span", { class: "chip " + j.status, text: j.status })), el("td", { text: j.stage || "" }), el("td", { text: j.run_dir || "" })));
+  }
+  const follow = (id) => { current = id; history.replaceState(null, "", "/run?job=" + id); clearTimeout(timer); poll(); };
+  $("#start").addEventListener("click", async () => follow((await api("POST", "/api/runs/start", { protocol: sel.value })).job));
+  $("#stop").addEventListener("click", async () => { await api("POST", `/api/jobs/${current}/stop`); clearTimeout(timer); poll(); });
+  $("#resume").addEventListener("click", async () => follow((await api("POST", "/api/runs/resume", { run: $("#run-dir").textContent })).job));
+  listJobs(); poll();
+}
+
+// ---------------------------------------------------------------- Runs
+async function runsPage() {
+  const runs = (await api("GET", "/api/runs")).runs;
+  const t = $("#runs-table");
+  const names = [...new Set(runs.flatMap((r) => Object.keys(r.metrics)))];
+  t.append(el("tr", {}, ...["", "run", "protocol", "status", "gates", ...names, "report"].map((h) => el("th", { text: h }))));
+  for (const r of runs) {
+    t.append(el("tr", { "data-run": r.run }, el("td", {}, el("input", { type: "checkbox", class: "pick", value: r.run })), el("td", { text: r.run }),
+      el("td", { text: r.protocol }), el("td", {}, el("span", { class: "chip " + r.status, text: r.status + (r.deployable ? " · deployable" : "") })),
+      el("td", { text: r.gates.total ? `${r.gates.passed}/${r.gates.total} passed` : "—" }),
+      ...names.map((n) => el("td", { text: interval(r.metrics[n]) })),
+      el("td", {}, r.has_report ? el("a", { href: "/view/" + r.run, text: "report" }) : "")));
+  }
+  $("#compare").addEventListener("click", async () => {
+    const picked = [...document.querySelectorAll("input.pick")].filter((c) => c.checked).map((c) => c.value);
+    const box = $("#compare-result"); $("#compare-section").hidden = false;
+    if (picked.length !== 2) { box.replaceChildren(el("p", { class: "problems", text: "tick exactly two runs" })); return; }
+    const [b, a] = picked; // the table lists the newest first: A is the older run
+    const r = await api("GET", `/api/compare?a=${encodeURIComponent(a)}&b=${encodeURIComponent(b)}`);
+    const side = el("table", { id: "compare-metrics" }, el("tr", {}, el("th", { text: "metric" }), el("th", { text: "A " + a }), el("th", { text: "B " + b })));
+    for (const [m, v] of Object.entries(r.metrics)) side.append(el("tr", {}, el("td", { text: m }), el("td", { text: interval(v.a) }), el("td", { text: interval(v.b) })));
+    const kids = [side];
+    if (Object.keys(r.paired).length) {
+      const pt = el("table", { id: "compare-paired" }, el("tr", {}, ...["B − A on the same test rows", `difference [${Math.round(100 * r.confidence)}% interval]`, "verdict"].map((h) => el("th", { text: h }))));
+      for (const [m, d] of Object.entries(r.paired)) pt.append(el("tr", {}, el("td", { text: m }), el("td", { text: interval(d) }), el("td", {}, el("b", { text: d.verdict }))));
+      kids.push(el("h3", { text: `Paired bootstrap on ${r.n} shared test rows (${r.samples} resamples)` }), pt);
+    } else kids.push(el("p", { class: "problems", text: r.reason }));
+    box.replaceChildren(...kids);
+  });
+}
+
+// ---------------------------------------------------------------- Try
+async function tryPage() {
+  const runs = (await api("GET", "/api/runs")).runs.filter((r) => r.has_model);
+  const sel = $("#try-run");
+  for (const r of runs) sel.append(el("option", { value: r.run, text: `${r.run} (${r.status})` }));
+  $("#try-go").addEventListener("click", async () => {
+    const out = $("#try-out"); out.replaceChildren(el("p", { class: "muted", text: "loading the model and answering…" }));
+    try {
+      const r = await api("POST", "/api/try", { run: sel.value, text: $("#try-text").value });
+      const m = r.model; const kids = [el("h3", { text: "Model" + (r.deployable ? "" : " (gates failed: not deployable)") })];
+      if (m.label !== undefined) kids.push(el("p", { id: "try-label" }, "label: ", el("b", { text: String(m.label) })));
+      if (m.probabilities) {
+        const t = el("table");
+        for (const [k, v] of Object.entries(m.probabilities)) t.append(el("tr", {}, el("th", { text: k }), el("td", {}, el("div", { class: "bar" }, el("span", { style: `width:${(100 * v).toFixed(1)}%` }), el("em", { text: fmt(v) })))));
+        kids.push(t);
+      }
+      kids.push(el("details", {}, el("summary", { text: "raw answer" }), el("pre", { text: JSON.stringify(m, null, 2) })));
+      out.replaceChildren(...kids);
+    } catch (e) { out.replaceChildren(problemList([{ where: "try", message: e.message }], "try")); }
+  });
+}
+
+async function loginPage() {
+  $("#login").addEventListener("click", async () => {
+    try { await api("POST", "/api/login", { key: $("#key").value }); location.href = "/data"; }
+    catch (e) { $("#login-status").textContent = e.message; }
+  });
+}
+
+const PAGES = { data: dataPage, protocol: protocolPage, run: runPage, runs: runsPage, try: tryPage, login: loginPage };
+const start = PAGES[document.body.dataset.page];
+if (start) start().catch((e) => { const m = el("div", { class: "problems", text: "error: " + e.message }); document.querySelector("main").prepend(m); });
