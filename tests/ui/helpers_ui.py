@@ -21,6 +21,7 @@ def make_project(folder: Path, rows: int = 300) -> Path:
 # What the browser test types into the form so a run takes seconds (the template's defaults are for
 # real models and real data).
 TINY_SETTINGS = {
+    "seed": "7",  # with 13 this tiny model sits on its plateau until early stopping ends the run
     "model.max_length": "32",
     "train.learning_rate": "0.003",
     "train.epochs": "8",
