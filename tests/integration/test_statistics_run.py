@@ -29,9 +29,9 @@ data:
   labels: [neg, pos]
   metadata_columns: [movie]
 split: {{train: 0.7, validation: 0.15, test: 0.15, group_by: movie}}
-train: {{epochs: 3, scheduler: constant, batch_size: 16, learning_rate: 0.003, precision: fp32}}
+train: {{epochs: 2, scheduler: constant, batch_size: 16, learning_rate: 0.003, precision: fp32}}
 evaluate:
-  bootstrap_samples: 300
+  bootstrap_samples: 200
   baselines: [majority]
   cluster_by: movie
   gate_family: holm
