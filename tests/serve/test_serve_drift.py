@@ -15,8 +15,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import free_port
 from prometheus_client.parser import text_string_to_metric_families
+from serve_helpers import free_port
 from typer.testing import CliRunner
 
 from helpers import POSITIVE, toy_reviews

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import GatedPredictor, running, wait_ready
+from serve_helpers import GatedPredictor, running, wait_ready
 
 from tuneproof.serve.app import create_app
 from tuneproof.serve.auth import ApiKeys

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from conftest import free_port, running, wait_ready
+from serve_helpers import free_port, running, wait_ready
 
 from tuneproof.serve.app import create_app
 from tuneproof.serve.settings import Limits, ServeSettings

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import running, wait_ready
+from serve_helpers import running, wait_ready
 
 from tuneproof.export.manifest import read_manifest
 from tuneproof.export.stage import make_exports, seal
