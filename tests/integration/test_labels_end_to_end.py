@@ -25,6 +25,7 @@ model: {{source: {model}, max_length: 32}}
 data: {{files: [{data}], labels: [neg, pos]}}
 cleaning: {{near_duplicates: {{enabled: false}}, label_errors: {{policy: drop}}}}
 split: {{train: 0.6, validation: 0.1, test: 0.3, enforce_minimums: false}}
+imbalance: {{strategy: auto, auto_ratio: 3}}  # below the default threshold, to keep the data small
 train: {{epochs: 2, scheduler: constant, batch_size: 16, learning_rate: 0.003, precision: fp32}}
 evaluate: {{bootstrap_samples: 200}}
 gates:

@@ -14,16 +14,16 @@ from tuneproof.train.imbalance_auto import class_weights, decide, imbalance_repo
 
 def test_auto_uses_class_weights_from_the_threshold_and_nothing_below() -> None:
     spec = ImbalanceSpec()
-    assert spec.strategy == "auto" and spec.auto_ratio == AUTO_RATIO == 2.0
-    below = decide(spec, "classification", {"a": 199, "b": 100})
-    assert below["strategy"] == "none" and "below imbalance.auto_ratio 2" in below["reason"]
-    at = decide(spec, "classification", {"a": 200, "b": 100})
-    assert at["strategy"] == "class_weights" and at["ratio"] == 2.0 and "2.0:1" in at["reason"]
+    assert spec.strategy == "auto" and spec.auto_ratio == AUTO_RATIO == 10.0
+    below = decide(spec, "classification", {"a": 999, "b": 100})
+    assert below["strategy"] == "none" and "below imbalance.auto_ratio 10" in below["reason"]
+    at = decide(spec, "classification", {"a": 1000, "b": 100})
+    assert at["strategy"] == "class_weights" and at["ratio"] == 10.0 and "10.0:1" in at["reason"]
     assert decide(spec, "multilabel", {"a": 900, "b": 10})["strategy"] == "none"
     assert decide(ImbalanceSpec(strategy="oversample"), "classification", {"a": 1, "b": 1})["strategy"] == (
         "oversample"
     )
-    assert decide(ImbalanceSpec(auto_ratio=10), "classification", {"a": 90, "b": 10})["strategy"] == "none"
+    assert decide(ImbalanceSpec(auto_ratio=20), "classification", {"a": 190, "b": 10})["strategy"] == "none"
 
 
 def test_auto_ratio_without_auto_is_refused() -> None:
@@ -38,9 +38,9 @@ def test_auto_ratio_without_auto_is_refused() -> None:
 
 def test_report_entry_carries_the_weights_the_loss_uses() -> None:
     protocol = parse_protocol("name: t\nmodel: {source: m}\ndata: {files: [x.csv]}\n")
-    entry = imbalance_report(protocol, {"pos": 300, "neg": 100})
+    entry = imbalance_report(protocol, {"pos": 1000, "neg": 100})
     assert entry["requested"] == "auto" and entry["strategy"] == "class_weights"
-    assert entry["class_weights"] == class_weights({"pos": 300, "neg": 100}) == {"neg": 2.0, "pos": 0.666667}
+    assert entry["class_weights"] == class_weights({"pos": 1000, "neg": 100}) == {"neg": 5.5, "pos": 0.55}
     assert imbalance_report(protocol, {"pos": 100, "neg": 100})["class_weights"] is None
     assert imbalance_report(protocol, None) == {"strategy": "none"}
 
@@ -67,7 +67,7 @@ class _Logits(torch.nn.Module):
         return Out()
 
 
-@pytest.mark.parametrize(("pos", "neg", "weighted"), [(60, 40, False), (80, 20, True)])
+@pytest.mark.parametrize(("pos", "neg", "weighted"), [(80, 20, False), (110, 10, True)])
 def test_the_loss_is_weighted_only_past_the_threshold(
     tiny_bert: Path, pos: int, neg: int, weighted: bool
 ) -> None:

@@ -20,8 +20,8 @@ from tuneproof.protocol.schema import ImbalanceSpec, Protocol
 # The tasks whose loss `auto` may reweight (multi-label has its own per-label `class_weights`;
 # token tags and regression targets have no class ratio that means the same thing).
 AUTO_TASKS = ("classification",)
-# What `auto` switches on past the threshold: class weights measured better than oversampling on
-# Rotten Tomatoes subsampled to 1:2 ... 1:30 (docs/label-quality.md), and they cost no extra steps.
+# What `auto` switches on past the threshold: class weights were never worse than oversampling beyond
+# noise on Rotten Tomatoes subsampled to 1:1.5 ... 1:30 (docs/label-quality.md), and cost no extra steps.
 AUTO_CHOICE = "class_weights"
 # A class with fewer training rows than this is in few-shot territory: what the model learns of it
 # swings with which rows were drawn. A class with fewer test rows than this cannot be measured: at
@@ -60,8 +60,8 @@ def decide(spec: ImbalanceSpec, task: str, counts: Mapping[str, int]) -> dict[st
         return {**out, "strategy": "none", "reason": reason}
     reason = (
         f"the training classes are {ratio:.1f}:1 (largest:smallest), at or above imbalance.auto_ratio "
-        f"{spec.auto_ratio:g}: {AUTO_CHOICE.replace('_', ' ')} (measured better than none and than "
-        "oversampling on skewed data, docs/label-quality.md)"
+        f"{spec.auto_ratio:g}: {AUTO_CHOICE.replace('_', ' ')} (see docs/label-quality.md for what was "
+        "measured)"
     )
     return {**out, "strategy": AUTO_CHOICE, "reason": reason}
 
