@@ -146,3 +146,5 @@ def test_a_target_epsilon_is_met_and_gated(tmp_path: Path, tiny_bert: Path) -> N
     assert rec["frozen_for_dp"] and all("position_embeddings" in n for n in rec["frozen_for_dp"])
     verdicts = json.loads((outcome.run_dir / "gates.json").read_text())["verdicts"]
     assert [v["passed"] for v in verdicts] == [True, False]  # epsilon <= 8 holds, <= 7 does not
+    page = (outcome.run_dir / "report.html").read_text()
+    assert "Differentially private training (DP-SGD, Opacus)" in page and "epsilon spent" in page

@@ -39,7 +39,12 @@ SECTIONS: tuple[Section, ...] = (
     Section("calibration", "Reliability (calibration)", evaluation.calibration, frozenset({"calibration"})),
     Section("per_class", "Per-class metrics", evaluation.per_class, frozenset({"model.per_class"})),
     Section("slices", "Per-slice metrics", evaluation.slices, frozenset({"slices"})),
-    Section("privacy", "Privacy: memorisation audit", privacy_section.privacy, frozenset({"privacy"})),
+    Section(
+        "privacy",
+        "Privacy: DP training and memorisation audit",
+        privacy_section.privacy,
+        frozenset({"privacy"}),
+    ),
     Section("other", "Other results", make_other_results(_claimed)),
     Section("training", "Training", training.training),
     Section("data", "Data: sources and cleaning", data.cleaning),
