@@ -261,6 +261,7 @@ def _train_evaluate_package(
             "real_tokens": result.train.real_tokens,
             "padded_tokens": result.train.padded_tokens,
             "train_seconds": result.train.train_seconds,
+            **({"dp_sgd": result.dp_sgd} if result.dp_sgd is not None else {}),
         },
     )
 
@@ -312,6 +313,9 @@ def _train_evaluate_package(
         from tuneproof.data.pii_step import remaining_by_type
 
         metrics.setdefault("model", {})["pii_remaining"] = remaining_by_type(prepared.report["pii"])
+    if result.dp_sgd is not None:
+        metrics.setdefault("model", {})["epsilon"] = result.dp_sgd["epsilon"]
+        metrics.setdefault("privacy", {})["dp_sgd"] = result.dp_sgd
     if protocol.privacy is not None and protocol.privacy.audit is not None:
         from tuneproof.privacy.stage import add_to_metrics, membership_audit
 

@@ -130,5 +130,5 @@ gates:
     texts = " ".join(pd.read_parquet(outcome.run_dir / "data" / "train.parquet")["text"])
     assert "tell me the name" not in texts
     page = (outcome.run_dir / "report.html").read_text()
-    assert "Privacy: memorisation audit" in page and "exposure (bits)" in page
+    assert "Privacy: DP training and memorisation audit" in page and "exposure (bits)" in page
     assert details["canaries"][0]["canary"] in page

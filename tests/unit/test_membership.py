@@ -111,7 +111,7 @@ def _audited_run(tmp: Path, tiny_bert: Path, rows: int, epochs: str, lr: str) ->
     metrics = json.loads((outcome.run_dir / "metrics.json").read_text())
     gates = json.loads((outcome.run_dir / "gates.json").read_text())["verdicts"]
     page = (outcome.run_dir / "report.html").read_text()
-    assert "Privacy: memorisation audit" in page and "membership AUC" in page
+    assert "Privacy: DP training and memorisation audit" in page and "membership AUC" in page
     return {"auc": metrics["model"]["membership_auc"], "details": metrics["privacy"], "gate": gates[1]}
 
 

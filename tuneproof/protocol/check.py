@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from tuneproof.errors import DataValidationError, Problem, ProtocolError, TuneproofError
-from tuneproof.privacy.spec import AUDIT_METRICS, CANARY_METRICS
+from tuneproof.privacy.spec import AUDIT_METRICS, CANARY_METRICS, DP_METRICS
 from tuneproof.protocol.loader import LoadedProtocol, load_protocol
 
 
@@ -57,6 +57,8 @@ def check_protocol_power(
     known = list(task.metric_names())
     if protocol.pii is not None:
         known += [f"pii_remaining.{t}" for t in protocol.pii.entities]
+    if protocol.privacy is not None and protocol.privacy.dp_sgd is not None:
+        known += list(DP_METRICS)
     if protocol.privacy is not None and protocol.privacy.audit is not None:
         known += list(AUDIT_METRICS)
         if protocol.privacy.audit.canaries is not None:

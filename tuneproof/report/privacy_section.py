@@ -1,4 +1,5 @@
-"""The report's privacy section: the membership-inference audit and the canaries' exposure."""
+"""The report's privacy section: the DP-SGD budget, the membership-inference audit and the
+canaries' exposure."""
 
 from __future__ import annotations
 
@@ -12,10 +13,40 @@ from tuneproof.report.run_data import RunData, mapping, number, sequence
 def privacy(run: RunData) -> str | None:
     section = mapping(run.metrics.get("privacy"))
     parts = [
+        _dp_sgd(mapping(section.get("dp_sgd"))),
         _membership(run, mapping(section.get("membership_audit"))),
         _canaries(mapping(section.get("canaries"))),
     ]
     return join(parts) if any(parts) else None
+
+
+def _dp_sgd(rec: dict[str, Any]) -> str | None:
+    if not rec:
+        return None
+    return join(
+        [
+            h3("Differentially private training (DP-SGD, Opacus)"),
+            para(
+                f"Trained with ({fmt_num(rec.get('epsilon'))}, {rec.get('delta')})-differential privacy "
+                f"by the {rec.get('accountant')} accountant: per-example gradients clipped and noised, "
+                "examples Poisson-sampled at every step."
+            ),
+            kv_table(
+                {
+                    "epsilon spent": fmt_num(rec.get("epsilon")),
+                    "target epsilon": fmt_num(rec.get("target_epsilon")),
+                    "delta": rec.get("delta"),
+                    "noise multiplier": fmt_num(rec.get("noise_multiplier")),
+                    "clipping norm": fmt_num(rec.get("max_grad_norm")),
+                    "sampling rate": fmt_num(rec.get("sample_rate"), 4),
+                    "expected batch": rec.get("expected_batch_size"),
+                    "steps": rec.get("steps"),
+                    "frozen under DP": ", ".join(str(x) for x in sequence(rec.get("frozen_for_dp")))
+                    or "none",
+                }
+            ),
+        ]
+    )
 
 
 def _canaries(details: dict[str, Any]) -> str | None:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tuneproof.errors import TuneproofError
+from tuneproof.errors import Problem, ProtocolError, TuneproofError
 from tuneproof.protocol.schema import Protocol
 from tuneproof.tasks.base import Task
 from tuneproof.train import distributed
@@ -24,6 +24,7 @@ class FitResult:
     model: nn.Module
     train: TrainResult
     features: dict[str, list[dict[str, Any]]]
+    dp_sgd: dict[str, Any] | None = None  # the privacy record of a DP-SGD run (tuneproof.privacy.dp_loop)
 
 
 def set_threads(protocol: Protocol) -> int:
@@ -113,6 +114,21 @@ def fit(
         precision=precision,
         augment=task.train_augment(protocol.seed),
     )
+    dp = protocol.privacy.dp_sgd if protocol.privacy is not None else None
+    if dp is not None:
+        from tuneproof.privacy.dp_loop import check_dp_supported, dp_train_loop
+        from tuneproof.tasks.encoder import EncoderTask
+        from tuneproof.train.distributed import world_size
+
+        if not isinstance(task, EncoderTask):
+            raise ProtocolError(
+                [Problem("privacy.dp_sgd", f"supported for the encoder tasks only, not {protocol.task}")]
+            )
+        check_dp_supported(model, cfg, world_size())
+        dp_result, record = dp_train_loop(
+            model, train_feats, task.collate(pad_id), task.loss_fn(train_feats), cfg, dp, resume=resume
+        )
+        return FitResult(model, dp_result, features, dp_sgd=record)
     result = train_loop(
         model, train_feats, task.collate(pad_id), task.loss_fn(train_feats), cfg, resume=resume
     )

@@ -59,7 +59,12 @@ SECTIONS: tuple[Section, ...] = (
     Section(
         "power", "Power before training", statistics.power, frozenset({"power", "gate_tests", "gate_family"})
     ),
-    Section("privacy", "Privacy: memorisation audit", privacy_section.privacy, frozenset({"privacy"})),
+    Section(
+        "privacy",
+        "Privacy: DP training and memorisation audit",
+        privacy_section.privacy,
+        frozenset({"privacy"}),
+    ),
     Section("other", "Other results", make_other_results(_claimed)),
     Section("training", "Training", training.training),
     Section("data", "Data: sources and cleaning", data.cleaning),
