@@ -46,7 +46,7 @@ def test_committed_reference_and_schema_are_current() -> None:
 def test_reference_lists_every_key_with_default_imbalance_included() -> None:
     text = protocol_reference()
     assert "| `imbalance.strategy` |" in text
-    assert '`"none"`' in text.split("| `imbalance.strategy` |")[1].split("\n")[0]
+    assert '`"auto"`' in text.split("| `imbalance.strategy` |")[1].split("\n")[0]  # the default
     for key in (
         "train.learning_rate",
         "split.min_test_rows",

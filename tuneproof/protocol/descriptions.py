@@ -170,4 +170,46 @@ DESCRIPTIONS: dict[str, str] = {
     "IntParam.step": "spacing of the allowed values",
     "CategoricalParam.type": "categorical",
     "CategoricalParam.choices": "the allowed values",
+    # Second wave: images, privacy, export, statistics, few-shot
+    "Protocol.privacy": "differentially private training (Opacus DP-SGD) and a memorisation audit of the "
+    "trained model",
+    "Protocol.export": "exports made as the run's last stage (ONNX, int8, merged LoRA), each re-evaluated "
+    "on the test split and gated",
+    "Protocol.images": "image inputs (task image_classification): reading, file checks, image "
+    "de-duplication and augmentation",
+    "AuditSpec.bootstrap_samples": "bootstrap resamples for the membership AUC's interval",
+    "AugmentSpec.rotation": "random rotation; off when absent",
+    "AugmentSpec.scale_crop": "random crop of part of the image's area, resized back; off when absent",
+    "AugmentSpec.color_jitter": "random brightness, contrast, saturation and hue; off when absent",
+    "CanarySpec.prefix": "text every planted secret starts with (the secret's random symbols follow it)",
+    "ColorJitterSpec.brightness": "brightness shift drawn from [-brightness, brightness] (additive)",
+    "ColorJitterSpec.contrast": "contrast factor drawn from [1 - contrast, 1 + contrast]",
+    "ColorJitterSpec.saturation": "saturation factor drawn from [1 - saturation, 1 + saturation]",
+    "ColorJitterSpec.hue": "hue shift drawn from [-hue, hue], in turns of the colour wheel",
+    "ColorJitterSpec.p": "probability that an image is colour-jittered",
+    "DpSgdSpec.target_epsilon": "privacy budget to spend over the whole run; Opacus picks the noise "
+    "multiplier",
+    "DpSgdSpec.noise_multiplier": "noise standard deviation over the clipping norm; the epsilon spent is "
+    "reported",
+    "DpSgdSpec.delta": "the delta of the (epsilon, delta) guarantee; keep it below 1 / training rows",
+    "DpSgdSpec.accountant": "Opacus accountant that computes epsilon: rdp, prv or gdp",
+    "EvaluateSpec.power": "assumptions behind the minimum detectable effect stated before training",
+    "EvaluateSpec.learning_curve": "how many labels are needed: the model trained on nested subsets of the "
+    "training split",
+    "ExportSpec.opset": "ONNX opset of the exported graphs",
+    "ImageNearDuplicateSpec.enabled": "look for near-duplicate images (exact pixel duplicates are always "
+    "found)",
+    "ImageNearDuplicateSpec.hash": "imagehash perceptual hash: phash, dhash, average_hash or whash",
+    "ImageNearDuplicateSpec.hash_size": "side of the hash grid; the hash has hash_size squared bits",
+    "ImageSpec.near_duplicates": "near-duplicate images by perceptual hash, within the data and across "
+    "splits",
+    "ImageSpec.augment": "augmentation of the training split only, seeded by seed, epoch and example",
+    "LearningCurveSpec.metric": "metric of the curve and of its answers",
+    "PiiSpec.person_detector": "auto: the spaCy NER model plus name-list heuristics, heuristics alone if "
+    "the model is missing; ner: the model is required; heuristic: name lists only",
+    "RotationSpec.p": "probability that an image is rotated",
+    "ScaleCropSpec.scale": "[low, high] share of the image's area the crop covers",
+    "ScaleCropSpec.p": "probability that an image is cropped",
+    "SetFitSpec.logging_steps": "pair steps between logged losses",
+    "TrainSpec.setfit": "settings of train.method setfit (contrastive pair steps, then the head)",
 }
