@@ -98,7 +98,9 @@ def prepare_images(protocol: Protocol, base_dir: Path, size: int, target_check: 
             {
                 "row_id": c.row_id,
                 "split": c.split,
-                "text": c.where,
+                # The row id names the image portably (relative to its source), so a split's hash does
+                # not depend on where the data folder lives; problems name the full path.
+                "text": c.row_id,
                 "label": label,
                 "image": img.png,
                 "pixel_sha256": img.pixel_sha256,
