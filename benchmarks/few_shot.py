@@ -63,7 +63,7 @@ def main() -> None:
         test_hash = split_hash(splits["test"])
     else:
         prepared = ctx.prepare()
-        splits = {n: prepared.splits[n] for n in ("train", "test")}
+        splits = dict(prepared.splits)
         test_hash = prepared.report["splits"]["test"]["sha256"]
     ctx.task.labels = list(ctx.protocol.data.labels or [])
     if reference["splits"]["test"] != test_hash:
