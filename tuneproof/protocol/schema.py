@@ -489,8 +489,8 @@ class GateSpec(Strict):
 
     Decided on intervals, not point estimates: ``min`` needs the interval's lower bound at or above
     the threshold, ``max`` its upper bound at or below, ``beats`` the lower bound of the paired
-    bootstrap difference at or above ``by``; ``slice_min`` needs every slice's point estimate at or
-    above the floor (slices are often too small for a useful interval).
+    bootstrap difference at or above ``by``; ``slice_min`` needs the lower bound of every slice with at
+    least ``evaluate.slice_min_rows`` rows at or above the floor (smaller slices are shown, not gated).
     """
 
     name: str | None = None
