@@ -49,14 +49,15 @@ def validate(
             if worst is None or (isinstance(error, ProtocolError) and not isinstance(worst, ProtocolError)):
                 worst = error
             continue
-        for row in power["gates"] if power is not None else []:
-            line = row["warning"] and f"warning: {row['warning']}"
-            typer.echo(
-                line
-                or f"power: {row['gate']}: minimum detectable effect {row['mde']:.3g} "
-                f"({power['confidence']:.0%}, {power['power']:.0%} power, "
-                f"{power['test_units']} test {power['unit']})"
-            )
+        if power is not None:
+            for row in power["gates"]:
+                line = row["warning"] and f"warning: {row['warning']}"
+                typer.echo(
+                    line
+                    or f"power: {row['gate']}: minimum detectable effect {row['mde']:.3g} "
+                    f"({power['confidence']:.0%}, {power['power']:.0%} power, "
+                    f"{power['test_units']} test {power['unit']})"
+                )
         typer.echo(f"{protocol}: valid")
     if worst is not None:
         raise typer.Exit(worst.exit_code)
