@@ -42,7 +42,9 @@ def cls_run(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path) -> Path:
     d = tmp_path_factory.mktemp("export-cls")
     data = write_jsonl(d / "reviews.jsonl", toy_reviews(400))
     proto = write_protocol(d / "p.yaml", tiny_bert, data)
-    proto.write_text(proto.read_text() + EXPORT)
+    # Calibrated: `predict` and `serve` return probabilities with the fitted temperature, and an ONNX
+    # graph ending in the head's softmax does not carry it; every backend must still agree.
+    proto.write_text(proto.read_text() + EXPORT + "calibration: temperature\n")
     outcome = run(proto, output_dir=d / "runs")
     assert outcome.status == "passed"
     return outcome.run_dir
@@ -70,6 +72,13 @@ def test_a_run_exports_onnx_and_int8_as_its_last_stage_with_the_evidence(cls_run
         assert v.evaluation["baselines"]["original"]["accuracy"]["value"] == pytest.approx(
             json.loads((cls_run / "metrics.json").read_text())["model"]["accuracy"]["value"]
         )
+    # The export is judged on the probabilities it serves: calibrated like the run's own evaluation.
+    metrics = json.loads((cls_run / "metrics.json").read_text())
+    temperature = json.loads((cls_run / "model" / "tuneproof_model.json").read_text()).get("temperature")
+    assert temperature is not None and abs(temperature - 1.0) > 1e-3
+    assert onnx.evaluation["model"]["ece"]["value"] == pytest.approx(
+        metrics["model"]["ece"]["value"], abs=1e-4
+    )
     # fp32 graph against the fp32 run: the same model to rounding; int8 moves probabilities a little.
     assert onnx.evaluation["model"]["identical_predictions"]["value"] == 1.0
     assert onnx.evaluation["model"]["max_probability_difference"] < 1e-4

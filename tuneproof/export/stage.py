@@ -131,6 +131,10 @@ def _export_each(
                         )
                     info, exported = _onnx_format(original, fmt, fp32_graph, tmp, spec, head)
                 started = time.perf_counter()
+                # Both sides as `predict` and `serve` return them: with the run's temperature, which
+                # an ONNX graph (ending in the head's softmax) does not carry.
+                calibrated = original.predictor.calibrated
+                reference, exported = calibrated(reference), calibrated(exported)
                 verification = reverify(original.task, original.test, reference, exported, spec)
                 outcome = _write(
                     run_dir, fmt, tmp, info, verification, time.perf_counter() - started, manifest

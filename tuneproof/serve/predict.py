@@ -68,15 +68,19 @@ class Predictor:
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         if self.runner is not None:
             outputs = self.runner.predict(self.task, feats, pad_id, self.batch_size)
-            return self.task.format_prediction(np.asarray(outputs))
-        with torch.inference_mode():
-            outputs = self.task.predict(self.model, feats, pad_id, self.batch_size, self.precision)
-        if self.info.temperature is not None:
-            from tuneproof.evaluate.calibration import apply_temperature
+        else:
+            with torch.inference_mode():
+                outputs = self.task.predict(self.model, feats, pad_id, self.batch_size, self.precision)
+        return self.task.format_prediction(self.calibrated(np.asarray(outputs)))
 
-            # The probabilities the evaluation judged (and gated) are the calibrated ones.
-            outputs = apply_temperature(np.asarray(outputs), float(self.info.temperature))
-        return self.task.format_prediction(np.asarray(outputs))
+    def calibrated(self, outputs: np.ndarray) -> np.ndarray:
+        """The model's probabilities with the run's fitted temperature applied (when it has one),
+        whichever backend computed them: the probabilities the evaluation judged and gated."""
+        if self.info.temperature is None:
+            return outputs
+        from tuneproof.evaluate.calibration import apply_temperature
+
+        return apply_temperature(np.asarray(outputs), float(self.info.temperature))
 
 
 def predict_images(predictor: Predictor, names: list[str], images: list[bytes]) -> list[dict[str, Any]]:
