@@ -22,6 +22,7 @@ from tuneproof.evaluate.classification import column_slices, evaluate_classifica
 from tuneproof.evaluate.cluster_bootstrap import cluster_codes
 from tuneproof.protocol.schema import Protocol
 from tuneproof.tasks._inference import predict_rows
+from tuneproof.tasks._single_label import format_prediction, prediction_frame, validation_scores
 from tuneproof.tasks.base import Baselines, TaskEnv
 from tuneproof.tasks.encoder import EncoderTask
 from tuneproof.tasks.spec import TaskSpec
@@ -166,17 +167,8 @@ class ClassificationTask(EncoderTask):
     def validation_metrics(
         self, model: nn.Module, features: list[dict[str, Any]], pad_id: int, batch_size: int, precision: str
     ) -> dict[str, float]:
-        from sklearn.metrics import accuracy_score, f1_score
-
         probs = self.predict(model, features, pad_id, batch_size, precision)
-        y = np.array([f["labels"] for f in features])
-        pred = probs.argmax(1)
-        p_true = np.clip(probs[np.arange(len(y)), y], 1e-12, 1.0)
-        return {
-            "loss": float(-np.log(p_true).mean()),
-            "accuracy": float(accuracy_score(y, pred)),
-            "macro_f1": float(f1_score(y, pred, average="macro", zero_division=0)),
-        }
+        return validation_scores(probs, np.array([f["labels"] for f in features]))
 
     def baselines(
         self, prepared: PreparedData, test: pd.DataFrame, device: torch.device | None = None
@@ -227,22 +219,7 @@ class ClassificationTask(EncoderTask):
         )
 
     def prediction_frame(self, df: pd.DataFrame, probs: np.ndarray) -> pd.DataFrame:
-        out = pd.DataFrame(
-            {
-                "row_id": df["row_id"].to_numpy(),
-                "label": df["label"].to_numpy(),
-                "pred": [self.labels[i] for i in probs.argmax(1)],
-            }
-        )
-        for j, lab in enumerate(self.labels):
-            out[f"prob_{lab}"] = probs[:, j]
-        return out
+        return prediction_frame(self.labels, df, probs)
 
     def format_prediction(self, probs: np.ndarray) -> list[dict[str, Any]]:
-        return [
-            {
-                "label": self.labels[int(p.argmax())],
-                "probabilities": {lab: round(float(v), 6) for lab, v in zip(self.labels, p, strict=True)},
-            }
-            for p in probs
-        ]
+        return format_prediction(self.labels, probs)
