@@ -190,6 +190,7 @@ def test_two_local_workers_share_one_study(tiny_bert: Path, tmp_path: Path) -> N
 
 def test_an_interrupted_search_resumes_where_it_stopped(tiny_bert: Path, tmp_path: Path) -> None:
     import optuna
+    from sqlalchemy.exc import SQLAlchemyError
 
     protocol = search_protocol(tmp_path, tiny_bert, trials=4, epochs=10)  # long enough to be interrupted
     out = tmp_path / "runs"
@@ -206,7 +207,11 @@ def test_an_interrupted_search_resumes_where_it_stopped(tiny_bert: Path, tmp_pat
         dbs = list(out.glob("*/search/study.db"))
         if dbs:
             db = dbs[0]
-            names = optuna.study.get_all_study_names(f"sqlite:///{db}")
+            try:
+                names = optuna.study.get_all_study_names(f"sqlite:///{db}")
+            except SQLAlchemyError:  # the leader is still creating the database's tables
+                time.sleep(1)
+                continue
             if names:
                 s = optuna.load_study(study_name=names[0], storage=f"sqlite:///{db}")
                 running = s.get_trials(states=(optuna.trial.TrialState.RUNNING,))

@@ -177,7 +177,12 @@ def test_efficientnet_wrapper_saves_and_loads_as_safetensors(tmp_path: Path) -> 
         tmp_path / "m", use_safetensors=True
     ).eval()
     with torch.inference_mode():
-        assert torch.equal(again(pixel_values=x).logits, before)
+        # The weights come back bit for bit; the forward pass only to rounding (in the full suite the
+        # reloaded module's logits differed in the last bits, alone they were equal).
+        after = again(pixel_values=x).logits
+    saved, loaded = model.state_dict(), again.state_dict()
+    assert saved.keys() == loaded.keys() and all(torch.equal(saved[k], loaded[k]) for k in saved)
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-6)
     assert before.shape == (2, 3)
     # The head is outside base_model, so train.method: head trains it alone.
     assert model.base_model is model.efficientnet

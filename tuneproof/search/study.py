@@ -141,7 +141,7 @@ def open_storage(url: str) -> Any:
     # A worker killed mid-trial leaves it RUNNING; once its heartbeat is stale it is failed and queued
     # again with the same values (the callback's name changed in Optuna 4.9).
     retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
-    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.exc import IntegrityError, OperationalError
 
     for attempt in range(3):
         with _quiet_optuna():
@@ -158,9 +158,10 @@ def open_storage(url: str) -> Any:
                     grace_period=GRACE_S,
                     **callback,
                 )
-            except OperationalError:
-                # Two processes creating the tables of a new database at once: one wins, the other
-                # finds them on its next try.
+            except (OperationalError, IntegrityError):
+                # Two processes creating the tables of a new database at once (the loser sees a lock,
+                # or its alembic_version row already written): one wins, the other finds them on its
+                # next try.
                 if attempt == 2:
                     raise
                 time.sleep(1.0 + attempt)
