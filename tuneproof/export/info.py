@@ -22,7 +22,7 @@ class ExportInfo(Evidence):
     """``tuneproof_export.json``: how to feed the exported model and how to read what comes out."""
 
     FILE: ClassVar[str] = "tuneproof_export.json"
-    OMIT_IF_NONE: ClassVar[frozenset[str]] = frozenset({"thresholds", "model_file", "opset"})
+    OMIT_IF_NONE: ClassVar[frozenset[str]] = frozenset({"thresholds", "model_file", "opset", "kept_fp32"})
 
     format: str
     task: str
@@ -36,6 +36,7 @@ class ExportInfo(Evidence):
     thresholds: dict[str, float] | None = None  # multi-label: each label's decision threshold
     source_model_sha256: str  # digest of the packaged model's weights this export was made from
     quantization: str | None = None
+    kept_fp32: list[str] | None = None  # onnx-int8: the weight nodes left in fp32 (export.int8.keep_fp32)
 
 
 class ExportVerification(Evidence):

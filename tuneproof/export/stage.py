@@ -27,7 +27,7 @@ from tuneproof.export.info import ExportInfo, ExportVerification, model_digest
 from tuneproof.export.manifest import read_manifest, write_manifest
 from tuneproof.export.onnx import GRAPH_FILE, OnnxRunner, export_graph
 from tuneproof.export.original import Original
-from tuneproof.export.quantize import INT8_FILE, QUANTIZATION, quantize_int8
+from tuneproof.export.quantize import INT8_FILE, quantize_int8
 from tuneproof.export.reverify import (
     MAX_LOSS_DIFF,
     MAX_PROB_DIFF,
@@ -157,10 +157,10 @@ def _onnx_format(
     head = head or head_for(original.task)
     if fmt == "onnx":
         shutil.copyfile(fp32_graph, out / GRAPH_FILE)
-        model_file, quantization = GRAPH_FILE, None
+        model_file, quantization, kept = GRAPH_FILE, None, None
     else:
-        quantize_int8(fp32_graph, out / INT8_FILE)
-        model_file, quantization = INT8_FILE, QUANTIZATION
+        quantization, kept = quantize_int8(fp32_graph, out / INT8_FILE, spec.int8)
+        model_file = INT8_FILE
     original.tokenizer.save_pretrained(out)
     info = ExportInfo(
         format=fmt,
@@ -174,6 +174,7 @@ def _onnx_format(
         thresholds=_thresholds(original.task),
         source_model_sha256=model_digest(original.model_dir),
         quantization=quantization,
+        kept_fp32=kept,
     )
     info.write(out)
     runner = OnnxRunner(out, info)
