@@ -92,10 +92,14 @@ def measure(run_dir: Path, texts: list[str], n_b1: int, repeats: int) -> dict[st
 def accuracy(run_dir: Path) -> dict[str, dict[str, Any]]:
     out = {}
     for fmt in EXPORTS:
-        v = json.loads((run_dir / "exports" / fmt / "verification.json").read_text())
+        folder = run_dir / "exports" / fmt
+        v = json.loads((folder / "verification.json").read_text())
+        export = json.loads((folder / "tuneproof_export.json").read_text())
         ev = v["evaluation"]
         out[fmt] = {
             "released": v["released"],
+            "quantization": export.get("quantization"),
+            "model_file_mb": round((folder / export["model_file"]).stat().st_size / 1e6, 2),
             "n": v["n"],
             "accuracy": ev["model"]["accuracy"],
             "accuracy_minus_original": ev["comparisons"]["original"]["accuracy"],
@@ -125,6 +129,9 @@ def render(result: dict[str, Any]) -> str:
             diff = same = "(the original)" if arm == "torch" else "n/a"
         cells = " | ".join(f"{per_b[str(b)]:.1f}" for b in BATCHES)
         lines.append(f"| {arm} | {cells} | {per_b['32'] / base:.2f}x | {diff} | {same} |")
+    sizes = {a: acc[a]["model_file_mb"] for a in EXPORTS if a in acc}
+    lines.append("")
+    lines.append("Model file: " + ", ".join(f"{a} {mb:.1f} MB" for a, mb in sizes.items()))
     best = max((a for a in speed if a != "pipeline"), key=lambda a: speed[a]["32"])
     lines.append("")
     lines.append(
