@@ -15,7 +15,7 @@ appended to ``--out``. Candidates (``kind:key=value:...``):
   MinMax on ``n`` (256) rows of the run's **training** split (never test), batches of 16;
   attention's activation-activation MatMuls in fp32 unless ``act=q``;
 * ``nbits``: MatMulNBits at 8 bits, block ``bs``, accuracy level 4 (activations per block too);
-  ``emb=q`` also the word-embedding table in 8 bits;
+  ``emb=q`` also the word-embedding table in 8 bits (one scale), ``emb=q4`` in 4 bits per block of 32;
 * ``keep=i.j.k``: weight MatMuls by index (6 per MiniLM layer: Q, K, V, attention output,
   feed-forward in, feed-forward out) left in fp32.
 """
@@ -138,11 +138,23 @@ def main(argv: list[str] | None = None) -> int:
                 op_types_to_quantize=("MatMul",),
             )
             q.process()
-            target = out.with_suffix(".weights.onnx") if p.get("emb") == "q" else out
+            target = out.with_suffix(".weights.onnx") if "emb" in p else out
             q.model.save_model_to_file(str(target), use_external_data_format=False)
+            words = [n.name for n in g.node if n.op_type == "Gather" and n.input[1] == "input_ids"]
             if p.get("emb") == "q":
-                words = [n.name for n in g.node if n.op_type == "Gather" and n.input[1] == "input_ids"]
                 quantize_dynamic(target, out, op_types_to_quantize=["Gather"], nodes_to_quantize=words)
+            elif p.get("emb") == "q4":  # MatMulNBits' Gather form: 4 bits, one scale per 32 values
+                others = [n.name for n in g.node if n.op_type == "Gather" and n.name not in words]
+                q4 = MatMulNBitsQuantizer(
+                    onnx.load(target),
+                    bits=4,
+                    block_size=32,
+                    is_symmetric=True,
+                    nodes_to_exclude=others,
+                    op_types_to_quantize=("Gather",),
+                )
+                q4.process()
+                q4.model.save_model_to_file(str(out), use_external_data_format=False)
         else:
             raise SystemExit(f"unknown candidate kind {kind!r}")
         return keep
