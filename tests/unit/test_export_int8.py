@@ -13,7 +13,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from helpers import toy_reviews
-from tuneproof.errors import ExportError
+from tuneproof.errors import ExportError, ProtocolError
 from tuneproof.export.heads import head_for
 from tuneproof.export.info import ExportInfo
 from tuneproof.export.int8_nodes import fp32_weight_nodes, head_nodes, weight_nodes
@@ -127,3 +127,14 @@ def _reverified(graph: dict[str, Any], out: np.ndarray) -> None:
     assert v.evaluation["model"][IDENTICAL]["value"] == pytest.approx(same / len(out))
     assert [g.passed for g in v.gates.verdicts] == [True, True]
     assert "original" in v.evaluation["comparisons"]
+
+
+def test_the_int8_section_is_read_from_the_protocol_and_checked(tiny_bert: Path) -> None:
+    base = f"name: t\nmodel: {{source: {tiny_bert}}}\ndata: {{files: [x.jsonl], labels: [a, b]}}\n"
+    p = parse_protocol(base + "export: {formats: [onnx-int8], int8: {keep_fp32: [head], block_size: 64}}\n")
+    assert p.export is not None and p.export.int8 == Int8Spec(keep_fp32=["head"], block_size=64)
+    assert parse_protocol(base + "export: {formats: [onnx-int8]}\n").export.int8.method == "blockwise"  # type: ignore[union-attr]
+    with pytest.raises(ProtocolError, match=r"export\.int8\.block_size"):
+        parse_protocol(base + "export: {formats: [onnx-int8], int8: {block_size: 48}}\n")
+    with pytest.raises(ProtocolError, match=r"export\.int8\.calibration"):
+        parse_protocol(base + "export: {formats: [onnx-int8], int8: {calibration: train}}\n")
