@@ -77,7 +77,7 @@ def test_multilabel_and_mismatched_rows(tmp_path: Path) -> None:
     paired = compare_runs(a, b)["paired"]
     assert paired["subset_accuracy"]["diff"] == pytest.approx(0.5)
     assert paired["micro_f1"]["verdict"] == "B is better"
-    other = [["y"]] + gold[1:]
+    other = [["y"], *gold[1:]]
     c = _run(tmp_path / "c", "multilabel", pd.DataFrame({"row_id": ids, "label": other, "pred": gold}))
     r = compare_runs(a, c)
     assert r["paired"] == {} and r["same_test_rows"] is False and "'label' differ" in r["reason"]

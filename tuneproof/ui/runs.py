@@ -11,8 +11,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from tuneproof.errors import RunFolderError
 from tuneproof.ui.paths import relative, walk
 
