@@ -236,14 +236,15 @@ def create_ui_app(project: Path, keys: ApiKeys | None = None, allowed_hosts: tup
             )
             out: dict[str, Any] = yaml.safe_load(text)
             return out
-        from tuneproof.protocol.starter import DEFAULT_MODEL
+        from tuneproof.protocol.starter import task_template
 
-        return {
-            "name": "my-protocol",
-            "task": task,
-            "model": {"source": dict(DEFAULT_MODEL), "max_length": 128},
-            "data": {"files": [choice.path if choice else "data/train.csv"]},
-        }
+        out = task_template(task, choice.path if choice else None)
+        if choice is not None and task != "image_classification":
+            # The columns picked on the Data page, where the task reads a text and a target column.
+            out["data"]["text_column"] = choice.text_column
+            if "label_column" in out["data"]:
+                out["data"]["label_column"] = choice.label_column
+        return out
 
     @app.post("/api/template")
     def template(task: str, choice: DataChoice | None = None) -> dict[str, Any]:

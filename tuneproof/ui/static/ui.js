@@ -214,7 +214,7 @@ async function protocolPage() {
   async function loadTemplate() {
     const stored = localStorage.getItem("tp.choice");
     const choice = stored ? JSON.parse(stored) : null;
-    const r = await api("POST", "/api/template?task=" + encodeURIComponent(taskSel.value), taskSel.value === "classification" ? choice : undefined);
+    const r = await api("POST", "/api/template?task=" + encodeURIComponent(taskSel.value), choice || undefined);
     state = r.protocol;
     $("#template-note").textContent = choice ? `from ${choice.path} (${choice.text_column} → ${choice.label_column})` : "a minimal template";
     if (state.name) $("#save-name").value = state.name + ".yaml";
