@@ -65,9 +65,16 @@ class ResumeBody(_Body):
     run: str
 
 
+class ChatMessage(_Body):
+    role: str
+    content: str
+
+
 class TryBody(_Body):
     run: str
-    text: str
+    text: str = ""
+    messages: list[ChatMessage] | None = None  # an sft chat so far, ending with the user's turn
+    with_base: bool = True
 
 
 class LoginBody(_Body):
@@ -369,10 +376,14 @@ def create_ui_app(project: Path, keys: ApiKeys | None = None, allowed_hosts: tup
     # -- Try ----------------------------------------------------------------------------------------
     @app.post("/api/try")
     def try_model(body: TryBody) -> dict[str, Any]:
-        from tuneproof.ui.try_model import try_text
+        from tuneproof.ui.try_model import try_chat, try_text
 
+        run_dir = confine(project, body.run)
+        if body.messages is not None:
+            messages = [{"role": m.role, "content": m.content[:20_000]} for m in body.messages[-50:]]
+            return try_chat(run_dir, messages, body.with_base)
         if not body.text.strip():
             raise HTTPException(422, "type a text")
-        return try_text(confine(project, body.run), body.text[:20_000])
+        return try_text(run_dir, body.text[:20_000])
 
     return app

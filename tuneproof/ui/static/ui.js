@@ -321,32 +321,66 @@ async function runsPage() {
     const kids = [side];
     if (Object.keys(r.paired).length) {
       const pt = el("table", { id: "compare-paired" }, el("tr", {}, ...["B − A on the same test rows", `difference [${Math.round(100 * r.confidence)}% interval]`, "verdict"].map((h) => el("th", { text: h }))));
-      for (const [m, d] of Object.entries(r.paired)) pt.append(el("tr", {}, el("td", { text: m }), el("td", { text: interval(d) }), el("td", {}, el("b", { text: d.verdict }))));
-      kids.push(el("h3", { text: `Paired bootstrap on ${r.n} shared test rows (${r.samples} resamples)` }), pt);
+      for (const [m, d] of Object.entries(r.paired)) pt.append(el("tr", {}, el("td", { text: m + (d.lower_is_better ? " (lower is better)" : "") + (d.n !== r.n ? ` · ${d.n} rows` : "") }), el("td", { text: interval(d) }), el("td", {}, el("b", { text: d.verdict }))));
+      kids.push(el("h3", { text: `Paired bootstrap on ${r.n} shared test rows of these ${r.task} runs (${r.samples} resamples, as the runs drew)` }), pt);
+      if (r.note) kids.push(el("p", { class: "muted", id: "compare-note", text: r.note }));
     } else kids.push(el("p", { class: "problems", text: r.reason }));
     box.replaceChildren(...kids);
   });
 }
 
 // ---------------------------------------------------------------- Try
+function answerBlock(title, m, id) {
+  const kids = [el("h3", { text: title })];
+  if (!m) return el("div", { class: "answer" }, ...kids, el("p", { class: "muted", text: "no answer" }));
+  if (m.generation !== undefined) kids.push(el("p", { class: "generation", id: id ? id + "-generation" : null, text: m.generation || "(empty)" }));
+  if (m.label !== undefined) kids.push(el("p", { id: id ? id + "-label" : null }, "label: ", el("b", { text: String(m.label) })));
+  if (m.probabilities) {
+    const t = el("table");
+    for (const [k, v] of Object.entries(m.probabilities)) t.append(el("tr", {}, el("th", { text: k }), el("td", {}, el("div", { class: "bar" }, el("span", { style: `width:${(100 * v).toFixed(1)}%` }), el("em", { text: fmt(v) })))));
+    kids.push(t);
+  }
+  kids.push(el("details", {}, el("summary", { text: "raw answer" }), el("pre", { text: JSON.stringify(m, null, 2) })));
+  return el("div", { class: "answer" }, ...kids);
+}
 async function tryPage() {
   const runs = (await api("GET", "/api/runs")).runs.filter((r) => r.has_model);
   const sel = $("#try-run");
-  for (const r of runs) sel.append(el("option", { value: r.run, text: `${r.run} (${r.status})` }));
+  const taskOf = {};
+  for (const r of runs) { taskOf[r.run] = r.task; sel.append(el("option", { value: r.run, text: `${r.run} (${r.status})` })); }
+  let history = [];
+  const isChat = () => taskOf[sel.value] === "sft";
+  const reset = () => {
+    history = []; $("#chat-log").replaceChildren(); $("#try-out").replaceChildren();
+    $("#chat").hidden = !isChat(); $("#chat-reset").hidden = !isChat();
+    $("#try-go").textContent = isChat() ? "Send" : "Answer";
+    $("#try-text").placeholder = isChat() ? "what is the colour of the sky" : "a warm, funny film";
+  };
+  sel.addEventListener("change", reset);
+  $("#chat-reset").addEventListener("click", reset);
+  reset();
   $("#try-go").addEventListener("click", async () => {
-    const out = $("#try-out"); out.replaceChildren(el("p", { class: "muted", text: "loading the model and answering…" }));
+    const out = $("#try-out"); out.replaceChildren(el("p", { class: "muted", text: "loading the models and answering…" }));
+    const text = $("#try-text").value;
     try {
-      const r = await api("POST", "/api/try", { run: sel.value, text: $("#try-text").value });
-      const m = r.model; const kids = [el("h3", { text: "Model" + (r.deployable ? "" : " (gates failed: not deployable)") })];
-      if (m.label !== undefined) kids.push(el("p", { id: "try-label" }, "label: ", el("b", { text: String(m.label) })));
-      if (m.probabilities) {
-        const t = el("table");
-        for (const [k, v] of Object.entries(m.probabilities)) t.append(el("tr", {}, el("th", { text: k }), el("td", {}, el("div", { class: "bar" }, el("span", { style: `width:${(100 * v).toFixed(1)}%` }), el("em", { text: fmt(v) })))));
-        kids.push(t);
+      if (isChat()) {
+        const messages = [...history, { role: "user", content: text }];
+        const r = await api("POST", "/api/try", { run: sel.value, messages });
+        // The conversation goes on with the fine-tuned model's answer; the base model answers the same turns.
+        history = [...messages, { role: "assistant", content: r.model.generation }];
+        const turn = el("div", { class: "turn" }, el("p", { class: "user" }, el("b", { text: "you: " }), text),
+          el("div", { class: "side-by-side" }, answerBlock("Fine-tuned model" + (r.deployable ? "" : " (not deployable)"), r.model, "chat-model"),
+            answerBlock("Base model", r.base, "chat-base")));
+        $("#chat-log").append(turn);
+        $("#try-text").value = "";
+        out.replaceChildren(...(r.base_warning ? [el("p", { class: "problems", text: r.base_warning })] : []));
+        return;
       }
-      kids.push(el("details", {}, el("summary", { text: "raw answer" }), el("pre", { text: JSON.stringify(m, null, 2) })));
-      out.replaceChildren(...kids);
-    } catch (e) { out.replaceChildren(problemList([{ where: "try", message: e.message }], "try")); }
+      const r = await api("POST", "/api/try", { run: sel.value, text });
+      const kids = [answerBlock("Model" + (r.deployable ? "" : " (gates failed: not deployable)"), r.model, "try")];
+      if (r.base) kids.push(answerBlock("Base model", r.base, "try-base"));
+      out.replaceChildren(el("div", { class: "side-by-side" }, ...kids), ...(r.base_warning ? [el("p", { class: "problems", text: r.base_warning })] : []));
+    } catch (e) { out.replaceChildren(problemList((e.data && e.data.problems && e.data.problems.length) ? e.data.problems : [{ where: "try", message: e.message }], "try")); }
   });
 }
 
