@@ -289,7 +289,11 @@ def test_sft_protocol_from_list_and_union_widgets_run_compare_and_chat(
         assert load_protocol(project / "sft-ui-a.yaml").protocol.train.max_steps is None
 
         # B: the same data and split, trained far less.
-        weaker = {**saved, "name": "sft-ui-b", "train": {**saved["train"], "epochs": 1, "learning_rate": 0.0005}}
+        weaker = {
+            **saved,
+            "name": "sft-ui-b",
+            "train": {**saved["train"], "epochs": 1, "learning_rate": 0.0005},
+        }
         (project / "sft-ui-b.yaml").write_text(yaml.safe_dump(weaker, sort_keys=False))
 
         # Run both (two detached processes), then compare them and chat with A.
@@ -306,7 +310,9 @@ def test_sft_protocol_from_list_and_union_widgets_run_compare_and_chat(
         for job_id in started:
             job = jobs.find_job(project, job_id)
             assert job is not None
-            done = jobs.wait_for(project, job, {"passed", "rejected", "failed"}, timeout_s=RUN_TIMEOUT_MS / 1000)
+            done = jobs.wait_for(
+                project, job, {"passed", "rejected", "failed"}, timeout_s=RUN_TIMEOUT_MS / 1000
+            )
             assert done["status"] in ("passed", "rejected"), done["log_tail"]
             runs[job_id] = Path(done["run_dir"])
         run_a = runs[started[0]].relative_to(project).as_posix()
@@ -325,7 +331,8 @@ def test_sft_protocol_from_list_and_union_widgets_run_compare_and_chat(
 
         page.goto(ui.url + "/try")
         page.select_option("#try-run", run_a)
-        page.wait_for_selector("#chat:not([hidden])")
+        page.wait_for_selector("#chat:not([hidden])", state="attached")  # an sft run is a chat
+        assert page.inner_text("#try-go") == "Send"
         turns = ["what is the colour of the sky", "what is the colour of the grass"]
         for i, text in enumerate(turns):
             page.fill("#try-text", text)

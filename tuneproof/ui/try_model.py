@@ -75,7 +75,12 @@ def _chat_answer(model: Any, predictor: Any, messages: list[dict[str, str]]) -> 
     ids = prompt_ids(predictor.tokenizer, messages, protocol.model.max_length)
     if ids is None:
         raise DataValidationError(
-            [Problem("messages", f"the conversation is longer than model.max_length ({protocol.model.max_length} tokens)")],
+            [
+                Problem(
+                    "messages",
+                    f"the conversation is longer than model.max_length ({protocol.model.max_length} tokens)",
+                )
+            ],
             "try",
         )
     gen = Generation(ids, protocol.generation.max_new_tokens, temperature=0.0, top_p=None, seed=None)
@@ -108,7 +113,9 @@ def try_chat(run_dir: Path, messages: list[dict[str, str]], with_base: bool = Tr
     check_messages(messages)
     predictor = predictor_for(run_dir)
     if predictor.info.task != "sft":
-        raise DataValidationError([Problem("messages", f"a chat needs an sft run; this is {predictor.info.task}")], "try")
+        raise DataValidationError(
+            [Problem("messages", f"a chat needs an sft run; this is {predictor.info.task}")], "try"
+        )
     conversation = _with_system(predictor, messages)
     out: dict[str, Any] = {"task": "sft", "deployable": predictor.info.deployable, "base": None}
     with _lock:  # one generation at a time: the UI is one person's workbench, not a server
@@ -130,7 +137,12 @@ def try_text(run_dir: Path, text: str) -> dict[str, Any]:
         return try_chat(run_dir, [{"role": "user", "content": text}])
     with _lock:
         answer = predictor.predict([text])[0]
-    out: dict[str, Any] = {"task": task, "model": answer, "deployable": predictor.info.deployable, "base": None}
+    out: dict[str, Any] = {
+        "task": task,
+        "model": answer,
+        "deployable": predictor.info.deployable,
+        "base": None,
+    }
     if task in GENERATIVE:
         import torch
 
