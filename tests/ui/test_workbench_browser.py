@@ -192,7 +192,7 @@ def test_a_run_outlives_the_browser_and_the_ui_then_compare_and_try(
         page.goto(first.url + "/run")
         page.select_option("#protocol-file", "ui-b.yaml")
         page.click("#start")
-        page.wait_for_selector("#job:not([hidden])")
+        page.wait_for_selector("#job:not([hidden])", timeout=90_000)  # a fresh UI under load
         job_id = page.inner_text("#job-id")
         context.close()  # the tab goes away mid-run ...
     finally:
