@@ -105,6 +105,8 @@ async function dataPage() {
 const deref = (schema, p) => (p && p.$ref ? schema.$defs[p.$ref.split("/").pop()] : p);
 const pathText = (p) => p.reduce((s, k) => (typeof k === "number" ? `${s}[${k}]` : (s ? `${s}.${k}` : String(k))), "");
 const getAt = (obj, path) => path.reduce((o, k) => (o !== null && typeof o === "object" ? o[k] : undefined), obj);
+// Optional sections switched on: an empty one means "on, with its defaults" and must stay.
+const pinned = new Set();
 function setAt(obj, path, value) {
   let o = obj;
   path.slice(0, -1).forEach((k, i) => {
@@ -117,6 +119,7 @@ function setAt(obj, path, value) {
   // Drop mappings left empty, so a cleared field returns to the default instead of writing {}.
   for (let i = path.length - 1; i > 0; i--) {
     const parent = getAt(obj, path.slice(0, i));
+    if (pinned.has(pathText(path.slice(0, i)))) break;
     if (parent && typeof parent === "object" && !Array.isArray(parent) && Object.keys(parent).length === 0) {
       const up = i === 1 ? obj : getAt(obj, path.slice(0, i - 1));
       if (Array.isArray(up)) break;
@@ -264,7 +267,11 @@ function optionalObject(ctx, node, prop, path) {
     if (nullable) {
       const v = getAt(ctx.state, path);
       const on = el("input", { type: "checkbox", "data-toggle-for": pathText(path), checked: v !== undefined && v !== null ? "checked" : null });
-      on.addEventListener("change", () => { setAt(ctx.state, path, on.checked ? emptyOf(node) : undefined); draw(); ctx.changed(); });
+      if (on.checked) pinned.add(pathText(path));
+      on.addEventListener("change", () => {
+        if (on.checked) pinned.add(pathText(path)); else pinned.delete(pathText(path));
+        setAt(ctx.state, path, on.checked ? emptyOf(node) : undefined); draw(); ctx.changed();
+      });
       det.append(el("label", { class: "toggle" }, on, ` set ${pathText(path)}`));
     }
     det.append(body); draw();
@@ -307,7 +314,9 @@ function map(ctx, node, prop, path) {
       for (const k of Object.keys(getAt(ctx.state, path) || {})) {
         const remove = el("button", { type: "button", class: "small", "data-remove-for": pathText([...path, k]), text: "×" });
         remove.addEventListener("click", () => { setAt(ctx.state, [...path, k], undefined); draw(); ctx.changed(); });
-        rows.append(el("div", { class: "widget-map-row" }, el("b", { text: k }), el("div", { class: "widget-body" }, widget(ctx, value, [...path, k], { inList: true })), remove));
+        const w = widget(ctx, value, [...path, k], { inList: true });
+        if (w.tagName === "DETAILS") w.open = true; // an entry just added is edited next
+        rows.append(el("div", { class: "widget-map-row" }, el("b", { text: k }), el("div", { class: "widget-body" }, w), remove));
       }
     };
     const name = keys ? el("select", { "data-key-for": pathText(path) }, ...keys.map((k) => el("option", { value: k, text: k })))
@@ -347,6 +356,7 @@ function union(ctx, choices, prop, path, nullable, opts) {
   return el("div", { class: "union" }, pick, body);
 }
 function renderForm(schema, state, changed, container) {
+  pinned.clear();
   objectFields({ schema, state, changed }, schema, [], container);
 }
 function showProblems(problems) {
