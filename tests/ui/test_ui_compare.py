@@ -40,6 +40,9 @@ def test_regression_lower_rmse_is_better_and_the_point_difference_is_exact(tmp_p
     assert r["paired"]["spearman"]["verdict"] == "B is better"  # higher is better, diff > 0
     assert (r["confidence"], r["samples"], r["n"]) == (0.9, 300, 200)
     assert compare_runs(b, a)["paired"]["rmse"]["verdict"] == "A is better"
+    assert "note" not in r
+    (b / "protocol.yaml").write_text("evaluate: {cluster_by: movie}\n")
+    assert "resample clusters of 'movie'" in compare_runs(a, b)["note"]  # said, not hidden
 
 
 def test_ner_entities_are_scored_strictly_on_the_shared_sentences(tmp_path: Path) -> None:
