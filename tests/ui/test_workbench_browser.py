@@ -131,7 +131,8 @@ def test_build_a_protocol_run_it_and_read_the_report(browser: Any, ui: UiServer,
         page.click("#to-protocol")
         page.wait_for_url("**/protocol?from=data")
         page.wait_for_function("document.querySelector('#yaml').textContent.includes('reviews.csv')")
-        _field(page, "model.source").fill('"tiny-bert"')
+        page.select_option('[data-variant-for="model.source"]', label="text")  # a folder, not {package, path}
+        _field(page, "model.source").fill("tiny-bert")
         for path, value in TINY_SETTINGS.items():
             _field(page, path).fill(value)
         _field(page, "train.precision").select_option('"fp32"')
@@ -191,7 +192,7 @@ def test_a_run_outlives_the_browser_and_the_ui_then_compare_and_try(
         page.goto(first.url + "/run")
         page.select_option("#protocol-file", "ui-b.yaml")
         page.click("#start")
-        page.wait_for_selector("#job:not([hidden])")
+        page.wait_for_selector("#job:not([hidden])", timeout=90_000)  # a fresh UI under load
         job_id = page.inner_text("#job-id")
         context.close()  # the tab goes away mid-run ...
     finally:
@@ -234,3 +235,123 @@ def test_a_run_outlives_the_browser_and_the_ui_then_compare_and_try(
     finally:
         context.close()
         second.stop()
+
+
+def test_sft_protocol_from_list_and_union_widgets_run_compare_and_chat(
+    browser: Any, ui: UiServer, project: Path
+) -> None:
+    from helpers_ui import SFT_SELECTS, SFT_SETTINGS, add_chat_files
+
+    from tuneproof.ui.try_model import try_chat
+
+    add_chat_files(project)
+    context = browser.new_context(viewport={"width": 1366, "height": 900})
+    context.set_default_timeout(30_000)
+    page = context.new_page()
+    try:
+        # Protocol: the sft template, edited through the list and union widgets, no JSON typed.
+        page.goto(ui.url + "/protocol")
+        page.wait_for_function("document.querySelector('#yaml').textContent.includes('task: classification')")
+        page.select_option("#task", "sft")
+        page.wait_for_function("document.querySelector('#yaml').textContent.includes('task: sft')")
+        assert page.locator('[data-variant-for="model.source"] option:checked').inner_text() == "PackageFile"
+        page.select_option('[data-variant-for="model.source"]', label="text")
+        _field(page, "model.source").fill("llama")
+        _field(page, "data.files[0]").fill("chat.jsonl")
+        for path, value in SFT_SETTINGS.items():
+            _field(page, path).fill(value)
+        for path, value in SFT_SELECTS.items():
+            _field(page, path).select_option(value)
+        # A union: the removal limit as one number instead of per-stage limits.
+        page.select_option('[data-variant-for="cleaning.max_removed_fraction"]', label="number")
+        _field(page, "cleaning.max_removed_fraction").fill("0.5")
+        # A list: drop the template's ROUGE-L gate, add a perplexity ceiling.
+        page.click('[data-remove-for="gates[1]"]')
+        page.click('[data-add-for="gates"]')
+        problem = _problem(page, "gates[1].metric")
+        problem.wait_for(state="visible")  # a new gate has no metric yet: the problem sits at its field
+        assert "Field required" in problem.inner_text()
+        _field(page, "gates[1].metric").fill("perplexity")
+        _field(page, "gates[1].max").fill("1000000")
+        problem.wait_for(state="hidden")
+        page.wait_for_selector("#problem-count .problems.none")
+        _shot(page, "protocol-sft", full_page=False)
+        page.fill("#save-name", "sft-ui-a.yaml")
+        page.click("#save")
+        page.wait_for_selector("#saved", timeout=60_000)
+        saved = yaml.safe_load((project / "sft-ui-a.yaml").read_text())
+        assert saved["model"] == {"source": "llama", "max_length": 40}
+        assert saved["cleaning"]["max_removed_fraction"] == 0.5
+        assert saved["gates"] == [
+            {"metric": "perplexity", "beats": "base_model"},
+            {"metric": "perplexity", "max": 1000000},
+        ]
+        assert load_protocol(project / "sft-ui-a.yaml").protocol.train.max_steps is None
+
+        # B: the same data and split, trained far less.
+        weaker = {
+            **saved,
+            "name": "sft-ui-b",
+            "train": {**saved["train"], "epochs": 1, "learning_rate": 0.0005},
+        }
+        (project / "sft-ui-b.yaml").write_text(yaml.safe_dump(weaker, sort_keys=False))
+
+        # Run both (two detached processes), then compare them and chat with A.
+        page.goto(ui.url + "/run")
+        started = []
+        for name in ("sft-ui-a.yaml", "sft-ui-b.yaml"):
+            page.select_option("#protocol-file", name)
+            page.click("#start")
+            job_in_url = "new URLSearchParams(location.search).get('job')"
+            previous = started[-1] if started else None
+            page.wait_for_function(f"prev => {job_in_url} && {job_in_url} !== prev", arg=previous)
+            started.append(page.evaluate(job_in_url))
+        runs = {}
+        for job_id in started:
+            job = jobs.find_job(project, job_id)
+            assert job is not None
+            done = jobs.wait_for(
+                project, job, {"passed", "rejected", "failed"}, timeout_s=RUN_TIMEOUT_MS / 1000
+            )
+            assert done["status"] in ("passed", "rejected"), done["log_tail"]
+            runs[job_id] = Path(done["run_dir"])
+        run_a = runs[started[0]].relative_to(project).as_posix()
+        run_b = runs[started[1]].relative_to(project).as_posix()
+
+        page.goto(ui.url + "/runs")
+        page.check(f'#runs-table input.pick[value="{run_a}"]')
+        page.check(f'#runs-table input.pick[value="{run_b}"]')
+        page.click("#compare")
+        page.wait_for_selector("#compare-paired")
+        assert "sft runs" in page.inner_text("#compare-result")
+        row = page.inner_text("#compare-paired tr:has-text('perplexity (lower is better)')")
+        assert "A is better" in row  # 4 epochs at 0.01 against 1 epoch at 0.0005, fixed seeds, same rows
+        assert "rouge_l" in page.inner_text("#compare-paired")
+        _shot(page, "compare-sft")
+
+        page.goto(ui.url + "/try")
+        page.select_option("#try-run", run_a)
+        page.wait_for_selector("#chat:not([hidden])", state="attached")  # an sft run is a chat
+        assert page.inner_text("#try-go") == "Send"
+        turns = ["what is the colour of the sky", "what is the colour of the grass"]
+        for i, text in enumerate(turns):
+            page.fill("#try-text", text)
+            page.click("#try-go")
+            page.locator("#chat-log .turn").nth(i).wait_for(timeout=90_000)
+        model = page.locator("#chat-model-generation").all_inner_texts()
+        base = page.locator("#chat-base-generation").all_inner_texts()
+        _shot(page, "try-sft")
+    finally:
+        context.close()
+    # The page shows what the try code answers for the same conversation (the model's first answer
+    # carried into the second turn), and the base model answers differently from the fine-tuned one.
+    first = try_chat(runs[started[0]], [{"role": "user", "content": turns[0]}])
+    assert (model[0], base[0]) == (first["model"]["generation"], first["base"]["generation"])
+    history = [
+        {"role": "user", "content": turns[0]},
+        {"role": "assistant", "content": model[0]},
+        {"role": "user", "content": turns[1]},
+    ]
+    second = try_chat(runs[started[0]], history)
+    assert (model[1], base[1]) == (second["model"]["generation"], second["base"]["generation"])
+    assert model != base

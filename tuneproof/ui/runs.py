@@ -11,12 +11,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from tuneproof.errors import RunFolderError
 from tuneproof.ui.paths import relative, walk
 
-KEY_METRICS = ("accuracy", "macro_f1", "f1", "rmse", "spearman", "perplexity", "rouge_l")
+KEY_METRICS = ("accuracy", "macro_f1", "f1", "micro_f1", "rmse", "spearman", "perplexity", "rouge_l")
 
 
 def _json(path: Path) -> Any:
@@ -63,7 +61,6 @@ def list_runs(project: Path) -> list[dict[str, Any]]:
 def compare_runs(run_a: Path, run_b: Path, samples: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Metrics of two runs side by side, and B minus A on the same test rows with its interval."""
     from tuneproof.evaluate.bootstrap import bootstrap_indices, paired_difference
-    from tuneproof.evaluate.metrics import accuracy_stat, macro_stat
 
     ma, mb = (_json(d / "manifest.json") for d in (run_a, run_b))
     if not isinstance(ma, dict) or not isinstance(mb, dict):
@@ -78,43 +75,62 @@ def compare_runs(run_a: Path, run_b: Path, samples: int = 1000, seed: int = 0) -
     if not same:
         out["reason"] = "the two runs were tested on different rows (their test splits' SHA-256 differ)"
         return out
-    if ma.get("task") not in ("classification",) or mb.get("task") != ma.get("task"):
-        out["reason"] = (
-            f"paired differences are computed for classification runs (these are {ma.get('task')})"
-        )
+    task = ma.get("task")
+    if mb.get("task") != task:
+        out["reason"] = f"the runs are of different tasks ({task} and {mb.get('task')})"
         return out
     import pandas as pd
 
-    pa = pd.read_parquet(run_a / "predictions" / "test.parquet")
-    pb = pd.read_parquet(run_b / "predictions" / "test.parquet")
-    joined = pa.merge(pb, on="row_id", suffixes=("_a", "_b"))
-    if len(joined) != len(pa) or len(joined) != len(pb) or not (joined["label_a"] == joined["label_b"]).all():
-        out["same_test_rows"] = False
-        out["reason"] = "the prediction files do not hold the same rows with the same labels"
+    from tuneproof.evaluate.direction import lower_is_better
+    from tuneproof.ui.paired import join_predictions, stat_groups
+
+    files = [d / "predictions" / "test.parquet" for d in (run_a, run_b)]
+    if not all(f.is_file() for f in files):
+        out["reason"] = "a run has no predictions/test.parquet to pair"
         return out
-    labels = sorted(set(joined["label_a"]) | set(joined["pred_a"]) | set(joined["pred_b"]))
-    code = {label: i for i, label in enumerate(labels)}
-    y = joined["label_a"].map(code).to_numpy(np.int64)
-    k = len(labels)
-    confidence = float((_json(run_b / "metrics.json") or {}).get("confidence", 0.95))
-    idx = bootstrap_indices(len(joined), samples, seed)
-    stats: dict[str, Any] = {}
-    for side_name in ("a", "b"):
-        pred = joined[f"pred_{side_name}"].map(code).to_numpy(np.int64)
-        stats[side_name] = {
-            "accuracy": accuracy_stat((pred == y).astype(np.float64)),
-            "macro_f1": macro_stat(y * k + pred, k, "f1"),
-        }
-    for metric in ("accuracy", "macro_f1"):
-        d = paired_difference(stats["b"][metric], stats["a"][metric], idx, confidence)
-        low, high = d["low"], d["high"]
-        verdict = (
-            "B is better"
-            if low is not None and low > 0
-            else "A is better"
-            if high is not None and high < 0
-            else "no clear difference"
+    joined, why = join_predictions(str(task), pd.read_parquet(files[0]), pd.read_parquet(files[1]))
+    if joined is None:
+        out["same_test_rows"] = False
+        out["reason"] = why
+        return out
+    evidence_b = _json(run_b / "metrics.json") or {}
+    confidence = float(evidence_b.get("confidence", 0.95))
+    samples = int(evidence_b.get("bootstrap_samples", samples))
+    for i, group in enumerate(stat_groups(str(task), joined)):
+        idx = bootstrap_indices(group.n, samples, seed + i)
+        for metric, stat_b in group.b.items():
+            d = paired_difference(stat_b, group.a[metric], idx, confidence)
+            low, high = d["low"], d["high"]
+            sign = -1.0 if lower_is_better(metric) else 1.0
+            better_b = low is not None and high is not None and min(sign * low, sign * high) > 0
+            better_a = low is not None and high is not None and max(sign * low, sign * high) < 0
+            verdict = "B is better" if better_b else "A is better" if better_a else "no clear difference"
+            out["paired"][metric] = {
+                **d,
+                "n": group.n,
+                "lower_is_better": sign < 0,
+                "verdict": verdict,
+            }
+    out.update(n=len(joined), confidence=confidence, samples=samples, task=task)
+    if not out["paired"]:
+        out["reason"] = "the runs share no metric that can be paired (different tokenizers?)"
+    clustered = _cluster_by(run_a) or _cluster_by(run_b)
+    if clustered:
+        # The predictions files do not carry the cluster column, so these intervals resample rows;
+        # the runs' own intervals (in their metrics) resample clusters and are wider.
+        out["note"] = (
+            f"the runs resample clusters of {clustered!r}; this paired interval resamples rows "
+            "and is narrower than a clustered one"
         )
-        out["paired"][metric] = {**d, "verdict": verdict}
-    out.update(n=len(joined), confidence=confidence, samples=samples)
     return out
+
+
+def _cluster_by(run_dir: Path) -> str | None:
+    import yaml
+
+    try:
+        raw = yaml.safe_load((run_dir / "protocol.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    value = ((raw or {}).get("evaluate") or {}).get("cluster_by") if isinstance(raw, dict) else None
+    return str(value) if value else None

@@ -99,102 +99,283 @@ async function dataPage() {
 }
 
 // ---------------------------------------------------------------- Protocol (form from the JSON Schema)
-function resolve(schema, prop) { return prop && prop.$ref ? schema.$defs[prop.$ref.split("/").pop()] : prop; }
-function objectRef(schema, prop) {
-  const r = resolve(schema, prop);
-  return r && r.type === "object" && r.properties ? r : null;
-}
-function leafKind(prop) {
-  const opts = prop.anyOf ? prop.anyOf.filter((p) => p.type !== "null") : [prop];
-  if (opts.length !== 1) return { kind: "json", nullable: !!prop.anyOf };
-  const p = opts[0];
-  const nullable = !!prop.anyOf && prop.anyOf.some((x) => x.type === "null");
-  if (p.enum || p.const !== undefined) return { kind: "enum", values: p.enum || [p.const], nullable };
-  if (p.type === "boolean") return { kind: "enum", values: [true, false], nullable };
-  if (p.type === "integer" || p.type === "number") return { kind: "number", integer: p.type === "integer", nullable };
-  if (p.type === "string") return { kind: "string", nullable };
-  return { kind: "json", nullable };
-}
-const getAt = (obj, path) => path.reduce((o, k) => (o && typeof o === "object" ? o[k] : undefined), obj);
+// Every widget is chosen from the schema node alone (object, optional object, list, map, union, leaf),
+// so a field added to the pydantic models gets its widget without a line here. Paths are written as
+// the protocol loader names problems ("gates[0].metric"), so a problem lands on its widget.
+const deref = (schema, p) => (p && p.$ref ? schema.$defs[p.$ref.split("/").pop()] : p);
+const pathText = (p) => p.reduce((s, k) => (typeof k === "number" ? `${s}[${k}]` : (s ? `${s}.${k}` : String(k))), "");
+const getAt = (obj, path) => path.reduce((o, k) => (o !== null && typeof o === "object" ? o[k] : undefined), obj);
+// Optional sections switched on: an empty one means "on, with its defaults" and must stay.
+const pinned = new Set();
 function setAt(obj, path, value) {
   let o = obj;
-  for (const k of path.slice(0, -1)) { if (typeof o[k] !== "object" || o[k] === null || Array.isArray(o[k])) o[k] = {}; o = o[k]; }
-  if (value === undefined) delete o[path[path.length - 1]]; else o[path[path.length - 1]] = value;
-  // Drop sections left empty, so a cleared field returns to the default instead of writing {}.
+  path.slice(0, -1).forEach((k, i) => {
+    const wantList = typeof path[i + 1] === "number";
+    if (o[k] === null || typeof o[k] !== "object" || Array.isArray(o[k]) !== wantList) o[k] = wantList ? [] : {};
+    o = o[k];
+  });
+  const last = path[path.length - 1];
+  if (value === undefined && !Array.isArray(o)) delete o[last]; else o[last] = value;
+  // Drop mappings left empty, so a cleared field returns to the default instead of writing {}.
   for (let i = path.length - 1; i > 0; i--) {
     const parent = getAt(obj, path.slice(0, i));
+    if (pinned.has(pathText(path.slice(0, i)))) break;
     if (parent && typeof parent === "object" && !Array.isArray(parent) && Object.keys(parent).length === 0) {
-      const up = i === 1 ? obj : getAt(obj, path.slice(0, i - 1)); delete up[path[i - 1]];
+      const up = i === 1 ? obj : getAt(obj, path.slice(0, i - 1));
+      if (Array.isArray(up)) break;
+      delete up[path[i - 1]];
     } else break;
   }
 }
-const OPEN_SECTIONS = ["model", "data", "split", "train"];
-function renderFields(schema, model, path, state, onChange, container) {
-  const required = new Set(model.required || []);
-  for (const [key, prop] of Object.entries(model.properties)) {
-    const p = [...path, key], dotted = p.join(".");
-    const sub = objectRef(schema, prop);
-    if (sub) {
-      // The sections a person edits first start open; the rest open when a problem points into them.
-      const det = el("details", { class: "section", "data-section": dotted, open: path.length === 0 && OPEN_SECTIONS.includes(key) ? "open" : null });
-      det.append(el("summary", { text: dotted }), el("small", { class: "muted", text: prop.description || sub.description || "" }),
-                 el("div", { class: "problem", "data-problem-for": dotted }));
-      renderFields(schema, sub, p, state, onChange, det);
-      container.append(det);
-      continue;
-    }
-    const info = leafKind(prop);
-    const current = getAt(state, p);
-    const id = "f-" + dotted.replace(/[^A-Za-z0-9]/g, "-");
-    let input;
-    if (info.kind === "enum") {
-      input = el("select", { id });
-      input.append(el("option", { value: "", text: "default" + (prop.default !== undefined ? ` (${JSON.stringify(prop.default)})` : "") }));
-      for (const v of info.values) input.append(el("option", { value: JSON.stringify(v), text: String(v) }));
-      if (info.nullable) input.append(el("option", { value: "null", text: "null" }));
-      if (current !== undefined) input.value = JSON.stringify(current);
-    } else if (info.kind === "json") {
-      input = el("textarea", { id, rows: 2, placeholder: prop.default !== undefined ? JSON.stringify(prop.default) : "JSON" });
-      if (current !== undefined) input.value = JSON.stringify(current);
-    } else {
-      input = el("input", { id, type: info.kind === "number" ? "number" : "text", step: "any",
-                            placeholder: prop.default !== undefined && prop.default !== null ? String(prop.default) : (required.has(key) ? "required" : "") });
-      if (current !== undefined && current !== null) input.value = String(current);
-    }
-    input.dataset.path = dotted;
-    const problem = el("div", { class: "problem", "data-problem-for": dotted });
-    input.addEventListener("input", () => {
-      let value; const raw = input.value; input.classList.remove("invalid"); problem.textContent = "";
-      if (raw === "") value = undefined;
-      else if (info.kind === "enum") value = JSON.parse(raw);
-      else if (info.kind === "number") value = Number(raw);
-      else if (info.kind === "json") {
-        try { value = JSON.parse(raw); } catch (e) { input.classList.add("invalid"); problem.textContent = "not valid JSON: " + e.message; return; }
-      } else value = raw;
-      setAt(state, p, value); onChange();
-    });
-    const def = prop.default !== undefined ? ` Default: ${JSON.stringify(prop.default)}.` : (required.has(key) ? " Required." : "");
-    container.append(el("div", { class: "field" }, el("label", { for: id, text: dotted }), input,
-                        el("small", { text: (prop.description || "") + def }), problem));
+// The options of a node: anyOf/oneOf members (null apart), or the node itself.
+function options(schema, prop) {
+  const all = prop.anyOf || prop.oneOf || [prop];
+  return { opts: all.filter((o) => o.type !== "null").map((o) => ({ raw: o, node: deref(schema, o) })),
+           nullable: all.some((o) => o.type === "null") };
+}
+function shapeOf(node) {
+  if (node.enum || node.const !== undefined) return "enum";
+  if (node.type === "object" && node.properties) return "object";
+  if (node.type === "object" && node.additionalProperties && typeof node.additionalProperties === "object") return "map";
+  if (node.type === "array" && node.items) return "list";
+  if (["boolean", "integer", "number", "string"].includes(node.type)) return node.type;
+  return "json";
+}
+function variantName(node) {
+  if (node.const !== undefined) return String(node.const);
+  if (node.title && node.type === "object") {
+    const tag = Object.values(node.properties || {}).find((p) => p.const !== undefined);
+    return tag ? String(tag.const) : node.title;
   }
+  return { string: "text", number: "number", integer: "whole number", boolean: "yes/no", array: "list", object: "mapping" }[node.type] || "value";
+}
+function fits(node, v) {
+  const shape = shapeOf(node);
+  if (shape === "enum") return (node.enum || [node.const]).includes(v);
+  if (shape === "object") {
+    if (v === null || typeof v !== "object" || Array.isArray(v)) return false;
+    const props = node.properties;
+    return Object.keys(v).every((k) => k in props) &&
+      Object.entries(props).every(([k, p]) => p.const === undefined || v[k] === undefined || v[k] === p.const);
+  }
+  if (shape === "map") return v !== null && typeof v === "object" && !Array.isArray(v);
+  if (shape === "list") return Array.isArray(v);
+  if (shape === "integer") return Number.isInteger(v);
+  if (shape === "number") return typeof v === "number";
+  if (shape === "string" || shape === "boolean") return typeof v === shape;
+  return true;
+}
+function emptyOf(node) {
+  const shape = shapeOf(node);
+  if (shape === "object") {
+    const out = {};
+    for (const [k, p] of Object.entries(node.properties)) if (p.const !== undefined) out[k] = p.const;
+    return out;
+  }
+  const number = node.default ?? node.minimum ?? 0; // a number variant needs a number to stay chosen
+  return { map: {}, list: [], string: "", enum: node.enum ? node.enum[0] : node.const, boolean: false,
+           number, integer: number }[shape];
+}
+const problemBox = (path) => el("div", { class: "problem", "data-problem-for": pathText(path) });
+const helpText = (prop, required) => (prop.description || "") +
+  (prop.default !== undefined ? ` Default: ${JSON.stringify(prop.default)}.` : (required ? " Required." : ""));
+
+// One protocol value at `path`: the widget its schema node calls for.
+function widget(ctx, prop, path, opts) {
+  const { schema, state } = ctx;
+  const { opts: choices, nullable } = options(schema, prop);
+  if (!choices.length) return leaf(ctx, {}, prop, path, nullable, opts);
+  if (choices.length === 1) {
+    const node = choices[0].node;
+    return shapeOf(node) === "object" ? optionalObject(ctx, node, prop, path) : shaped(ctx, node, prop, path, nullable, opts);
+  }
+  return union(ctx, choices, prop, path, nullable, opts);
+}
+function shaped(ctx, node, prop, path, nullable, opts) {
+  const shape = shapeOf(node);
+  if (shape === "object") return objectFields(ctx, node, path, el("div", { class: "object" }));
+  if (shape === "list") return list(ctx, node, prop, path);
+  if (shape === "map") return map(ctx, node, prop, path);
+  return leaf(ctx, node, prop, path, nullable, opts);
+}
+function leaf(ctx, node, prop, path, nullable, opts) {
+  const shape = shapeOf(node), dotted = pathText(path), inList = opts && opts.inList;
+  const current = getAt(ctx.state, path);
+  const id = "f-" + dotted.replace(/[^A-Za-z0-9]/g, "-");
+  let input;
+  if (shape === "enum" || shape === "boolean") {
+    const values = shape === "boolean" ? [true, false] : (node.enum || [node.const]);
+    input = el("select", { id });
+    if (!inList) input.append(el("option", { value: "", text: "default" + (prop.default !== undefined ? ` (${JSON.stringify(prop.default)})` : "") }));
+    for (const v of values) input.append(el("option", { value: JSON.stringify(v), text: String(v) }));
+    if (nullable) input.append(el("option", { value: "null", text: "null" }));
+    if (current !== undefined) input.value = JSON.stringify(current);
+  } else if (shape === "json") {
+    input = el("textarea", { id, rows: 2, placeholder: prop.default !== undefined ? JSON.stringify(prop.default) : "JSON" });
+    if (current !== undefined) input.value = JSON.stringify(current);
+  } else {
+    const number = shape === "integer" || shape === "number";
+    input = el("input", { id, type: number ? "number" : "text", step: shape === "integer" ? "1" : "any",
+      placeholder: prop.default !== undefined && prop.default !== null ? String(prop.default) : ((opts && opts.required) ? "required" : "") });
+    if (current !== undefined && current !== null) input.value = String(current);
+  }
+  input.dataset.path = dotted;
+  const problem = problemBox(path);
+  input.addEventListener("input", () => {
+    let value; const raw = input.value; input.classList.remove("invalid"); problem.textContent = "";
+    if (raw === "") value = inList ? (shape === "string" ? "" : null) : undefined;
+    else if (shape === "enum" || shape === "boolean") value = JSON.parse(raw);
+    else if (shape === "integer" || shape === "number") value = Number(raw);
+    else if (shape === "json") {
+      try { value = JSON.parse(raw); } catch (e) { input.classList.add("invalid"); problem.textContent = "not valid JSON: " + e.message; return; }
+    } else value = raw;
+    setAt(ctx.state, path, value); ctx.changed();
+  });
+  return el("span", { class: "leaf" }, input, problem);
+}
+function field(ctx, key, prop, path, required) {
+  const dotted = pathText(path);
+  const body = widget(ctx, prop, path, { required });
+  const structured = body.classList.contains("section");
+  if (structured) return body;
+  return el("div", { class: "field" }, el("label", { for: "f-" + dotted.replace(/[^A-Za-z0-9]/g, "-"), text: dotted }), body,
+            el("small", { text: helpText(prop, required) }));
+}
+const OPEN_SECTIONS = ["model", "data", "split", "train", "gates"];
+function section(ctx, prop, path, build) {
+  const dotted = pathText(path);
+  const det = el("details", { class: "section", "data-section": dotted,
+                              open: (path.length === 1 && OPEN_SECTIONS.includes(path[0])) || typeof path[path.length - 1] === "number" ? "open" : null });
+  det.append(el("summary", { text: dotted }), el("small", { class: "muted", text: helpText(prop, false) }), problemBox(path));
+  build(det);
+  return det;
+}
+function objectFields(ctx, node, path, container) {
+  const required = new Set(node.required || []);
+  for (const [key, p] of Object.entries(node.properties)) {
+    if (p.const !== undefined && path.length) continue; // a union's tag: the variant picker sets it
+    container.append(field(ctx, key, p, [...path, key], required.has(key)));
+  }
+  return container;
+}
+// A nested model: always there (its defaults apply), or optional ("off when unset").
+function optionalObject(ctx, node, prop, path) {
+  const { nullable } = options(ctx.schema, prop);
+  return section(ctx, prop, path, (det) => {
+    const body = el("div", { class: "object" });
+    const draw = () => { body.replaceChildren(); const v = getAt(ctx.state, path); if (!nullable || (v !== undefined && v !== null)) objectFields(ctx, node, path, body); };
+    if (nullable) {
+      const v = getAt(ctx.state, path);
+      const on = el("input", { type: "checkbox", "data-toggle-for": pathText(path), checked: v !== undefined && v !== null ? "checked" : null });
+      if (on.checked) pinned.add(pathText(path));
+      on.addEventListener("change", () => {
+        if (on.checked) pinned.add(pathText(path)); else pinned.delete(pathText(path));
+        setAt(ctx.state, path, on.checked ? emptyOf(node) : undefined); draw(); ctx.changed();
+      });
+      det.append(el("label", { class: "toggle" }, on, ` set ${pathText(path)}`));
+    }
+    det.append(body); draw();
+  });
+}
+function list(ctx, node, prop, path) {
+  const item = node.items;
+  return section(ctx, prop, path, (det) => {
+    det.classList.add("widget-list");
+    const rows = el("div", { class: "items" });
+    const note = el("small", { class: "muted" });
+    const draw = () => {
+      rows.replaceChildren();
+      const v = getAt(ctx.state, path);
+      note.textContent = v === undefined ? `unset: the default ${JSON.stringify(prop.default ?? null)} applies` : `${v.length} item(s)`;
+      (v || []).forEach((_, i) => {
+        const remove = el("button", { type: "button", class: "small", "data-remove-for": pathText([...path, i]), title: "remove", text: "×" });
+        remove.addEventListener("click", () => { const arr = getAt(ctx.state, path); arr.splice(i, 1); draw(); ctx.changed(); });
+        rows.append(el("div", { class: "widget-item" }, el("div", { class: "widget-body" }, widget(ctx, item, [...path, i], { inList: true })), remove));
+      });
+    };
+    const add = el("button", { type: "button", class: "small", "data-add-for": pathText(path), text: "+ add" });
+    add.addEventListener("click", () => {
+      const arr = getAt(ctx.state, path) || [];
+      const { opts } = options(ctx.schema, item);
+      setAt(ctx.state, path, [...arr, emptyOf(opts[0].node)]); draw(); ctx.changed();
+    });
+    const reset = el("button", { type: "button", class: "small", "data-default-for": pathText(path), text: "↺ default" });
+    reset.addEventListener("click", () => { setAt(ctx.state, path, undefined); draw(); ctx.changed(); });
+    det.append(note, rows, el("div", { class: "row" }, add, reset));
+    draw();
+  });
+}
+function map(ctx, node, prop, path) {
+  const value = node.additionalProperties, keys = node.propertyNames && node.propertyNames.enum;
+  return section(ctx, prop, path, (det) => {
+    const rows = el("div", { class: "items" });
+    const draw = () => {
+      rows.replaceChildren();
+      for (const k of Object.keys(getAt(ctx.state, path) || {})) {
+        const remove = el("button", { type: "button", class: "small", "data-remove-for": pathText([...path, k]), text: "×" });
+        remove.addEventListener("click", () => { setAt(ctx.state, [...path, k], undefined); draw(); ctx.changed(); });
+        const w = widget(ctx, value, [...path, k], { inList: true });
+        if (w.tagName === "DETAILS") w.open = true; // an entry just added is edited next
+        rows.append(el("div", { class: "widget-map-row" }, el("b", { text: k }), el("div", { class: "widget-body" }, w), remove));
+      }
+    };
+    const name = keys ? el("select", { "data-key-for": pathText(path) }, ...keys.map((k) => el("option", { value: k, text: k })))
+                      : el("input", { "data-key-for": pathText(path), placeholder: "key" });
+    const add = el("button", { type: "button", class: "small", "data-add-for": pathText(path), text: "+ add" });
+    add.addEventListener("click", () => {
+      const k = name.value.trim(); if (!k || (getAt(ctx.state, path) || {})[k] !== undefined) return;
+      setAt(ctx.state, [...path, k], emptyOf(deref(ctx.schema, options(ctx.schema, value).opts[0].raw))); draw(); ctx.changed();
+    });
+    det.append(rows, el("div", { class: "row" }, name, add));
+    draw();
+  });
+}
+function union(ctx, choices, prop, path, nullable, opts) {
+  const dotted = pathText(path);
+  const pick = el("select", { class: "widget-variant", "data-variant-for": dotted });
+  if (!(opts && opts.inList)) pick.append(el("option", { value: "", text: "default" + (prop.default !== undefined ? ` (${JSON.stringify(prop.default)})` : "") }));
+  choices.forEach((c, i) => pick.append(el("option", { value: String(i), text: variantName(c.node) })));
+  if (nullable) pick.append(el("option", { value: "null", text: "null" }));
+  const body = el("div", { class: "widget-body" });
+  const draw = () => {
+    body.replaceChildren();
+    const v = getAt(ctx.state, path);
+    if (v === undefined) { pick.value = pick.querySelector('option[value=""]') ? "" : "0"; return; }
+    if (v === null) { pick.value = "null"; return; }
+    const i = choices.findIndex((c) => fits(c.node, v));
+    pick.value = String(Math.max(i, 0));
+    const c = choices[Math.max(i, 0)];
+    if (shapeOf(c.node) === "enum") return; // a constant: the picker is the value
+    body.append(shaped(ctx, c.node, c.node.description ? c.node : prop, path, false, { inList: true }));
+  };
+  pick.addEventListener("change", () => {
+    const v = pick.value === "" ? undefined : pick.value === "null" ? null : emptyOf(choices[Number(pick.value)].node);
+    setAt(ctx.state, path, v); draw(); ctx.changed();
+  });
+  draw();
+  return el("div", { class: "union" }, pick, body);
+}
+function renderForm(schema, state, changed, container) {
+  pinned.clear();
+  objectFields({ schema, state, changed }, schema, [], container);
 }
 function showProblems(problems) {
   document.querySelectorAll("[data-problem-for]").forEach((e) => { e.textContent = ""; });
   document.querySelectorAll(".invalid").forEach((e) => e.classList.remove("invalid"));
   const general = [];
   for (const pr of problems) {
-    let path = pr.where.replace(/\[\d+\]/g, "");
-    let target = null;
+    let path = pr.where, target = null;
     while (path) {
       target = document.querySelector(`[data-problem-for="${CSS.escape(path)}"]`);
       if (target) break;
-      path = path.includes(".") ? path.slice(0, path.lastIndexOf(".")) : "";
+      const cut = Math.max(path.lastIndexOf("."), path.lastIndexOf("["));
+      path = cut > 0 ? path.slice(0, cut) : "";
     }
     if (!target) { general.push(pr); continue; }
-    target.textContent = (target.textContent ? target.textContent + "; " : "") + pr.message;
+    target.textContent = (target.textContent ? target.textContent + "; " : "") + (path === pr.where ? "" : pr.where + ": ") + pr.message;
     const input = document.querySelector(`[data-path="${CSS.escape(path)}"]`);
     if (input) input.classList.add("invalid");
-    const det = target.closest("details"); if (det) det.open = true;
+    for (let det = target.closest("details"); det; det = det.parentElement && det.parentElement.closest("details")) det.open = true;
   }
   $("#general-problems").replaceChildren(...(general.length ? [problemList(general, "protocol")] : []));
   $("#problem-count").replaceChildren(problemList(problems, "live check"));
@@ -210,11 +391,11 @@ async function protocolPage() {
     $("#yaml").textContent = r.yaml; showProblems(r.problems);
   };
   const changed = () => { clearTimeout(timer); timer = setTimeout(check, 250); };
-  const render = () => { const form = $("#form"); form.replaceChildren(); renderFields(schema, schema, [], state, changed, form); check(); };
+  const render = () => { const form = $("#form"); form.replaceChildren(); renderForm(schema, state, changed, form); check(); };
   async function loadTemplate() {
     const stored = localStorage.getItem("tp.choice");
     const choice = stored ? JSON.parse(stored) : null;
-    const r = await api("POST", "/api/template?task=" + encodeURIComponent(taskSel.value), taskSel.value === "classification" ? choice : undefined);
+    const r = await api("POST", "/api/template?task=" + encodeURIComponent(taskSel.value), choice || undefined);
     state = r.protocol;
     $("#template-note").textContent = choice ? `from ${choice.path} (${choice.text_column} → ${choice.label_column})` : "a minimal template";
     if (state.name) $("#save-name").value = state.name + ".yaml";
@@ -321,32 +502,66 @@ async function runsPage() {
     const kids = [side];
     if (Object.keys(r.paired).length) {
       const pt = el("table", { id: "compare-paired" }, el("tr", {}, ...["B − A on the same test rows", `difference [${Math.round(100 * r.confidence)}% interval]`, "verdict"].map((h) => el("th", { text: h }))));
-      for (const [m, d] of Object.entries(r.paired)) pt.append(el("tr", {}, el("td", { text: m }), el("td", { text: interval(d) }), el("td", {}, el("b", { text: d.verdict }))));
-      kids.push(el("h3", { text: `Paired bootstrap on ${r.n} shared test rows (${r.samples} resamples)` }), pt);
+      for (const [m, d] of Object.entries(r.paired)) pt.append(el("tr", {}, el("td", { text: m + (d.lower_is_better ? " (lower is better)" : "") + (d.n !== r.n ? ` · ${d.n} rows` : "") }), el("td", { text: interval(d) }), el("td", {}, el("b", { text: d.verdict }))));
+      kids.push(el("h3", { text: `Paired bootstrap on ${r.n} shared test rows of these ${r.task} runs (${r.samples} resamples, as the runs drew)` }), pt);
+      if (r.note) kids.push(el("p", { class: "muted", id: "compare-note", text: r.note }));
     } else kids.push(el("p", { class: "problems", text: r.reason }));
     box.replaceChildren(...kids);
   });
 }
 
 // ---------------------------------------------------------------- Try
+function answerBlock(title, m, id) {
+  const kids = [el("h3", { text: title })];
+  if (!m) return el("div", { class: "answer" }, ...kids, el("p", { class: "muted", text: "no answer" }));
+  if (m.generation !== undefined) kids.push(el("p", { class: "generation", id: id ? id + "-generation" : null, text: m.generation || "(empty)" }));
+  if (m.label !== undefined) kids.push(el("p", { id: id ? id + "-label" : null }, "label: ", el("b", { text: String(m.label) })));
+  if (m.probabilities) {
+    const t = el("table");
+    for (const [k, v] of Object.entries(m.probabilities)) t.append(el("tr", {}, el("th", { text: k }), el("td", {}, el("div", { class: "bar" }, el("span", { style: `width:${(100 * v).toFixed(1)}%` }), el("em", { text: fmt(v) })))));
+    kids.push(t);
+  }
+  kids.push(el("details", {}, el("summary", { text: "raw answer" }), el("pre", { text: JSON.stringify(m, null, 2) })));
+  return el("div", { class: "answer" }, ...kids);
+}
 async function tryPage() {
   const runs = (await api("GET", "/api/runs")).runs.filter((r) => r.has_model);
   const sel = $("#try-run");
-  for (const r of runs) sel.append(el("option", { value: r.run, text: `${r.run} (${r.status})` }));
+  const taskOf = {};
+  for (const r of runs) { taskOf[r.run] = r.task; sel.append(el("option", { value: r.run, text: `${r.run} (${r.status})` })); }
+  let history = [];
+  const isChat = () => taskOf[sel.value] === "sft";
+  const reset = () => {
+    history = []; $("#chat-log").replaceChildren(); $("#try-out").replaceChildren();
+    $("#chat").hidden = !isChat(); $("#chat-reset").hidden = !isChat();
+    $("#try-go").textContent = isChat() ? "Send" : "Answer";
+    $("#try-text").placeholder = isChat() ? "what is the colour of the sky" : "a warm, funny film";
+  };
+  sel.addEventListener("change", reset);
+  $("#chat-reset").addEventListener("click", reset);
+  reset();
   $("#try-go").addEventListener("click", async () => {
-    const out = $("#try-out"); out.replaceChildren(el("p", { class: "muted", text: "loading the model and answering…" }));
+    const out = $("#try-out"); out.replaceChildren(el("p", { class: "muted", text: "loading the models and answering…" }));
+    const text = $("#try-text").value;
     try {
-      const r = await api("POST", "/api/try", { run: sel.value, text: $("#try-text").value });
-      const m = r.model; const kids = [el("h3", { text: "Model" + (r.deployable ? "" : " (gates failed: not deployable)") })];
-      if (m.label !== undefined) kids.push(el("p", { id: "try-label" }, "label: ", el("b", { text: String(m.label) })));
-      if (m.probabilities) {
-        const t = el("table");
-        for (const [k, v] of Object.entries(m.probabilities)) t.append(el("tr", {}, el("th", { text: k }), el("td", {}, el("div", { class: "bar" }, el("span", { style: `width:${(100 * v).toFixed(1)}%` }), el("em", { text: fmt(v) })))));
-        kids.push(t);
+      if (isChat()) {
+        const messages = [...history, { role: "user", content: text }];
+        const r = await api("POST", "/api/try", { run: sel.value, messages });
+        // The conversation goes on with the fine-tuned model's answer; the base model answers the same turns.
+        history = [...messages, { role: "assistant", content: r.model.generation }];
+        const turn = el("div", { class: "turn" }, el("p", { class: "user" }, el("b", { text: "you: " }), text),
+          el("div", { class: "side-by-side" }, answerBlock("Fine-tuned model" + (r.deployable ? "" : " (not deployable)"), r.model, "chat-model"),
+            answerBlock("Base model", r.base, "chat-base")));
+        $("#chat-log").append(turn);
+        $("#try-text").value = "";
+        out.replaceChildren(...(r.base_warning ? [el("p", { class: "problems", text: r.base_warning })] : []));
+        return;
       }
-      kids.push(el("details", {}, el("summary", { text: "raw answer" }), el("pre", { text: JSON.stringify(m, null, 2) })));
-      out.replaceChildren(...kids);
-    } catch (e) { out.replaceChildren(problemList([{ where: "try", message: e.message }], "try")); }
+      const r = await api("POST", "/api/try", { run: sel.value, text });
+      const kids = [answerBlock("Model" + (r.deployable ? "" : " (gates failed: not deployable)"), r.model, "try")];
+      if (r.base) kids.push(answerBlock("Base model", r.base, "try-base"));
+      out.replaceChildren(el("div", { class: "side-by-side" }, ...kids), ...(r.base_warning ? [el("p", { class: "problems", text: r.base_warning })] : []));
+    } catch (e) { out.replaceChildren(problemList((e.data && e.data.problems && e.data.problems.length) ? e.data.problems : [{ where: "try", message: e.message }], "try")); }
   });
 }
 
