@@ -165,7 +165,10 @@ class LocalFederation:
         atomic_write_text(app / "tuneproof_federation" / "__init__.py", "")
         atomic_write_text(app / "tuneproof_federation" / "apps.py", _APP_MODULE)
         home = self.run_dir / "flower" / "home"
-        connection = f'[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = "127.0.0.1:{self.port}"\ninsecure = true\n'
+        connection = (
+            '[superlink]\ndefault = "local"\n\n[superlink.local]\n'
+            f'address = "127.0.0.1:{self.port}"\ninsecure = true\n'
+        )
         atomic_write_text(home / "config.toml", connection)
         run_config = f'protocol="{self.protocol}" run-dir="{self.run_dir}"'
         done = subprocess.run(

@@ -23,7 +23,7 @@ from torch import nn
 
 from tuneproof.context import RunContext, build_context
 from tuneproof.data.prepare import PreparedData, write_splits
-from tuneproof.errors import ProtocolError, Problem
+from tuneproof.errors import Problem, ProtocolError
 from tuneproof.evaluate.bootstrap import bootstrap_indices
 from tuneproof.federated.spec import SiteSpec
 from tuneproof.fsutil import atomic_write_json

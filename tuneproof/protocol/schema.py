@@ -797,7 +797,11 @@ class Protocol(Strict):
             # Every site must map labels to the same ids, or averaging their heads is meaningless.
             raise ValueError("federated: supported for task classification with data.labels listed")
         for i, gate in enumerate(self.gates if self.federated is not None else []):
-            if gate.beats is not None or gate.slice_min is not None or gate.metric not in ("accuracy", "macro_f1"):
+            if (
+                gate.beats is not None
+                or gate.slice_min is not None
+                or gate.metric not in ("accuracy", "macro_f1")
+            ):
                 raise ValueError(f"gates[{i}]: a federated run gates accuracy or macro_f1 by min or max only")
         return self
 
