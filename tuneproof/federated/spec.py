@@ -20,8 +20,10 @@ class _Strict(BaseModel):
 
 
 class _PackageFile(_Strict):
-    package: str
-    path: str
+    # The site protocol is validated again as a whole (site.site_protocol), where the schema's own
+    # PackageFile checks the name and keeps the path inside the package; this cannot import it.
+    package: str = Field(description="import name of the package holding the site's file")
+    path: str = Field(description="path inside the package folder")
 
 
 class SiteSpec(_Strict):
@@ -41,13 +43,13 @@ class SiteSpec(_Strict):
 class SiteFloor(_Strict):
     """A floor on every site: the lower bound of each site's test interval must reach ``min``."""
 
-    metric: Literal["accuracy", "macro_f1"]
-    min: float
+    metric: Literal["accuracy", "macro_f1"] = Field(description="the test metric every site must reach")
+    min: float = Field(description="the floor for the lower bound of each site's interval")
 
 
 class FederatedSpec(_Strict):
     sites: list[SiteSpec] = Field(min_length=2, description="two or more sites; each keeps its data")
-    rounds: Annotated[int, Field(ge=1, le=1000)] = 3
+    rounds: Annotated[int, Field(ge=1, le=1000)] = Field(3, description="federated rounds")
     clients_per_round: Annotated[int, Field(ge=1)] | None = Field(
         None, description="sites sampled for each round's training (default: all)"
     )
@@ -57,7 +59,9 @@ class FederatedSpec(_Strict):
     local_steps: Annotated[int, Field(ge=1)] | None = Field(
         None, description="optimizer steps per round at each site instead of local_epochs"
     )
-    strategy: Literal["fedavg", "fedprox"] = "fedavg"
+    strategy: Literal["fedavg", "fedprox"] = Field(
+        "fedavg", description="Flower's aggregation: FedAvg, or FedProx (a proximal term at each site)"
+    )
     proximal_mu: Annotated[float, Field(ge=0)] = Field(
         0.01, description="fedprox: weight of the proximal term pulling local weights to the global ones"
     )
