@@ -66,6 +66,7 @@ def test_three_sites_kill_one_mid_round_then_interrupt_and_resume(tmp_path: Path
     assert second["round"] == 2 and second["status"] == "aggregated"
     assert "east" in second["sampled"] and second["missing"] == ["east"]
     assert second["answered"] == ["north", "south"]
+    assert list(second["errors"]) == ["east"]  # Flower's "Node Unavailable" reply, named by site
     assert set(second["contribution"]) == {"north", "south"}
     assert state["rounds"][0]["answered"] == sorted(SITES)
 

@@ -18,10 +18,10 @@ from tuneproof.federated.site import (
     data_summary,
     load_trainable,
     local_round,
-    site_protocol,
     site_test,
     trainable_arrays,
 )
+from tuneproof.federated.site_protocol import site_protocol
 from tuneproof.federated.spec import SiteFloor
 from tuneproof.protocol import load_protocol
 from tuneproof.protocol.schema import GateSpec

@@ -172,9 +172,16 @@ class Federation:
         sampled = sorted(nodes.get(m.metadata.dst_node_id, str(m.metadata.dst_node_id)) for m in messages)
         self.log(f"round {server_round}: training at {', '.join(sampled)}")
         replies = list(grid.send_and_receive(messages, timeout=self.fed.round_timeout))
+        # The grid stamps each sent message's id; an error reply made by the SuperLink for a lost
+        # node comes from the SuperLink, not the node, so the site is found by the message it answers.
+        sent = {m.metadata.message_id: nodes.get(m.metadata.dst_node_id, "?") for m in messages}
+
+        def site_of(reply: Any) -> str:
+            return sent.get(reply.metadata.reply_to_message_id) or nodes.get(reply.metadata.src_node_id, "?")
+
         good = [r for r in replies if not r.has_error()]
-        answered = sorted(nodes.get(r.metadata.src_node_id, "?") for r in good)
-        errors = {nodes.get(r.metadata.src_node_id, "?"): r.error.reason for r in replies if r.has_error()}
+        answered = sorted(site_of(r) for r in good)
+        errors = {site_of(r): r.error.reason for r in replies if r.has_error()}
         missing = sorted(set(sampled) - set(answered))
         entry: dict[str, Any] = {
             "round": server_round,
@@ -197,7 +204,7 @@ class Federation:
         aggregated, _ = strategy.aggregate_train(server_round, good)
         if aggregated is None:
             raise FederationFailed(f"round {server_round}: the strategy aggregated nothing")
-        per_site = {nodes.get(r.metadata.src_node_id, "?"): dict(r.content["metrics"]) for r in good}
+        per_site = {site_of(r): dict(r.content["metrics"]) for r in good}
         total = sum(float(m["num-examples"]) for m in per_site.values())
         entry.update(
             status="aggregated",

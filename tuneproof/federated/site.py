@@ -23,34 +23,14 @@ from torch import nn
 
 from tuneproof.context import RunContext, build_context
 from tuneproof.data.prepare import PreparedData, write_splits
-from tuneproof.errors import Problem, ProtocolError
 from tuneproof.evaluate.bootstrap import bootstrap_indices
-from tuneproof.federated.spec import SiteSpec
+from tuneproof.federated.site_protocol import site_protocol
 from tuneproof.fsutil import atomic_write_json
-from tuneproof.protocol import LoadedProtocol, load_protocol, validate_protocol
+from tuneproof.protocol import load_protocol
 from tuneproof.train.fit import apply_method, build_features
 from tuneproof.train.loop import LoopConfig, train_loop
 
 Arrays = dict[str, np.ndarray]
-
-
-def site_protocol(loaded: LoadedProtocol, site_name: str) -> tuple[LoadedProtocol, SiteSpec]:
-    """The protocol as this site runs it: the shared settings with the site's own files as data."""
-    fed = loaded.protocol.federated
-    if fed is None:
-        raise ProtocolError(
-            [Problem("federated", "this protocol has no federated section")], str(loaded.path)
-        )
-    site = next((s for s in fed.sites if s.name == site_name), None)
-    if site is None:
-        names = ", ".join(s.name for s in fed.sites)
-        raise ProtocolError(
-            [Problem("federated.sites", f"no site {site_name!r} (sites: {names})")], str(loaded.path)
-        )
-    raw = loaded.protocol.model_dump(mode="json", exclude_none=True)
-    raw.pop("federated")
-    raw["data"]["files"] = [f if isinstance(f, str) else f.model_dump() for f in site.files]
-    return LoadedProtocol(validate_protocol(raw), loaded.path, loaded.text, loaded.sha256), site
 
 
 @dataclass
