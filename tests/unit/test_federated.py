@@ -188,3 +188,25 @@ def test_checkpoints_resume_from_the_newest_complete_round(tmp_path: Path) -> No
     assert latest is not None and latest[0] == 1 and "round-0002" in latest[2][0]
     (folder / "round-0001" / "checkpoint.json").unlink()
     assert latest_round(folder) is None
+
+
+def test_the_federated_example_validates_with_every_sites_data() -> None:
+    from tuneproof.protocol.check import check_protocol
+
+    example = Path(__file__).parents[2] / "examples" / "federated" / "reviews-3-sites.yaml"
+    loaded, problems = check_protocol(example, read_data=True)
+    assert loaded is not None and loaded.protocol.federated is not None
+    assert [str(p) for p in problems] == []
+
+
+def test_validate_names_the_site_whose_data_is_bad(
+    federation: tuple[Path, dict[str, list[dict[str, str]]]], tmp_path: Path
+) -> None:
+    from tuneproof.protocol.check import check_protocol
+
+    protocol = federation[0]
+    bad = tmp_path / "sites" / "south" / "data" / "reviews.jsonl"
+    bad.write_text(bad.read_text().replace('"label": "neg"', '"label": "meh"', 1))
+    _, problems = check_protocol(protocol, read_data=True)
+    assert problems and all(str(p).startswith("federated.sites[south]") for p in problems)
+    assert any("meh" in str(p) for p in problems)
