@@ -524,6 +524,37 @@ def ui(
         _fail(exc)
 
 
+@app.command()
+def federate(
+    protocol: Annotated[Path, typer.Argument(help="protocol file with a federated section")],
+    run_dir: Annotated[Path, typer.Option(help="the server's run folder (an existing one resumes)")],
+    sites_root: Annotated[
+        Path, typer.Option(help="on one machine: the sites' folders are SITES_ROOT/sites/<name>")
+    ] = Path("."),
+    python: Annotated[
+        str | None, typer.Option(help="interpreter of the environment with flwr (default: this one)")
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="seconds before giving up on the federation")] = 3600.0,
+) -> None:
+    """Run a federation on this machine as real Flower processes (SuperLink, one SuperNode per site)
+    on 127.0.0.1; across machines, start the same processes by hand: docs/federated.md. Exit 4 when
+    a gate fails, 17 when the federation fails."""
+    from tuneproof.federated.launch import run_local
+
+    try:
+        state = run_local(protocol, run_dir, sites_root, python=python or sys.executable, timeout=timeout)
+    except TuneproofError as exc:
+        _fail(exc)
+        return
+    typer.echo(str(run_dir))
+    if state.get("status") == "failed":
+        from tuneproof.errors import FederationFailed
+
+        _fail(FederationFailed(str(state.get("error"))))
+    if state.get("status") != "passed":
+        _fail(GateFailed("federation rejected: see gates.json (model kept, not deployable)"))
+
+
 def main() -> None:
     app()
 

@@ -161,3 +161,9 @@ class PathOutsideProject(TuneproofError):
     """`tuneproof ui` refused a path that leaves the project folder (the browser gets 403)."""
 
     exit_code = 16
+
+
+class FederationFailed(TuneproofError):
+    """A federation cannot go on: too few sites answered a round, or a site or process failed."""
+
+    exit_code = 17

@@ -85,6 +85,8 @@ def run(
     else:
         assert protocol_path is not None
         loaded = load_protocol(protocol_path)
+        if loaded.protocol.federated is not None:  # its data is at the sites, never here
+            raise RunFolderError(f"{protocol_path} is a federated protocol: run it with `tuneproof federate`")
         unfinished = distributed.broadcast_object(None if fresh else find_unfinished(loaded, output_dir))
         if unfinished is not None:
             stage("resume", f"found the unfinished run {unfinished}; resuming it (--fresh starts a new one)")

@@ -73,6 +73,10 @@ def check_protocol_power(
         ]
     data_problems: list[Problem] = []
     power = None
+    if read_data and protocol.federated is not None:
+        from tuneproof.federated.site_protocol import site_data_problems
+
+        return loaded, problems, site_data_problems(loaded), None
     if read_data:
         try:
             prepared = task.prepare_data(loaded.base_dir)

@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from tuneproof.data.pii import PiiSpec
+from tuneproof.federated.spec import FederatedSpec
 from tuneproof.privacy.spec import PrivacySpec
 from tuneproof.protocol.image_schema import ImageSpec
 from tuneproof.search.schema import SearchSpec, check_search
@@ -94,8 +95,9 @@ class DataSpec(Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> DataSpec:
-        if (self.files is None) == (self.splits is None):
+        if self.files is not None and self.splits is not None:
             raise ValueError("give exactly one of `files` or `splits`")
+        # Neither is checked in Protocol: a federated protocol names its files per site instead.
         if self.files is not None and not self.files:
             raise ValueError("`files` is empty")
         if self.splits is not None and "train" not in self.splits:
@@ -712,6 +714,9 @@ class Protocol(Strict):
     privacy: PrivacySpec | None = None
     export: ExportSpec | None = None
     images: ImageSpec = ImageSpec()
+    federated: FederatedSpec | None = Field(
+        None, description="train across sites that keep their data (Flower): docs/federated.md"
+    )
 
     @field_validator("name")
     @classmethod
@@ -806,6 +811,28 @@ class Protocol(Strict):
                 f"train.early_stopping.metric {stop.metric!r} is not a {task} validation metric; "
                 f"use one of {', '.join(spec.selection_metrics)}"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _data_source(self) -> Protocol:
+        has = self.data.files is not None or self.data.splits is not None
+        if self.federated is None and not has:
+            raise ValueError("data: give exactly one of `files` or `splits`")
+        if self.federated is not None and has:
+            raise ValueError(
+                "data.files: a federated protocol names its files per site (federated.sites[].files), "
+                "so nothing on the server reads data"
+            )
+        if self.federated is not None and (self.task != "classification" or not self.data.labels):
+            # Every site must map labels to the same ids, or averaging their heads is meaningless.
+            raise ValueError("federated: supported for task classification with data.labels listed")
+        for i, gate in enumerate(self.gates if self.federated is not None else []):
+            if (
+                gate.beats is not None
+                or gate.slice_min is not None
+                or gate.metric not in ("accuracy", "macro_f1")
+            ):
+                raise ValueError(f"gates[{i}]: a federated run gates accuracy or macro_f1 by min or max only")
         return self
 
     @model_validator(mode="after")

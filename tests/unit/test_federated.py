@@ -1,0 +1,212 @@
+"""The federated pieces that need no Flower process: the protocol section, a site's own work, the
+pooled intervals, the gates and the round checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from federated_helpers import write_federation
+
+from tuneproof.errors import ProtocolError
+from tuneproof.federated.checkpoints import latest_round, save_round
+from tuneproof.federated.evidence import judge, scores, site_and_pooled
+from tuneproof.federated.site import (
+    Site,
+    confusion_replicates,
+    data_summary,
+    load_trainable,
+    local_round,
+    site_test,
+    trainable_arrays,
+)
+from tuneproof.federated.site_protocol import site_protocol
+from tuneproof.federated.spec import SiteFloor
+from tuneproof.protocol import load_protocol
+from tuneproof.protocol.schema import GateSpec
+
+
+@pytest.fixture
+def federation(tmp_path: Path, tiny_bert: Path) -> tuple[Path, dict[str, list[dict[str, str]]]]:
+    return write_federation(tmp_path, tiny_bert, rounds=2)
+
+
+def _rewrite(protocol: Path, old: str, new: str) -> Path:
+    text = protocol.read_text()
+    assert old in text
+    protocol.write_text(text.replace(old, new, 1))
+    return protocol
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        (
+            "data: {labels: [neg, pos]",
+            "data: {files: [x.jsonl], labels: [neg, pos]",
+            "data.files: a federated",
+        ),
+        ("  rounds: 2\n", "  rounds: 2\n  strategy: fedsgd\n", "strategy"),
+        ("  rounds: 2\n", "  rounds: 2\n  clients_per_round: 4\n", "at most the 3 sites"),
+        ("  rounds: 2\n", "  rounds: 2\n  local_epochs: 2\n  local_steps: 3\n", "not both"),
+        ("  rounds: 2\n", "  rounds: 2\n  secure_aggregation: true\n", "secure_aggregation"),
+        ("  rounds: 2\n", "  rounds: 2\n  colour: blue\n", "colour"),
+        ("{name: south,", "{name: north,", "site names must be unique"),
+        ("gates: [{metric: accuracy, min: 0.3}]", "gates: [{metric: ece, max: 0.1}]", "gates[0]"),
+        ("data: {labels: [neg, pos], ", "data: {", "data.labels"),
+    ],
+)
+def test_the_federated_section_is_checked(
+    federation: tuple[Path, object], old: str, new: str, message: str
+) -> None:
+    protocol = _rewrite(federation[0], old, new)
+    with pytest.raises(ProtocolError) as err:
+        load_protocol(protocol)
+    assert message in str(err.value)
+
+
+def test_a_plain_protocol_still_needs_its_data(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("name: x\nmodel: {source: m}\ndata: {labels: [a, b]}\n")
+    with pytest.raises(ProtocolError, match="give exactly one of `files` or `splits`"):
+        load_protocol(path)
+
+
+def test_a_site_reads_only_its_own_files(federation: tuple[Path, dict[str, list[dict[str, str]]]]) -> None:
+    protocol = federation[0]
+    loaded, site = site_protocol(load_protocol(protocol), "south")
+    assert loaded.protocol.federated is None
+    assert [str(f) for f in loaded.protocol.data.files or []] == [str(f) for f in site.files]
+    assert "sites/south/" in str(site.files[0])
+    with pytest.raises(ProtocolError, match="no site 'west'"):
+        site_protocol(load_protocol(protocol), "west")
+
+
+def test_site_round_and_test_send_counts_weights_and_confusions_only(
+    federation: tuple[Path, dict[str, list[dict[str, str]]]], tmp_path: Path
+) -> None:
+    protocol, rows = federation
+    site = Site.open(protocol, "north", tmp_path / "north-work")
+    summary = data_summary(site)
+    assert {k: v["rows"] for k, v in summary["splits"].items()} == {"train": 90, "validation": 30, "test": 30}
+    # north leans positive (70%): the counts say so, without a row.
+    assert sum(v["labels"].get("pos", 0) for v in summary["splits"].values()) == 105
+    texts = {r["text"] for r in rows["north"]}
+    assert not any(t in repr(summary) for t in texts)
+
+    start = trainable_arrays(site.model(None))
+    new, metrics = local_round(site, start, 1, {"proximal-mu": 0.0})
+    assert set(new) == set(start) and metrics["train_examples"] == 90
+    assert any(not np.array_equal(new[k], start[k]) for k in start), "local training changed nothing"
+    assert 0 <= metrics["global_val_accuracy"] <= 1
+
+    # The same round with FedProx's proximal term stays closer to the global weights.
+    prox, _ = local_round(site, start, 1, {"proximal-mu": 50.0})
+    dist = lambda a: sum(float(((a[k] - start[k]) ** 2).sum()) for k in start)  # noqa: E731
+    assert dist(prox) < dist(new)
+
+    # A re-opened site (a new Flower process) reuses its prepared splits.
+    again = Site.open(protocol, "north", tmp_path / "north-work")
+    assert again.prepared.report["splits"] == site.prepared.report["splits"]
+
+    test = site_test(site, new, 200)
+    assert test["rows"] == 30 and test["replicates"].shape == (200, 2, 2)
+    assert int(test["confusion"].sum()) == 30 and (test["replicates"].sum(axis=(1, 2)) == 30).all()
+
+
+def test_lora_sends_only_the_adapters_and_the_head(
+    federation: tuple[Path, dict[str, list[dict[str, str]]]], tmp_path: Path
+) -> None:
+    protocol = _rewrite(
+        federation[0],
+        "precision: fp32}",
+        "precision: fp32, method: lora, lora: {r: 4, target_modules: [query, value]}}",
+    )
+    site = Site.open(protocol, "east", tmp_path / "east-work")
+    model = site.model(None)
+    arrays = trainable_arrays(model)
+    assert arrays and all("lora_" in k or "classifier" in k for k in arrays)
+    total = sum(p.numel() for p in model.parameters())
+    assert sum(a.size for a in arrays.values()) < total / 4
+    other = site.model(None)
+    load_trainable(other, {k: v + 1 for k, v in arrays.items()})
+    with pytest.raises(ValueError, match="do not fit"):
+        load_trainable(other, {k: v for k, v in list(arrays.items())[1:]})
+
+
+def test_pooled_replicates_are_the_site_stratified_bootstrap() -> None:
+    rng = np.random.default_rng(0)
+    tests = []
+    for name, n, acc in (("a", 40, 0.9), ("b", 60, 0.6)):
+        y = rng.integers(0, 2, n)
+        pred = np.where(rng.random(n) < acc, y, 1 - y)
+        reps = confusion_replicates(y, pred, 2, 2000, seed=len(name) + n)
+        point = np.bincount(y * 2 + pred, minlength=4).reshape(2, 2)
+        tests.append({"site": name, "rows": n, "confusion": point, "replicates": reps})
+    out = site_and_pooled(tests, 0.95)
+    a, b, pooled = out["sites"]["a"]["accuracy"], out["sites"]["b"]["accuracy"], out["pooled"]["accuracy"]
+    correct = sum(int(np.trace(t["confusion"])) for t in tests)
+    assert pooled["value"] == pytest.approx(correct / 100)
+    # The pooled interval is narrower than the smaller site's, and the stratified-bootstrap standard
+    # error matches the analytic one of a weighted sum of two independent proportions within 15%.
+    assert pooled["high"] - pooled["low"] < a["high"] - a["low"]
+    pa, pb = np.trace(tests[0]["confusion"]) / 40, np.trace(tests[1]["confusion"]) / 60
+    se = np.sqrt((40 / 100) ** 2 * pa * (1 - pa) / 40 + (60 / 100) ** 2 * pb * (1 - pb) / 60)
+    width = pooled["high"] - pooled["low"]
+    assert width == pytest.approx(2 * 1.96 * se, rel=0.15)
+    assert b["low"] < b["value"] < b["high"]
+    # macro-F1 of a perfect confusion is 1, of one always predicting class 0 on balanced data 1/3.
+    perfect, constant = np.array([[5, 0], [0, 5]]), np.array([[5, 0], [5, 0]])
+    assert scores(perfect, perfect[None], 0.95)["macro_f1"]["value"] == 1.0
+    assert scores(constant, constant[None], 0.95)["macro_f1"]["value"] == pytest.approx(1 / 3)
+
+
+def test_the_site_floor_fails_when_one_site_is_below_it() -> None:
+    metrics = {
+        "sites": {
+            "a": {"rows": 50, "accuracy": {"value": 0.9, "low": 0.82, "high": 0.96}},
+            "b": {"rows": 50, "accuracy": {"value": 0.7, "low": 0.58, "high": 0.8}},
+        },
+        "pooled": {"rows": 100, "accuracy": {"value": 0.8, "low": 0.72, "high": 0.87}},
+    }
+    verdicts = judge(metrics, [SiteFloor(metric="accuracy", min=0.6)], [GateSpec(metric="accuracy", min=0.7)])
+    assert [v["passed"] for v in verdicts] == [True, False, True]
+    assert "site b" in verdicts[1]["gate"]
+
+
+def test_checkpoints_resume_from_the_newest_complete_round(tmp_path: Path) -> None:
+    folder = tmp_path / "checkpoints"
+    w1, w2 = {"w": np.ones(3, np.float32)}, {"w": np.full(3, 2.0, np.float32)}
+    save_round(folder, 1, w1, {})
+    save_round(folder, 2, w2, {})
+    latest = latest_round(folder)
+    assert latest is not None and latest[0] == 2 and np.array_equal(latest[1]["w"], w2["w"])
+    # A round killed while its weights were written (they no longer match their json) is skipped.
+    (folder / "round-0002" / "global.safetensors").write_bytes(b"torn")
+    latest = latest_round(folder)
+    assert latest is not None and latest[0] == 1 and "round-0002" in latest[2][0]
+    (folder / "round-0001" / "checkpoint.json").unlink()
+    assert latest_round(folder) is None
+
+
+def test_the_federated_example_validates_with_every_sites_data() -> None:
+    from tuneproof.protocol.check import check_protocol
+
+    example = Path(__file__).parents[2] / "examples" / "federated" / "reviews-3-sites.yaml"
+    loaded, problems = check_protocol(example, read_data=True)
+    assert loaded is not None and loaded.protocol.federated is not None
+    assert [str(p) for p in problems] == []
+
+
+def test_validate_names_the_site_whose_data_is_bad(
+    federation: tuple[Path, dict[str, list[dict[str, str]]]], tmp_path: Path
+) -> None:
+    from tuneproof.protocol.check import check_protocol
+
+    protocol = federation[0]
+    bad = tmp_path / "sites" / "south" / "data" / "reviews.jsonl"
+    bad.write_text(bad.read_text().replace('"label": "neg"', '"label": "meh"', 1))
+    _, problems = check_protocol(protocol, read_data=True)
+    assert problems and all(str(p).startswith("federated.sites[south]") for p in problems)
+    assert any("meh" in str(p) for p in problems)

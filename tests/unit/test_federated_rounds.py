@@ -1,0 +1,114 @@
+"""The server's round loop against a stand-in grid: a round with too few answers fails cleanly
+(no checkpoint, the federation marked failed, the lost site named) and one with enough goes on.
+Needs flwr importable (the Flower env: TUNEPROOF_FLOWER_PYTHON); skipped otherwise."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from federated_helpers import write_federation
+
+from tuneproof.errors import FederationFailed
+
+flwr = pytest.importorskip("flwr")
+
+from flwr.app import ArrayRecord, MetricRecord, RecordDict  # noqa: E402
+
+from tuneproof.federated.server import Federation, make_strategy, to_record  # noqa: E402
+
+
+@dataclass
+class _Meta:
+    src_node_id: int
+    reply_to_message_id: str
+
+
+@dataclass
+class _Error:
+    reason: str
+
+
+@dataclass
+class _Reply:
+    metadata: _Meta
+    content: Any = None
+    error: _Error | None = None
+
+    def has_error(self) -> bool:
+        return self.error is not None
+
+
+@dataclass
+class _Grid:
+    """Answers each train message as its node would: new weights, or Flower's error for a lost node."""
+
+    lost: set[int]
+    nodes: list[int] = field(default_factory=lambda: [11, 22, 33])
+
+    def get_node_ids(self) -> list[int]:
+        return list(self.nodes)
+
+    def send_and_receive(self, messages: Any, timeout: float | None = None) -> list[_Reply]:
+        replies = []
+        for i, m in enumerate(messages):
+            m.metadata.__dict__["_message_id"] = f"m{i}"  # what the real grid stamps when it pushes
+            meta = _Meta(m.metadata.dst_node_id, f"m{i}")
+            if m.metadata.dst_node_id in self.lost:
+                replies.append(_Reply(_Meta(0, f"m{i}"), error=_Error("Node Unavailable")))
+                continue
+            arrays = {k: v.numpy() + 1.0 for k, v in m.content["arrays"].items()}
+            metrics = MetricRecord({"num-examples": 10, "train_loss": 0.5})
+            replies.append(_Reply(meta, RecordDict({"arrays": to_record(arrays), "metrics": metrics})))
+        return replies
+
+
+@pytest.fixture(autouse=True)
+def _run_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Messages take their run id from the process's task identity, which a real ServerApp sets.
+    from flwr.supercore.task_identity import TaskIdentity
+
+    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
+    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
+    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
+
+
+def _federation(tmp_path: Path, tiny_bert: Path, extra: str) -> Federation:
+    protocol, _ = write_federation(tmp_path, tiny_bert, rounds=2, extra=extra)
+    return Federation(protocol, tmp_path / "server")
+
+
+NODES = {11: "north", 22: "south", 33: "east"}
+START = {"w": np.zeros(3, np.float32)}
+
+
+def _round(fed: Federation, grid: _Grid, n: int) -> Any:
+    from flwr.app import ConfigRecord
+
+    return fed.one_round(grid, make_strategy(fed.fed), n, START, ConfigRecord({}), NODES)
+
+
+def test_a_round_with_too_few_answers_fails_cleanly(tmp_path: Path, tiny_bert: Path) -> None:
+    fed = _federation(tmp_path, tiny_bert, "  min_sites: 3\n")
+    with pytest.raises(FederationFailed, match=r"2 of 3 sites answered.*missing east.*needs 3"):
+        _round(fed, _Grid(lost={33}), 1)
+    state = json.loads((tmp_path / "server" / "federation.json").read_text())
+    assert state["rounds"][0]["status"] == "failed" and state["rounds"][0]["errors"] == {
+        "east": "Node Unavailable"
+    }
+    assert not (tmp_path / "server" / "checkpoints").exists()
+
+
+def test_a_round_goes_on_without_a_lost_site_when_enough_answer(tmp_path: Path, tiny_bert: Path) -> None:
+    fed = _federation(tmp_path, tiny_bert, "  min_sites: 2\n")
+    new = _round(fed, _Grid(lost={33}), 1)
+    assert np.allclose(new["w"], 1.0)  # FedAvg of the two answers, each start + 1
+    entry = json.loads((tmp_path / "server" / "federation.json").read_text())["rounds"][0]
+    assert entry["answered"] == ["north", "south"] and entry["missing"] == ["east"]
+    assert entry["contribution"] == {"north": 0.5, "south": 0.5}
+    assert (tmp_path / "server" / "checkpoints" / "round-0001" / "checkpoint.json").exists()
+    assert isinstance(to_record(START), ArrayRecord)

@@ -1,0 +1,91 @@
+"""Flower's ServerApp and ClientApp for a tuneproof federation (Flower 1.42's Message API).
+
+Imported only in the Flower processes (flwr-serverapp, flwr-clientapp), never by ``tuneproof``'s
+other modules, so the main environment does not need ``flwr``. The server reads the protocol path
+and its run folder from the run config (``flwr run --run-config``); each SuperNode is told its site,
+the protocol and its own folder by ``--node-config`` (see tuneproof/federated/launch.py).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
+
+from tuneproof.federated.server import (
+    BOOTSTRAP,
+    SITE,
+    STEP,
+    SUMMARY,
+    Federation,
+    from_record,
+    to_record,
+    write_manifest,
+)
+from tuneproof.fsutil import atomic_write_json
+
+server_app = ServerApp()
+client_app = ClientApp()
+
+
+def _site(context: Context) -> Any:
+    from tuneproof.federated.site import Site
+
+    cfg = context.node_config
+    return Site.open(Path(str(cfg["protocol"])), str(cfg["site"]), Path(str(cfg["work-dir"])))
+
+
+def _status(site: Any, **fields: Any) -> None:
+    # The site's own progress file, in its own folder: what an operator (and the tests) look at.
+    atomic_write_json(site.work_dir / "status.json", {"site": site.name, "time": time.time(), **fields})
+
+
+@client_app.train()
+def train(msg: Message, context: Context) -> Message:
+    from tuneproof.federated.site import local_round
+
+    site = _site(context)
+    config = dict(msg.content["config"])
+    server_round = int(config.get("server-round", 0))
+    _status(site, round=server_round, phase="training")
+    new, metrics = local_round(site, from_record(msg.content["arrays"]), server_round, config)
+    _status(site, round=server_round, phase="trained")
+    metrics["num-examples"] = int(metrics["train_examples"])
+    return Message(RecordDict({"arrays": to_record(new), "metrics": MetricRecord(metrics)}), reply_to=msg)
+
+
+@client_app.query()
+def query(msg: Message, context: Context) -> Message:
+    from tuneproof.federated.site import data_summary, site_test
+
+    site = _site(context)
+    config = msg.content["config"]
+    if config[STEP] == "data":
+        _status(site, phase="prepared")
+        summary = json.dumps(data_summary(site))
+        return Message(
+            RecordDict({"config": ConfigRecord({SITE: site.name, SUMMARY: summary})}), reply_to=msg
+        )
+    result = site_test(site, from_record(msg.content["arrays"]), int(config[BOOTSTRAP]))
+    _status(site, phase="tested")
+    arrays = ArrayRecord({"confusion": Array(result["confusion"]), "replicates": Array(result["replicates"])})
+    return Message(
+        RecordDict({"arrays": arrays, "config": ConfigRecord({"rows": result["rows"]})}), reply_to=msg
+    )
+
+
+@server_app.main()
+def main(grid: Grid, context: Context) -> None:
+    from tuneproof.federated.package import initial_arrays, package_global
+
+    run_dir = Path(str(context.run_config["run-dir"]))
+    federation = Federation(Path(str(context.run_config["protocol"])), run_dir)
+    arrays = federation.run(grid, initial_arrays(federation.loaded))
+    package_global(federation, arrays)
+    federation.save()
+    write_manifest(run_dir)
