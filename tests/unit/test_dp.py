@@ -148,3 +148,52 @@ def test_a_target_epsilon_is_met_and_gated(tmp_path: Path, tiny_bert: Path) -> N
     assert [v["passed"] for v in verdicts] == [True, False]  # epsilon <= 8 holds, <= 7 does not
     page = (outcome.run_dir / "report.html").read_text()
     assert "Differentially private training (DP-SGD, Opacus)" in page and "epsilon spent" in page
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from generative_helpers import write_tiny_llama
+
+    return write_tiny_llama(tmp_path_factory.mktemp("tiny-llama-dp"))
+
+
+def _sft_fit(tmp: Path, tiny_llama: Path, train: str, sft: str = "") -> Any:
+    from generative_helpers import chat_rows
+    from generative_helpers import write_jsonl as write_chat
+
+    from tuneproof.context import build_context
+    from tuneproof.protocol import load_protocol
+    from tuneproof.train.fit import build_features, fit
+
+    write_chat(tmp / "chat.jsonl", chat_rows(60))
+    (tmp / "sft.yaml").write_text(
+        f"name: sft-dp\ntask: sft\nseed: 3\nmodel: {{source: {tiny_llama}, max_length: 40}}\n"
+        "data: {files: [chat.jsonl], text_column: messages}\n"
+        "cleaning: {max_removed_fraction: {stages: {exact_duplicates: 0.3}}}\n"
+        "split: {train: 0.8, validation: 0.0, test: 0.2}\n"
+        f"train: {{{train}, batch_size: 8, learning_rate: 0.01, scheduler: constant, precision: fp32}}\n"
+        f"{sft}privacy:\n  dp_sgd: {{noise_multiplier: 0.8, delta: 1.0e-5, max_grad_norm: 1.0}}\n"
+        "gates:\n  - {metric: epsilon, max: 100}\n"
+    )
+    ctx = build_context(load_protocol(tmp / "sft.yaml"), tmp, None)
+    prepared = ctx.prepare()
+    feats = build_features(ctx.task, prepared.splits, ctx.tokenizer, None)
+    return fit(ctx.task, ctx.protocol, ctx.ref, ctx.tokenizer, feats, tmp / "ck", "fp32", False)
+
+
+def test_sft_with_lora_trains_under_dp_and_its_adapters_change(tmp_path: Path, tiny_llama: Path) -> None:
+    result = _sft_fit(tmp_path, tiny_llama, "method: lora, lora: {r: 4}, max_steps: 6")
+    rec = result.dp_sgd
+    assert rec["steps"] == 6 and rec["noise_multiplier"] == 0.8
+    assert rec["epsilon"] == pytest.approx(_rdp_epsilon(0.8, rec["sample_rate"], 6, 1e-5), rel=1e-12)
+    # PEFT starts every lora_B at zero: a B that moved means the DP updates reached the adapters.
+    lora_b = {n: p for n, p in result.model.named_parameters() if "lora_B" in n}
+    assert lora_b and all(p.abs().sum() > 0 for p in lora_b.values())
+    assert all(np.isfinite(e["loss"]) for e in result.train.log_history)
+
+
+def test_sft_under_dp_needs_lora_and_no_packing(tmp_path: Path, tiny_llama: Path) -> None:
+    with pytest.raises(ProtocolError, match="sft with LoRA"):
+        _sft_fit(tmp_path, tiny_llama, "method: full, max_steps: 2")
+    with pytest.raises(ProtocolError, match=r"sft\.packing"):
+        _sft_fit(tmp_path, tiny_llama, "method: lora, max_steps: 2", sft="sft: {packing: true}\n")

@@ -120,9 +120,21 @@ def fit(
         from tuneproof.tasks.encoder import EncoderTask
         from tuneproof.train.distributed import world_size
 
-        if not isinstance(task, EncoderTask):
+        sft_lora = protocol.task == "sft" and protocol.train.method == "lora"
+        if not isinstance(task, EncoderTask) and not sft_lora:
             raise ProtocolError(
-                [Problem("privacy.dp_sgd", f"supported for the encoder tasks only, not {protocol.task}")]
+                [
+                    Problem(
+                        "privacy.dp_sgd",
+                        f"supported for the encoder tasks and for sft with LoRA, not {protocol.task} "
+                        f"with train.method {protocol.train.method}",
+                    )
+                ]
+            )
+        if sft_lora and getattr(task, "packing", False):
+            # A packed row holds several conversations: Opacus would clip per row, not per example.
+            raise ProtocolError(
+                [Problem("sft.packing", "must be false with privacy.dp_sgd (clipping is per conversation)")]
             )
         check_dp_supported(model, cfg, world_size())
         dp_result, record = dp_train_loop(
