@@ -120,21 +120,9 @@ def fit(
         from tuneproof.tasks.encoder import EncoderTask
         from tuneproof.train.distributed import world_size
 
-        sft_lora = protocol.task == "sft" and protocol.train.method == "lora"
-        if not isinstance(task, EncoderTask) and not sft_lora:
+        if not isinstance(task, EncoderTask):
             raise ProtocolError(
-                [
-                    Problem(
-                        "privacy.dp_sgd",
-                        f"supported for the encoder tasks and for sft with LoRA, not {protocol.task} "
-                        f"with train.method {protocol.train.method}",
-                    )
-                ]
-            )
-        if sft_lora and getattr(task, "packing", False):
-            # A packed row holds several conversations: Opacus would clip per row, not per example.
-            raise ProtocolError(
-                [Problem("sft.packing", "must be false with privacy.dp_sgd (clipping is per conversation)")]
+                [Problem("privacy.dp_sgd", f"supported for the encoder tasks only, not {protocol.task}")]
             )
         check_dp_supported(model, cfg, world_size())
         dp_result, record = dp_train_loop(
