@@ -1,17 +1,21 @@
 """The privacy-utility trade-off on Rotten Tomatoes snippets: the same data, model and method
 trained without DP and with DP-SGD at epsilon 1, 3 and 8, side by side in one run.
 
-    PYTHONPATH=. python benchmarks/privacy_utility.py                 # defaults below, ~15 min on 2 cores
+    PYTHONPATH=. python benchmarks/privacy_utility.py                 # defaults below (head-only)
+    PYTHONPATH=. python benchmarks/privacy_utility.py --method lora   # the recipe to try next
     PYTHONPATH=. python benchmarks/privacy_utility.py --epsilons 8 --train-rows 600   # a quick look
 
 Every arm is a real ``tuneproof run`` of a protocol written here (written next to its run, so each
-can be rerun alone): all-MiniLM-L6-v2 with LoRA (``--method``), one stratified sample of the
+can be rerun alone): all-MiniLM-L6-v2, head-only or LoRA (``--method``), one stratified sample of the
 snippets (``benchmarks/data.py``), the protocol's own cleaning and split with one seed, and
 ``privacy.audit`` on every arm, so utility (test macro-F1 with its bootstrap interval, the paired
 difference against the majority baseline), the membership-inference AUC, the epsilon the accountant
 spent and the training time come from the runs' own ``metrics.json`` and ``training/summary.json``.
 The DP arms share their settings (batch, clipping norm, learning rate, epochs); only the noise,
 chosen by Opacus for the target epsilon, differs. Results: ``benchmarks/results/privacy_utility.json``.
+Measured once with the defaults on 2 shared cores at load 20-25 (docs/privacy.md): the no-DP arm
+alone took 33 minutes of wall time and stayed at the majority baseline, so the defaults are not yet
+a recipe that shows the trade-off; the time on an idle machine is not measured.
 """
 
 from __future__ import annotations
