@@ -214,7 +214,7 @@ class Manifest(Evidence):
 
     FILE: ClassVar[str] = "manifest.json"
     OMIT_IF_NONE: ClassVar[frozenset[str]] = frozenset(
-        {"resumed_at", "tracking", "search", "files", "exports"}
+        {"resumed_at", "tracking", "search", "files", "exports", "privacy"}
     )
 
     tuneproof_version: str
@@ -243,6 +243,8 @@ class Manifest(Evidence):
     search: SearchRecord | None = None
     files: dict[str, str] | None = None
     exports: dict[str, ExportRecord] | None = None  # by format; written by the export stage
+    # The DP-SGD budget the run spent (epsilon, delta, accountant, noise, clipping, sampling, steps).
+    privacy: dict[str, Any] | None = None
 
     @property
     def finished(self) -> bool:
@@ -260,6 +262,10 @@ class Manifest(Evidence):
 
     def record_export(self, record: ExportRecord) -> None:
         self.exports = {**(self.exports or {}), record.format: record}
+
+    def record_privacy(self, dp_sgd: Mapping[str, Any]) -> None:
+        """The privacy guarantee of the weights this run shipped, as its accountant states it."""
+        self.privacy = {"dp_sgd": dict(dp_sgd)}
 
     def record_files(self, files: Mapping[str, str]) -> None:
         self.files = dict(files)

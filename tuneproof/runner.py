@@ -318,6 +318,9 @@ def _train_evaluate_package(
     if result.dp_sgd is not None:
         metrics.setdefault("model", {})["epsilon"] = result.dp_sgd["epsilon"]
         metrics.setdefault("privacy", {})["dp_sgd"] = result.dp_sgd
+        from tuneproof.privacy.stage import dp_budget
+
+        manifest.record_privacy(dp_budget(result.dp_sgd))
     if protocol.privacy is not None and protocol.privacy.audit is not None:
         from tuneproof.privacy.stage import add_to_metrics, membership_audit
 

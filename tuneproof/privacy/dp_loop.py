@@ -13,6 +13,7 @@ the whole run.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tuneproof.errors import Problem, ProtocolError, TrainingDiverged
+from tuneproof.errors import Interrupted, Problem, ProtocolError, TrainingDiverged
 from tuneproof.privacy.spec import DpSgdSpec
 from tuneproof.train.checkpoint import (
     CheckpointContents,
@@ -30,7 +31,15 @@ from tuneproof.train.checkpoint import (
     rotate,
     save_checkpoint,
 )
-from tuneproof.train.loop import Batch, LoopConfig, LossFn, TrainResult, build_optimizer
+from tuneproof.train.loop import (
+    Batch,
+    LoopConfig,
+    LossFn,
+    TrainResult,
+    _format_eta,
+    _StopFlag,
+    build_optimizer,
+)
 
 
 def check_dp_supported(model: nn.Module, cfg: LoopConfig, world_size: int) -> None:
@@ -158,10 +167,8 @@ def dp_train_loop(
         save_checkpoint(cfg.checkpoint_dir, state["step"], contents)
         rotate(cfg.checkpoint_dir, spec.keep_checkpoints, set())
 
-    ckpt_every = spec.checkpoint_every_steps or steps_per_epoch
-    private_model.train()
-    started = time.monotonic()
-    while state["step"] < total_steps:
+    def _dp_step(state: dict[str, Any]) -> None:
+        """One DP-SGD step on a fresh Poisson sample; the step and its epsilon are logged."""
         step = state["step"]
         # The sample of step k is a pure function of (seed, k), so a resumed run draws what it would have.
         gen = torch.Generator().manual_seed(int(np.random.default_rng([cfg.seed, step]).integers(2**62)))
@@ -193,18 +200,49 @@ def dp_train_loop(
         dp_optimizer.zero_grad(set_to_none=True)
         state["step"] += 1
         state["seen"].append(ids)
-        state["log_history"].append(
-            {
-                "step": state["step"],
-                "epoch": round(state["step"] / steps_per_epoch, 4),
-                "loss": step_loss / max(count, 1),
-                "learning_rate": scheduler.get_last_lr()[0],
-                "batch_examples": len(idx),
-                "epsilon": engine.get_epsilon(dp.delta),
-            }
-        )
-        if state["step"] % ckpt_every == 0 or state["step"] == total_steps:
-            checkpoint()
+        entry = {
+            "step": state["step"],
+            "epoch": round(state["step"] / steps_per_epoch, 4),
+            "loss": step_loss / max(count, 1),
+            "learning_rate": scheduler.get_last_lr()[0],
+            "batch_examples": len(idx),
+            "epsilon": engine.get_epsilon(dp.delta),
+        }
+        state["log_history"].append(entry)
+        if cfg.on_log is not None:
+            cfg.on_log(entry)
+
+    ckpt_every = spec.checkpoint_every_steps or steps_per_epoch
+    private_model.train()
+    started = time.monotonic()
+    start_step, last_print = state["step"], 0.0
+    # SIGINT/SIGTERM end the run after the current step, with a checkpoint: the steps it took are
+    # in the accountant's history, so a resumed run's epsilon covers them.
+    with _StopFlag() as stop:
+        while state["step"] < total_steps:
+            _dp_step(state)
+            now = time.monotonic()
+            if now - last_print > 5 or state["step"] == total_steps:
+                last_print = now
+                rate = (state["step"] - start_step) / max(now - started, 1e-9)
+                entry = state["log_history"][-1]
+                print(
+                    f"[train] step {state['step']}/{total_steps} epoch {entry['epoch']:.2f} "
+                    f"loss {entry['loss']:.4f} | {rate:.2f} steps/s | "
+                    f"ETA {_format_eta((total_steps - state['step']) / max(rate, 1e-9))}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            stopping = stop.signal is not None
+            if stopping or state["step"] % ckpt_every == 0 or state["step"] == total_steps:
+                checkpoint()
+            if stopping:
+                private_model._close()
+                raise Interrupted(
+                    f"stopped by signal {stop.signal} after step {state['step']}; "
+                    f"checkpoint saved in {cfg.checkpoint_dir} (epsilon so far "
+                    f"{engine.get_epsilon(dp.delta):.4g})"
+                )
     private_model._close()  # removes Opacus's hooks; `model` is trained in place
     record = {
         "epsilon": float(engine.get_epsilon(dp.delta)),

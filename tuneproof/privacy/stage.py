@@ -38,6 +38,26 @@ def membership_audit(
     return result
 
 
+# What the manifest and the model card state about a DP run: the guarantee and how it was obtained.
+BUDGET_KEYS = (
+    "epsilon",
+    "delta",
+    "accountant",
+    "target_epsilon",
+    "noise_multiplier",
+    "max_grad_norm",
+    "sample_rate",
+    "expected_batch_size",
+    "steps",
+    "sampling",
+)
+
+
+def dp_budget(record: dict[str, Any]) -> dict[str, Any]:
+    """The privacy budget a DP-SGD run spent, from the training loop's record."""
+    return {key: record.get(key) for key in BUDGET_KEYS}
+
+
 def add_to_metrics(metrics: dict[str, Any], audit: dict[str, Any]) -> None:
     """The AUC goes where gates look (``model.membership_auc``); the details under ``privacy``."""
     metrics.setdefault("model", {})["membership_auc"] = audit["membership_auc"]

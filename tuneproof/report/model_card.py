@@ -21,6 +21,7 @@ from tuneproof.report.export_section import card_section as export_card_section
 from tuneproof.report.fmt import comparison_outcome, fmt_interval, fmt_num, lower_is_better, metric_names
 from tuneproof.report.hub_card import card_data
 from tuneproof.report.limitations import limitations
+from tuneproof.report.privacy_card import card_section as privacy_card_section
 from tuneproof.report.run_data import RunData, dig, load_run, mapping, number, sequence
 from tuneproof.report.sections.data import data_summary_counts
 from tuneproof.report.sections.overview import describe_location
@@ -278,6 +279,7 @@ CARD_SECTIONS: list[CardSection] = [
     _training,
     _metrics,
     _gates,
+    privacy_card_section,
     export_card_section,
     _limitations,
     _usage,
