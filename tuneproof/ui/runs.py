@@ -62,7 +62,7 @@ def list_runs(project: Path) -> list[dict[str, Any]]:
 
 def compare_runs(run_a: Path, run_b: Path, samples: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Metrics of two runs side by side, and B minus A on the same test rows with its interval."""
-    from tuneproof.evaluate.bootstrap import bootstrap_indices, paired_difference
+    from tuneproof.evaluate.bootstrap import paired_difference, row_resamples
     from tuneproof.evaluate.metrics import accuracy_stat, macro_stat
 
     ma, mb = (_json(d / "manifest.json") for d in (run_a, run_b))
@@ -97,7 +97,7 @@ def compare_runs(run_a: Path, run_b: Path, samples: int = 1000, seed: int = 0) -
     y = joined["label_a"].map(code).to_numpy(np.int64)
     k = len(labels)
     confidence = float((_json(run_b / "metrics.json") or {}).get("confidence", 0.95))
-    idx = bootstrap_indices(len(joined), samples, seed)
+    idx = row_resamples(len(joined), samples, seed)
     stats: dict[str, Any] = {}
     for side_name in ("a", "b"):
         pred = joined[f"pred_{side_name}"].map(code).to_numpy(np.int64)
