@@ -80,3 +80,18 @@ def test_replicates_agree_blocked_and_whole(monkeypatch: pytest.MonkeyPatch) -> 
         stats["accuracy"], stats["macro_f1"], whole, 0.9
     )
     assert lazy._cache is None
+
+
+def test_benchmark_arms_give_the_same_intervals() -> None:
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[2])
+    if root not in sys.path:  # plain `pytest` puts tests/, not the repository root, on the path
+        sys.path.insert(0, root)
+    from benchmarks.intervals_memory import _arm
+
+    whole, blocked = _arm("whole", 3000, 120), _arm("blocked", 3000, 120)
+    assert whole["intervals"] == blocked["intervals"]
+    acc = whole["intervals"]["accuracy"]
+    assert acc["low"] < acc["value"] < acc["high"]
