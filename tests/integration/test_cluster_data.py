@@ -109,9 +109,10 @@ def test_cluster_stage_matches_the_local_one(tmp_path: Path, client: Any) -> Non
     assert _stage(report, "exact_duplicates")["removed"] > 10
     assert _stage(report, "near_duplicates")["removed"] > 5
     assert _stage(report, "conflicting_labels")["removed"] > 0
-    assert {e["row_id"] for e in _stage(report, "near_duplicates")["examples"]} <= {
-        e["row_id"] for e in _stage(local.report, "near_duplicates")["examples"]
-    } | {e["row_id"] for e in _stage(report, "near_duplicates")["examples"]}
+    for stage in ("exact_duplicates", "near_duplicates"):
+        # The same first removed rows, beside the same kept rows.
+        pairs = [(e["row_id"], e["kept_id"]) for e in _stage(report, stage)["examples"]]
+        assert pairs == [(e["row_id"], e["kept_id"]) for e in _stage(local.report, stage)["examples"]], stage
 
     splits = {s: pd.read_parquet(tmp_path / "out" / s) for s in ("train", "validation", "test")}
     kept_local = set(pd.concat(local.splits.values())["row_id"])

@@ -291,7 +291,8 @@ class ClusterStage:
             )
             dups = marked[marked["_kept"] != ""]
             removed = int(dups.shape[0].compute())
-            sample = dups.head(EXAMPLES, npartitions=-1)
+            # The first removed rows in input order, as the local report lists them.
+            sample = dups.nsmallest(EXAMPLES, "_order").compute().sort_values("_order")
             texts = self._texts(marked, set(sample["_kept"]))
             examples = [
                 {
