@@ -63,6 +63,39 @@ def validate(
         raise typer.Exit(worst.exit_code)
 
 
+@app.command("prepare-cluster")
+def prepare_cluster(
+    protocol: Annotated[Path, typer.Argument(help="the protocol file")],
+    out: Annotated[Path, typer.Option(help="folder for <split>/*.parquet and data_report.json")],
+    scheduler: Annotated[
+        str | None,
+        typer.Option(help="a running Dask scheduler (tcp://host:8786); default data.engine.scheduler"),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="workers of the local cluster started when no scheduler is given")
+    ] = None,
+) -> None:
+    """Run the data stage alone on a Dask cluster (docs/performance.md, "On a cluster")."""
+    from tuneproof.data.cluster.engine import dask_client
+    from tuneproof.data.cluster.stage import prepare_on_cluster
+    from tuneproof.protocol.loader import load_protocol
+
+    try:
+        loaded = load_protocol(protocol)
+        spec = loaded.protocol.data.engine
+        update = {"kind": "dask"} | ({"scheduler": scheduler} if scheduler else {})
+        spec = spec.model_copy(update=update | ({"workers": workers} if workers else {}))
+        with dask_client(spec) as client:
+            report = prepare_on_cluster(loaded.protocol, loaded.base_dir, out, client)
+    except TuneproofError as exc:
+        _fail(exc)
+        return
+    rows = ", ".join(f"{s} {v['rows']}" for s, v in report["splits"].items())
+    typer.echo(
+        f"prepared on {report['engine']['workers']} workers: {rows}; report {out / 'data_report.json'}"
+    )
+
+
 @app.command()
 def schema() -> None:
     """Print the protocol's JSON Schema (for editors: `# yaml-language-server: $schema=<file>`)."""

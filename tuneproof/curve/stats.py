@@ -2,7 +2,7 @@
 which training subset was drawn.
 
 A two-level bootstrap: each replicate resamples the test rows (the same rows for every point, from
-:func:`tuneproof.evaluate.bootstrap.bootstrap_indices`, so points are paired) and resamples the
+:func:`tuneproof.evaluate.bootstrap.row_resamples`, so points are paired) and resamples the
 repeats with replacement; the replicate's value is the mean over the drawn repeats of the metric on
 the drawn rows. A point with one repeat (the full-data model) varies by test rows only. Two points
 with the same number of repeats draw the same repeat numbers, so a method and TF-IDF at one size
@@ -19,9 +19,9 @@ import numpy as np
 
 from tuneproof.evaluate.bootstrap import (
     Statistic,
-    bootstrap_indices,
     point_estimate,
-    replicates,
+    replicates_many,
+    row_resamples,
     summarize,
     summarize_difference,
 )
@@ -52,7 +52,7 @@ class CurveBootstrap:
         self.y = y
         self.samples = samples
         self.seed = seed
-        self.idx = bootstrap_indices(len(y), samples, seed)
+        self.idx = row_resamples(len(y), samples, seed)
         self._draws: dict[int, np.ndarray] = {}
 
     def repeat_draws(self, repeats: int) -> np.ndarray:
@@ -67,7 +67,8 @@ class CurveBootstrap:
         stats = [metric_statistic(metric, self.y, p) for p in probs_by_repeat]
         n = len(self.y)
         per_repeat = [point_estimate(s, n) for s in stats]
-        table = np.stack([replicates(s, self.idx) for s in stats])  # [repeats, samples]
+        many = replicates_many({str(i): s for i, s in enumerate(stats)}, self.idx)
+        table = np.stack([many[str(i)] for i in range(len(stats))])  # [repeats, samples]
         draws = self.repeat_draws(len(stats))
         reps = table[draws, np.arange(self.samples)[:, None]].mean(axis=1)
         return PointReplicates(float(np.mean(per_repeat)), reps, per_repeat)

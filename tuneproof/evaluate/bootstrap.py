@@ -14,30 +14,33 @@ absent); such resamples are skipped rather than counted, and the interval is tak
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 
 from tuneproof.evaluate.cluster_bootstrap import ClusterResamples
+from tuneproof.evaluate.row_resamples import RowResamples
 
 Statistic = Callable[[np.ndarray], np.ndarray]
-# Row resamples as one [m, n] array, or cluster resamples (tuneproof.evaluate.cluster_bootstrap).
-Resamples = np.ndarray | ClusterResamples
+# Row resamples as one [m, n] array, drawn block by block (tuneproof.evaluate.row_resamples), or
+# cluster resamples (tuneproof.evaluate.cluster_bootstrap).
+Resamples = np.ndarray | RowResamples | ClusterResamples
 
 # Bounds the [m, n] temporaries a statistic builds (gathers, bincounts) to a few tens of MB.
 _MAX_BLOCK_ELEMENTS = 4_000_000
 
 
 def bootstrap_indices(n: int, samples: int, seed: int) -> np.ndarray:
-    """``samples`` resamples of ``n`` row numbers drawn with replacement: an int array ``[samples, n]``."""
-    if n < 1:
-        raise ValueError("cannot bootstrap an empty sample (n = 0)")
-    if samples < 1:
-        raise ValueError("need at least one bootstrap sample")
-    rng = np.random.default_rng(seed)
-    # int32 halves the memory of the largest array in an evaluation; row numbers fit easily.
-    dtype = np.int32 if n < 2**31 else np.int64
-    return rng.integers(0, n, size=(samples, n), dtype=dtype)
+    """``samples`` resamples of ``n`` row numbers drawn with replacement: an int array ``[samples, n]``.
+
+    The whole matrix in memory; evaluations use ``row_resamples``, the same draw block by block.
+    """
+    return RowResamples(n, samples, seed).materialize()
+
+
+def row_resamples(n: int, samples: int, seed: int) -> RowResamples:
+    """The resamples of ``bootstrap_indices(n, samples, seed)``, drawn block by block when used."""
+    return RowResamples(n, samples, seed)
 
 
 def full_sample(n: int) -> np.ndarray:
@@ -60,22 +63,45 @@ def point_estimate(stat_fn: Statistic, n: int) -> float:
 
 def sample_size(idx: Resamples) -> int:
     """Rows of the sample the resamples were drawn from."""
-    return idx.rows if isinstance(idx, ClusterResamples) else int(idx.shape[1])
+    if isinstance(idx, ClusterResamples):
+        return idx.rows
+    return int(idx.shape[1])
 
 
 def replicates(stat_fn: Statistic, idx: Resamples) -> np.ndarray:
     """The statistic on every resample, computed in row blocks so temporaries stay bounded."""
+    return replicates_many({"_": stat_fn}, idx)["_"]
+
+
+def _blocks(idx: np.ndarray | RowResamples) -> Iterator[np.ndarray]:
+    step = max(1, _MAX_BLOCK_ELEMENTS // max(int(idx.shape[1]), 1))
+    if isinstance(idx, RowResamples):
+        yield from idx.blocks(step)
+        return
+    for start in range(0, idx.shape[0], step):
+        yield idx[start : start + step]
+
+
+def replicates_many(stats: Mapping[str, Statistic], idx: Resamples) -> dict[str, np.ndarray]:
+    """Every statistic on every resample, all statistics on one block before the next is drawn.
+
+    One pass over the resamples serves them all, so resamples drawn block by block
+    (``RowResamples`` above its cache size) are drawn once per evaluation step, not once per statistic.
+    """
     if isinstance(idx, ClusterResamples):
         stacked = idx.stacked()
         if stacked is None:
             # Resamples of different lengths cannot share one array; each is one row of its own.
-            return np.array([stat_fn(s[None, :])[0] for s in idx.sets], dtype=np.float64)
+            return {
+                k: np.array([f(s[None, :])[0] for s in idx.sets], dtype=np.float64) for k, f in stats.items()
+            }
         idx = stacked
-    b, n = idx.shape
-    step = max(1, _MAX_BLOCK_ELEMENTS // max(n, 1))
-    out = np.empty(b, dtype=np.float64)
-    for start in range(0, b, step):
-        out[start : start + step] = stat_fn(idx[start : start + step])
+    out = {k: np.empty(idx.shape[0], dtype=np.float64) for k in stats}
+    start = 0
+    for block in _blocks(idx):
+        for k, f in stats.items():
+            out[k][start : start + block.shape[0]] = f(block)
+        start += block.shape[0]
     return out
 
 
@@ -127,10 +153,7 @@ def paired_difference(
 ) -> dict[str, float | None]:
     """Paired bootstrap difference a minus b: both statistics see the same resamples."""
     n = sample_size(idx)
+    reps = replicates_many({"a": stat_fn_a, "b": stat_fn_b}, idx)
     return summarize_difference(
-        point_estimate(stat_fn_a, n),
-        replicates(stat_fn_a, idx),
-        point_estimate(stat_fn_b, n),
-        replicates(stat_fn_b, idx),
-        confidence,
+        point_estimate(stat_fn_a, n), reps["a"], point_estimate(stat_fn_b, n), reps["b"], confidence
     )

@@ -11,9 +11,10 @@ from tuneproof.evaluate.bca import jackknife, jackknife_units, summarize_bca, su
 from tuneproof.evaluate.bootstrap import (
     Resamples,
     Statistic,
-    bootstrap_indices,
     full_sample,
     replicates,
+    replicates_many,
+    row_resamples,
     summarize,
     summarize_difference,
 )
@@ -112,12 +113,16 @@ def _point_and_replicates(
     scored: _Scored, idx: Resamples, n: int, auc_defined: bool, units: list[np.ndarray] | None = None
 ) -> dict[str, Rep | None]:
     out: dict[str, Rep | None] = {}
-    for name, stat in scored.stats.items():
-        if name == "roc_auc" and not auc_defined:
-            out[name] = None  # a class absent from the test labels: AUC has no meaning, report null
+    # A class absent from the test labels: AUC has no meaning, report null.
+    stats = {k: s for k, s in scored.stats.items() if k != "roc_auc" or auc_defined}
+    reps = replicates_many(stats, idx)
+    for name in scored.stats:
+        if name not in stats:
+            out[name] = None
             continue
+        stat = stats[name]
         jack = jackknife(stat, n, units) if units is not None else None
-        out[name] = (float(stat(full_sample(n))[0]), replicates(stat, idx), jack)
+        out[name] = (float(stat(full_sample(n))[0]), reps[name], jack)
     return out
 
 
@@ -212,7 +217,7 @@ def _slices(
             "macro_f1": float(macro_from_confusion(cm, "f1")[0]),
         }
         idx = within(rows, clusters, spec.bootstrap_samples, _slice_seed(seed, i))
-        reps = {m: replicates(scored.stats[m], idx) for m in SLICE_METRICS}
+        reps = replicates_many({m: scored.stats[m] for m in SLICE_METRICS}, idx)
         gated = size >= spec.slice_min_rows
         entry: dict[str, Any] = {
             "name": name,
@@ -247,7 +252,7 @@ def _clustering(
 ) -> dict[str, Any]:
     """How many clusters there were, and the row bootstrap's intervals beside the clustered ones:
     the row bootstrap is what the run would report without ``cluster_by`` (same seed)."""
-    row_idx = bootstrap_indices(n, spec.bootstrap_samples, seed)
+    row_idx = row_resamples(n, spec.bootstrap_samples, seed)
     units = jackknife_units(n) if interval_method(spec) == "bca" else None
     row = _point_and_replicates(scored, row_idx, n, auc_defined, units)
     row_level = {m: None if r is None else _summary(r, spec.confidence) for m, r in row.items()}
@@ -342,7 +347,7 @@ def evaluate_classification(
     auc_defined = bool(np.all(np.bincount(y, minlength=k) > 0))
 
     idx: Resamples = (
-        bootstrap_indices(n, spec.bootstrap_samples, seed)
+        row_resamples(n, spec.bootstrap_samples, seed)
         if clusters is None
         else cluster_bootstrap_indices(np.asarray(clusters), spec.bootstrap_samples, seed)
     )

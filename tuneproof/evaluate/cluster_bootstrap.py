@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tuneproof.evaluate.row_resamples import RowResamples
+
 
 def _is_missing(v: object) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
@@ -78,14 +80,13 @@ def cluster_bootstrap_indices(codes: np.ndarray, samples: int, seed: int) -> Clu
 
 def within(
     rows: np.ndarray, codes: np.ndarray | None, samples: int, seed: int
-) -> np.ndarray | ClusterResamples:
+) -> RowResamples | ClusterResamples:
     """Resamples of a subset ``rows`` (a slice) of the test split, as row numbers of the whole split.
 
     Clustered when ``codes`` is given (clusters are those met in the subset), else by row.
     """
     if codes is None:
-        # The same draw as bootstrap.bootstrap_indices (which imports this module, so not called here).
-        return rows[np.random.default_rng(seed).integers(0, rows.size, size=(samples, rows.size))]
+        return RowResamples(int(rows.size), samples, seed, rows=rows)
     local = cluster_bootstrap_indices(codes[rows], samples, seed)
     return ClusterResamples(
         sets=tuple(rows[s] for s in local.sets), clusters=local.clusters, rows=int(rows.size)

@@ -31,10 +31,10 @@ from tuneproof.evaluate.bca import bca_interval, jackknife, jackknife_units
 from tuneproof.evaluate.bootstrap import (
     Resamples,
     Statistic,
-    bootstrap_indices,
     full_sample,
     percentile_interval,
     replicates,
+    row_resamples,
 )
 from tuneproof.evaluate.cluster_bootstrap import cluster_bootstrap_indices
 from tuneproof.evaluate.metrics import accuracy_stat, macro_stat
@@ -121,7 +121,7 @@ def draw(s: Scenario, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], 
 def _resamples(n: int, codes: np.ndarray | None, how: Resampling, samples: int, seed: int) -> Resamples:
     if how == "cluster" and codes is not None:
         return cluster_bootstrap_indices(codes, samples, seed)
-    return bootstrap_indices(n, samples, seed)
+    return row_resamples(n, samples, seed)
 
 
 def _difference(a: Statistic, b: Statistic) -> Statistic:

@@ -24,9 +24,9 @@ import numpy as np
 
 from tuneproof.evaluate.bootstrap import (
     Statistic,
-    bootstrap_indices,
     full_sample,
-    replicates,
+    replicates_many,
+    row_resamples,
     summarize,
     summarize_difference,
 )
@@ -143,11 +143,12 @@ def interval_group(
     Returns (model block, baseline blocks, comparisons model minus baseline). The resamples are drawn
     once from ``seed`` and shared by the model and every baseline, which is what makes them paired.
     """
-    idx = bootstrap_indices(n, samples, seed)
+    idx = row_resamples(n, samples, seed)
     full = full_sample(n)
 
     def point_reps(stats: Mapping[str, Statistic]) -> dict[str, tuple[float, np.ndarray]]:
-        return {k: (float(s(full)[0]), replicates(s, idx)) for k, s in stats.items()}
+        many = replicates_many(stats, idx)
+        return {k: (float(s(full)[0]), many[k]) for k, s in stats.items()}
 
     mine = point_reps(model)
     model_block = {k: summarize(p, r, confidence) for k, (p, r) in mine.items()}

@@ -11,7 +11,15 @@ from typing import Any
 
 import numpy as np
 
-from tuneproof.evaluate.bootstrap import Statistic, full_sample, replicates, summarize, summarize_difference
+from tuneproof.evaluate.bootstrap import (
+    Resamples,
+    Statistic,
+    full_sample,
+    replicates_many,
+    sample_size,
+    summarize,
+    summarize_difference,
+)
 from tuneproof.evaluate.slices import column_slices, length_slices
 from tuneproof.protocol.schema import EvaluateSpec
 
@@ -19,13 +27,12 @@ Replicates = dict[str, tuple[float, np.ndarray]]
 
 
 def score(
-    stats: Mapping[str, Statistic], idx: np.ndarray, confidence: float
+    stats: Mapping[str, Statistic], idx: Resamples, confidence: float
 ) -> tuple[dict[str, Any], Replicates]:
     """``{name: {"value", "low", "high"}}`` and the raw (point, replicates) kept for comparisons."""
-    n = idx.shape[1]
-    reps: Replicates = {
-        name: (float(stat(full_sample(n))[0]), replicates(stat, idx)) for name, stat in stats.items()
-    }
+    n = sample_size(idx)
+    many = replicates_many(stats, idx)
+    reps: Replicates = {name: (float(stat(full_sample(n))[0]), many[name]) for name, stat in stats.items()}
     return {name: summarize(p, r, confidence) for name, (p, r) in reps.items()}, reps
 
 

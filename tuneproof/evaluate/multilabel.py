@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from tuneproof.evaluate.bootstrap import Statistic, bootstrap_indices
+from tuneproof.evaluate.bootstrap import Statistic, row_resamples
 from tuneproof.evaluate.intervals import compare, json_float, score, slice_rows
 from tuneproof.protocol.schema import EvaluateSpec
 
@@ -157,7 +157,7 @@ def evaluate_multilabel(
     if n == 0:
         raise ValueError("cannot evaluate on an empty test split")
     y = _as_bool("y_true", y_true, (n, k))
-    idx = bootstrap_indices(n, spec.bootstrap_samples, seed)
+    idx = row_resamples(n, spec.bootstrap_samples, seed)
     model_counts = _Counts(y, _as_bool("model", decisions, (n, k)))
     model, model_reps = score(_stats(model_counts), idx, spec.confidence)
     model["per_class"] = _per_label(model_counts, labels, np.asarray(thresholds["values"]))

@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from tuneproof.evaluate.bootstrap import Statistic, bootstrap_indices
+from tuneproof.evaluate.bootstrap import Statistic, row_resamples
 from tuneproof.evaluate.intervals import Replicates, compare, json_float, score, slice_rows
+from tuneproof.evaluate.row_resamples import RowResamples
 from tuneproof.protocol.schema import EvaluateSpec
 
 SCALAR_METRICS = ("f1", "precision", "recall", "macro_f1")
@@ -99,7 +100,7 @@ def _macro_stat(c: SentenceCounts) -> Statistic:
 
 
 def _score_model(
-    c: SentenceCounts, types: Sequence[str], idx: np.ndarray, confidence: float
+    c: SentenceCounts, types: Sequence[str], idx: RowResamples, confidence: float
 ) -> tuple[dict[str, Any], Replicates]:
     stats: dict[str, Statistic] = {m: _sum_stat(c, None, m) for m in ("f1", "precision", "recall")}
     stats["macro_f1"] = _macro_stat(c)
@@ -138,7 +139,7 @@ def evaluate_ner(
     # Types from the gold and every prediction: a type only ever predicted still costs precision.
     types = sorted({t for s in [gold_ents, *pred_ents.values()] for sent in s for _, _, t in sent})
     counts = {name: SentenceCounts(gold_ents, p, types) for name, p in pred_ents.items()}
-    idx = bootstrap_indices(n, spec.bootstrap_samples, seed)
+    idx = row_resamples(n, spec.bootstrap_samples, seed)
     model, model_reps = _score_model(counts["model"], types, idx, spec.confidence)
     baseline_blocks: dict[str, Any] = {}
     comparisons: dict[str, Any] = {}

@@ -28,7 +28,7 @@ import pandas as pd
 from scipy.stats import norm
 
 from tuneproof.evaluate.baselines import majority_probs, tfidf_logreg_probs
-from tuneproof.evaluate.bootstrap import Resamples, bootstrap_indices, replicates
+from tuneproof.evaluate.bootstrap import Resamples, replicates, row_resamples
 from tuneproof.evaluate.cluster_bootstrap import ClusterResamples, cluster_bootstrap_indices, cluster_codes
 from tuneproof.protocol.schema import Protocol
 
@@ -91,7 +91,7 @@ def minimum_detectable_effects(
             idx: Resamples = (
                 cluster_bootstrap_indices(cluster_codes(val[column].tolist()), POWER_BOOTSTRAP, protocol.seed)
                 if column is not None
-                else bootstrap_indices(len(val), POWER_BOOTSTRAP, protocol.seed)
+                else row_resamples(len(val), POWER_BOOTSTRAP, protocol.seed)
             )
             reps = replicates(stat, idx)
             val_units = idx.clusters if isinstance(idx, ClusterResamples) else len(val)

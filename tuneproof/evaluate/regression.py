@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from tuneproof.evaluate.bootstrap import Statistic, bootstrap_indices
+from tuneproof.evaluate.bootstrap import Statistic, row_resamples
 from tuneproof.evaluate.intervals import compare, json_float, score, slice_rows
 from tuneproof.protocol.schema import EvaluateSpec
 
@@ -125,7 +125,7 @@ def evaluate_regression(
     if not np.all(np.isfinite(y)):
         raise ValueError("y_true must be finite")
     model_pred = _check("model", pred, n)
-    idx = bootstrap_indices(n, spec.bootstrap_samples, seed)
+    idx = row_resamples(n, spec.bootstrap_samples, seed)
     model, model_reps = score(_stats(y, model_pred), idx, spec.confidence)
     baseline_blocks: dict[str, Any] = {}
     comparisons: dict[str, Any] = {}

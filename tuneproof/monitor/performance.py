@@ -17,9 +17,9 @@ import numpy as np
 from tuneproof.errors import Problem, ProtocolError
 from tuneproof.evaluate.bootstrap import (
     Statistic,
-    bootstrap_indices,
     point_estimate,
     replicates,
+    row_resamples,
     summarize,
     summarize_difference,
 )
@@ -99,8 +99,8 @@ def compare_performance(
     ref_stats = _stats(y_ref, ref.probabilities, k, calibration_bins)
     win_stats = _stats(y_win, win.probabilities, k, calibration_bins)
     # AUC needs every class present in the labels; elsewhere the bootstrap drops undefined resamples.
-    idx_ref = bootstrap_indices(len(y_ref), spec.bootstrap_samples, seed)
-    idx_win = bootstrap_indices(len(y_win), spec.bootstrap_samples, seed + 1)
+    idx_ref = row_resamples(len(y_ref), spec.bootstrap_samples, seed)
+    idx_win = row_resamples(len(y_win), spec.bootstrap_samples, seed + 1)
     metrics: dict[str, Any] = {}
     window_block: dict[str, Any] = {}
     degraded: list[str] = []

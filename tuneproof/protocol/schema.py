@@ -74,6 +74,22 @@ class ModelSpec(Strict):
     max_length: Annotated[int, Field(ge=8, le=32768)] = 128
 
 
+class DataEngineSpec(Strict):
+    """Where `tuneproof prepare-cluster` runs the data stage (tuneproof.data.cluster)."""
+
+    kind: Literal["local", "dask"] = Field(
+        "local", description="local: the one-process data stage; dask: partitions on a Dask scheduler"
+    )
+    scheduler: str | None = Field(
+        None,
+        description="dask: address of a running scheduler (tcp://host:8786); none starts a local cluster",
+    )
+    workers: int = Field(2, ge=1, le=1024, description="dask, local cluster only: worker processes to start")
+    partition_rows: int = Field(
+        200_000, ge=1, description="dask: lines per partition when a JSONL file is read in line ranges"
+    )
+
+
 class DataSpec(Strict):
     files: list[Location] | None = Field(None, description="files pooled then split by `split`")
     splits: dict[SplitName, list[Location]] | None = Field(None, description="the user's own splits")
@@ -86,6 +102,9 @@ class DataSpec(Strict):
     )
     metadata_columns: list[str] = Field(default_factory=list)
     encoding: str = "utf-8"
+    engine: DataEngineSpec = Field(
+        DataEngineSpec(), description="the engine `tuneproof prepare-cluster` runs the data stage on"
+    )
     label_separator: str | None = Field(
         None, description="multilabel: the separator of several labels in one CSV field, e.g. ';'"
     )

@@ -60,7 +60,7 @@ def list_runs(project: Path) -> list[dict[str, Any]]:
 
 def compare_runs(run_a: Path, run_b: Path, samples: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Metrics of two runs side by side, and B minus A on the same test rows with its interval."""
-    from tuneproof.evaluate.bootstrap import bootstrap_indices, paired_difference
+    from tuneproof.evaluate.bootstrap import paired_difference, row_resamples
 
     ma, mb = (_json(d / "manifest.json") for d in (run_a, run_b))
     if not isinstance(ma, dict) or not isinstance(mb, dict):
@@ -97,7 +97,7 @@ def compare_runs(run_a: Path, run_b: Path, samples: int = 1000, seed: int = 0) -
     confidence = float(evidence_b.get("confidence", 0.95))
     samples = int(evidence_b.get("bootstrap_samples", samples))
     for i, group in enumerate(stat_groups(str(task), joined)):
-        idx = bootstrap_indices(group.n, samples, seed + i)
+        idx = row_resamples(group.n, samples, seed + i)
         for metric, stat_b in group.b.items():
             d = paired_difference(stat_b, group.a[metric], idx, confidence)
             low, high = d["low"], d["high"]
