@@ -25,6 +25,7 @@ from multiprocessing import get_context
 
 import numpy as np
 
+from tuneproof.data.minhash_kernel import min_reduce
 from tuneproof.protocol.schema import NearDuplicateSpec
 
 # Weighted towards recall: every candidate is confirmed by exact Jaccard, so a false positive costs
@@ -32,8 +33,11 @@ from tuneproof.protocol.schema import NearDuplicateSpec
 # (0.90 found 90%, 0.92 97%, 0.95 99.8% of the time); the default (0.5, 0.5) gives 5 bands of 25.
 LSH_WEIGHTS = (0.05, 0.95)
 SEED = 1
-# Texts per block: the (windows x num_perm) gather of one block stays near 150 MB at 128 permutations.
-BLOCK = 2048
+# Texts per block: shingles are de-duplicated and hashed once per block (a larger block repeats
+# fewer hashes; the block's window matrix is ~3 MB per 1,000 texts of ~150 characters).
+BLOCK = 16_384
+# Texts per min-reduction: the (windows x num_perm) gather stays near 150 MB at 128 permutations.
+REDUCE_TEXTS = 2048
 # Below this many texts a second process costs more to start than it saves.
 PARALLEL_MIN_ROWS = 40_000
 _PAD = np.uint32(0xFFFFFFFF)  # not a code point: marks the missing tail of a text shorter than k
@@ -96,13 +100,30 @@ def _block_signatures(keys: Sequence[str], k: int, num_perm: int) -> np.ndarray:
     encoded = pc.dictionary_encode(arr)
     ids = encoded.indices.to_numpy(zero_copy_only=False)
     distinct = np.frombuffer(encoded.dictionary.buffers()[1], dtype=np.uint32)[: len(encoded.dictionary) * k]
-    distinct = distinct.reshape(-1, k)
-    hv = np.fromiter(
-        (_sha1_32(_shingle_bytes(row)) for row in distinct), dtype=np.uint32, count=len(distinct)
-    )
+    hv = _shingle_hashes(distinct.reshape(-1, k), k)
     a, b = permutations(num_perm)
     perm = _fmix32(hv)[:, None] * a[None, :] + b[None, :]
-    return np.minimum.reduceat(perm[ids], first_window, axis=0)
+    sig = min_reduce(perm, ids, first_window, n_windows, REDUCE_TEXTS)
+    return sig
+
+
+def _shingle_hashes(distinct: np.ndarray, k: int) -> np.ndarray:
+    """SHA-1 (first 4 bytes, little-endian, as datasketch's sha1_hash32) of each shingle's UTF-8."""
+    padded = (distinct == _PAD).any(axis=1)
+    full = distinct[~padded]
+    text = full.tobytes().decode("utf-32-le", "surrogatepass")
+    hv = np.empty(len(distinct), dtype=np.uint32)
+    sha1 = hashlib.sha1
+    hv[~padded] = np.fromiter(
+        (
+            int.from_bytes(sha1(text[i : i + k].encode("utf-8", "surrogatepass")).digest()[:4], "little")
+            for i in range(0, len(text), k)
+        ),
+        dtype=np.uint32,
+        count=len(full),
+    )
+    hv[padded] = [_sha1_32(_shingle_bytes(row)) for row in distinct[padded]]
+    return hv
 
 
 def _shingle_bytes(row: np.ndarray) -> bytes:
