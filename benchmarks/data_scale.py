@@ -258,6 +258,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "data_scale.json")
     args = ap.parse_args()
     if args.child:
+        # The script's folder (benchmarks/) would shadow real packages (benchmarks/coverage.py hides
+        # the coverage package numba looks for); the child imports only the code under test.
+        sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
         _child(args.child)
         return
     sizes = [int(s) for s in args.sizes.split(",")]
