@@ -25,6 +25,7 @@ from multiprocessing import get_context
 
 import numpy as np
 
+from tuneproof.data.clean import near_key
 from tuneproof.data.minhash_kernel import min_reduce
 from tuneproof.protocol.schema import NearDuplicateSpec
 
@@ -131,13 +132,29 @@ def _shingle_bytes(row: np.ndarray) -> bytes:
     return cut.tobytes().decode("utf-32-le", "surrogatepass").encode()
 
 
-def _worker_block(args: tuple[list[str], int, int]) -> np.ndarray:
-    return _block_signatures(*args)
+def _worker_block(args: tuple[list[str], int, int, NearDuplicateSpec | None]) -> np.ndarray:
+    keys, k, num_perm, spec = args
+    if spec is not None:
+        keys = [near_key(t, spec) for t in keys]
+    return _block_signatures(keys, k, num_perm)
 
 
-def signatures(keys: Sequence[str], k: int, num_perm: int, workers: int | None = None) -> np.ndarray:
+def text_signatures(texts: Sequence[str], spec: NearDuplicateSpec, workers: int | None = None) -> np.ndarray:
+    """Signatures of the comparison keys of ``texts`` (:func:`near_key`), the keys made in the
+    workers too (the punctuation regex costs as much as the hashing)."""
+    return signatures(texts, spec.shingle_chars, spec.num_perm, workers, spec)
+
+
+def signatures(
+    keys: Sequence[str],
+    k: int,
+    num_perm: int,
+    workers: int | None = None,
+    spec: NearDuplicateSpec | None = None,
+) -> np.ndarray:
     """Signatures of every key, in blocks; across ``workers`` processes (default: the usable cores,
-    at most 2 unless ``TUNEPROOF_DATA_WORKERS`` says otherwise) when there are enough rows."""
+    at most 2 unless ``TUNEPROOF_DATA_WORKERS`` says otherwise) when there are enough rows.
+    With ``spec``, ``keys`` are texts and their :func:`near_key` is taken first."""
     n = len(keys)
     out = np.empty((n, num_perm), dtype=np.uint32)
     blocks = [(s, min(n, s + BLOCK)) for s in range(0, n, BLOCK)]
@@ -146,12 +163,12 @@ def signatures(keys: Sequence[str], k: int, num_perm: int, workers: int | None =
         # spawn, not fork: the parent may hold torch/Arrow thread pools that a forked child inherits
         # locked. The children import numpy, pyarrow and this module only.
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            args = ((list(keys[s:e]), k, num_perm) for s, e in blocks)
-            for (s, e), sig in zip(blocks, pool.map(_worker_block, args, chunksize=4), strict=True):
+            args = ((list(keys[s:e]), k, num_perm, spec) for s, e in blocks)
+            for (s, e), sig in zip(blocks, pool.map(_worker_block, args), strict=True):
                 out[s:e] = sig
         return out
     for s, e in blocks:
-        out[s:e] = _block_signatures(keys[s:e], k, num_perm)
+        out[s:e] = _worker_block((list(keys[s:e]), k, num_perm, spec))
     return out
 
 
@@ -277,7 +294,3 @@ def greedy_near_duplicates(
         else:
             buckets.insert(j)
     return keep, hits
-
-
-def near_spec_signatures(keys: Sequence[str], spec: NearDuplicateSpec) -> np.ndarray:
-    return signatures(keys, spec.shingle_chars, spec.num_perm)

@@ -24,7 +24,6 @@ from tuneproof.data.clean import (
     dedup_key,
     find_conflicts,
     near_duplicate_description,
-    near_key,
     normalize_text,
     shingle_set,
 )
@@ -379,7 +378,7 @@ def _clean_and_split(
     if cleaning.near_duplicates.enabled:
         spec = cleaning.near_duplicates
         texts_now = df["text"].tolist()
-        sig = near_dup.signatures([near_key(t, spec) for t in texts_now], spec.shingle_chars, spec.num_perm)
+        sig = near_dup.text_signatures(texts_now, spec)
         keep, hits = near_dup.greedy_near_duplicates(
             sig, df["split"].fillna("").tolist(), lambda i: shingle_set(texts_now[i], spec), spec.threshold
         )

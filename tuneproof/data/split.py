@@ -11,7 +11,7 @@ import numpy as np
 from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
 from tuneproof.data import near_dup
-from tuneproof.data.clean import dedup_key, near_key, shingle_set
+from tuneproof.data.clean import dedup_key, shingle_set
 from tuneproof.data.near_dup import LshBuckets, ShingleCache, confirmed
 from tuneproof.evaluate.cluster_bootstrap import cluster_codes
 from tuneproof.protocol.schema import LeakageSpec, NearDuplicateSpec, SplitSpec
@@ -117,9 +117,7 @@ def find_leaks(
         if signatures is not None:
             sig = np.concatenate([signatures[s] for s in order]) if order else np.zeros((0, 1), np.uint32)
         else:
-            sig = near_dup.signatures(
-                [near_key(t, near_spec) for t in everything], near_spec.shingle_chars, near_spec.num_perm
-            )
+            sig = near_dup.text_signatures(everything, near_spec)
         buckets = LshBuckets(sig, near_spec.threshold)
         cache = ShingleCache(lambda i: shingle_set(everything[i], near_spec))
     exact_seen: dict[str, str] = {}
