@@ -255,15 +255,16 @@ def main() -> None:
     ap.add_argument("--peer-rows", type=int, default=30_000, help="rows for the datasketch peer arm")
     ap.add_argument("--parallel-rows", type=int, default=200_000, help="rows for the 1-vs-2-process arm")
     ap.add_argument("--timeout", type=float, default=900, help="seconds per child before it is killed")
+    ap.add_argument("--near-only", action="store_true", help="only the near-duplicate arms")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "data_scale.json")
     args = ap.parse_args()
+    # The script's folder (benchmarks/) would shadow real packages (benchmarks/coverage.py hides the
+    # coverage package numba looks for); import the code under test from PYTHONPATH only.
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
     if args.child:
-        # The script's folder (benchmarks/) would shadow real packages (benchmarks/coverage.py hides
-        # the coverage package numba looks for); the child imports only the code under test.
-        sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
         _child(args.child)
         return
-    sizes = [int(s) for s in args.sizes.split(",")]
+    sizes = [] if args.near_only else [int(s) for s in args.sizes.split(",")]
     result: dict[str, Any] = {
         "sizes": sizes,
         "loadavg_start": Path("/proc/loadavg").read_text().split()[:3],
@@ -287,6 +288,8 @@ def main() -> None:
                 res["loadavg"] = Path("/proc/loadavg").read_text().split()[:3]
                 result["runs"][arm][str(n)] = res
                 print(arm, n, json.dumps(res), flush=True)
+                args.out.parent.mkdir(parents=True, exist_ok=True)
+                args.out.write_text(json.dumps(result, indent=1) + "\n")  # so far, if stopped later
             b, a = result["runs"]["before"].get(str(n), {}), result["runs"]["after"][str(n)]
             if "split_sha256" in b and "split_sha256" in a:
                 a["same_splits_as_before"] = a["split_sha256"] == b["split_sha256"]

@@ -20,7 +20,7 @@ def _compiled() -> Any:
     if _kernel is None:
         try:
             import numba
-        except ImportError:
+        except Exception:  # missing, or broken by its optional hooks (coverage): use numpy
             _kernel = False
             return _kernel
 
