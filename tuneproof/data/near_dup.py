@@ -152,8 +152,8 @@ def signatures(
     workers: int | None = None,
     spec: NearDuplicateSpec | None = None,
 ) -> np.ndarray:
-    """Signatures of every key, in blocks; across ``workers`` processes (default: the usable cores,
-    at most 2 unless ``TUNEPROOF_DATA_WORKERS`` says otherwise) when there are enough rows.
+    """Signatures of every key, in blocks; across ``workers`` processes (default:
+    :func:`data_workers`) when there are enough rows.
     With ``spec``, ``keys`` are texts and their :func:`near_key` is taken first."""
     n = len(keys)
     out = np.empty((n, num_perm), dtype=np.uint32)
@@ -173,10 +173,11 @@ def signatures(
 
 
 def data_workers() -> int:
+    """Processes for the signatures: ``TUNEPROOF_DATA_WORKERS``, else 1. Two spawned processes were
+    slower than one on the shared 2-core machine this was measured on (docs/performance.md: 0.6x at
+    50k rows with the load average at 10-20), so they are opt-in until a quiet machine shows a gain."""
     env = os.environ.get("TUNEPROOF_DATA_WORKERS")
-    if env:
-        return max(1, int(env))
-    return max(1, min(2, len(os.sched_getaffinity(0))))
+    return max(1, int(env)) if env else 1
 
 
 class LshBuckets:
