@@ -158,6 +158,23 @@ def init(
     typer.echo(f"{output}: written and valid")
 
 
+@app.command("prepare")
+def prepare_cmd(
+    protocol: Annotated[Path, typer.Argument(help="protocol file")],
+    output_dir: Annotated[Path | None, typer.Option(help="parent folder of the prepared folder")] = None,
+) -> None:
+    """Run the data stage alone: write the data report and the prepared splits. Exit 3 on bad data."""
+    from tuneproof.prepare_stage import prepare
+
+    try:
+        outcome = prepare(protocol, output_dir=output_dir)
+    except TuneproofError as exc:
+        _fail(exc)
+        return
+    rows = " ".join(f"{k}={v['rows']}" for k, v in outcome.prepared.report["splits"].items())
+    typer.echo(f"{outcome.folder}\n{rows} ({outcome.seconds:.1f} s)")
+
+
 @app.command("run")
 def run_cmd(
     protocol: Annotated[Path | None, typer.Argument(help="protocol file")] = None,

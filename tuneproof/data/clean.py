@@ -46,6 +46,11 @@ def near_key(text: str, spec: NearDuplicateSpec) -> str:
     return _WS.sub(" ", text).strip()
 
 
+def shingle_set(text: str, spec: NearDuplicateSpec) -> set[bytes]:
+    """The exact set the near-duplicate comparison's Jaccard is computed on."""
+    return _shingles(text, spec)
+
+
 def _shingles(text: str, spec: NearDuplicateSpec) -> set[bytes]:
     t, k = near_key(text, spec), spec.shingle_chars
     if len(t) <= k:

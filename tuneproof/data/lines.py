@@ -24,6 +24,7 @@ class ReadResult:
     rows: list[dict[str, Any]] = field(default_factory=list)  # each has "_line": 1-based line of the row
     columns: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    n_rows: int = 0  # rows read, also when they were streamed rather than kept in ``rows``
 
 
 def open_text(path: Path, encoding: str) -> IO[bytes]:

@@ -19,16 +19,18 @@ import numpy as np
 import pandas as pd
 
 from tuneproof import fsutil
+from tuneproof.data import near_dup
 from tuneproof.data.clean import (
-    NearDuplicateIndex,
     dedup_key,
     find_conflicts,
     near_duplicate_description,
     normalize_text,
+    shingle_set,
 )
 from tuneproof.data.guards import removal_problems, split_checks
 from tuneproof.data.locate import resolve_location
-from tuneproof.data.readers import ReadResult, read_file
+from tuneproof.data.problems import CappedProblems
+from tuneproof.data.readers import ReadResult, stream_file
 from tuneproof.data.split import find_leaks, split_indices, straddling_clusters
 from tuneproof.errors import DataValidationError, Problem
 from tuneproof.protocol.schema import Protocol
@@ -122,31 +124,16 @@ class _Stages:
         return int(rows.get("keep_if", rows.get("read", 0)))
 
 
-def _read_sources(
-    protocol: Protocol, base_dir: Path
-) -> tuple[list[tuple[str | None, Path, ReadResult]], list[Problem], dict[str, str]]:
+def _source_entries(protocol: Protocol) -> list[tuple[str | None, str, Any]]:
     data = protocol.data
-    entries: list[tuple[str | None, str, Any]] = []
     if data.files is not None:
-        entries = [(None, f"data.files[{i}]", loc) for i, loc in enumerate(data.files)]
-    else:
-        assert data.splits is not None
-        for split, locs in data.splits.items():
-            entries += [(split, f"data.splits.{split}[{i}]", loc) for i, loc in enumerate(locs)]
-    problems: list[Problem] = []
-    out: list[tuple[str | None, Path, ReadResult]] = []
-    hashes: dict[str, str] = {}
-    for split_name, where, loc in entries:
-        path, problem = resolve_location(loc, base_dir, where)
-        if problem is not None:
-            problems.append(problem)
-            continue
-        assert path is not None
-        result = read_file(path, data.format, data.encoding)
-        problems += result.problems
-        hashes[str(path)] = sha256_file(path)
-        out.append((split_name, path, result))
-    return out, problems, hashes
+        return [(None, f"data.files[{i}]", loc) for i, loc in enumerate(data.files)]
+    assert data.splits is not None
+    return [
+        (split, f"data.splits.{split}[{i}]", loc)
+        for split, locs in data.splits.items()
+        for i, loc in enumerate(locs)
+    ]
 
 
 def _check_columns(protocol: Protocol, path: Path, columns: list[str], extra: Sequence[str]) -> list[Problem]:
@@ -175,90 +162,140 @@ def prepare_data(
     text_hook: FrameHook | None = None,
     stratify: bool = True,
 ) -> PreparedData:
-    rows, stages, hashes, sources = read_and_validate(protocol, base_dir, target_check, stratify)
-    return _clean_and_split(protocol, rows, stages, hashes, token_lengths, text_hook, stratify, sources)
+    columns, stages, hashes, sources = read_columns(protocol, base_dir, target_check, stratify)
+    return _clean_and_split(protocol, columns, stages, hashes, token_lengths, text_hook, stratify, sources)
 
 
 def read_and_validate(
     protocol: Protocol, base_dir: Path, target_check: TargetCheck | None = None, stratify: bool = True
 ) -> tuple[list[dict[str, Any]], _Stages, dict[str, str], list[tuple[str | None, Path, ReadResult]]]:
-    """Read every source and check every row; raise one DataValidationError listing all problems."""
+    """Read every source and check every row; raise one DataValidationError listing all problems.
+
+    The rows as one dict each; the data stage itself keeps them as columns (:func:`read_columns`)."""
+    columns, stages, hashes, sources = read_columns(protocol, base_dir, target_check, stratify)
+    names = list(columns)
+    rows = [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+    return rows, stages, hashes, sources
+
+
+def read_columns(
+    protocol: Protocol, base_dir: Path, target_check: TargetCheck | None = None, stratify: bool = True
+) -> tuple[dict[str, list[Any]], _Stages, dict[str, str], list[tuple[str | None, Path, ReadResult]]]:
+    """Read every source as a stream, check every row, and keep the accepted rows as columns
+    (``row_id``, ``split``, ``text``, ``label``, metadata...): one list per column rather than a
+    dict per row. Problems are listed with their ``file:line``, the first
+    :data:`~tuneproof.data.problems.PROBLEMS_PER_FILE` of each file, the rest counted; all are
+    raised at once as a DataValidationError."""
     data, cleaning = protocol.data, protocol.cleaning
     target_check = target_check or categorical_target(data.labels)
     row_check: RowCheck | None = getattr(target_check, "check_row", None)
     stages = _Stages()
-    sources, problems, hashes = _read_sources(protocol, base_dir)
+    problems = CappedProblems()
+    hashes: dict[str, str] = {}
+    sources: list[tuple[str | None, Path, ReadResult]] = []
     slice_columns = [s.column for s in protocol.evaluate.slices if s.by == "column"]
-
-    rows: list[dict[str, Any]] = []
+    extra_cols = list(dict.fromkeys([*data.metadata_columns, *slice_columns]))
+    cols: dict[str, list[Any]] = {c: [] for c in ("row_id", "split", "text", "label", *extra_cols)}
+    keep_if = {c: set(v) for c, v in data.keep_if.items()}
+    # A label check is a function of the value alone; most files repeat a few labels many times.
+    label_cache: dict[Any, tuple[Any, str | None]] = {}
     empty_lines: list[str] = []
+    n_empty = 0
     kept_out = 0
-    for split, path, result in sources:
-        col_problems = _check_columns(protocol, path, result.columns, slice_columns) if result.rows else []
-        problems += col_problems
-        if col_problems:
+    for split, where_in_protocol, loc in _source_entries(protocol):
+        path, problem = resolve_location(loc, base_dir, where_in_protocol)
+        if problem is not None:
+            problems.append(problem)
             continue
+        assert path is not None
+        result, stream = stream_file(path, data.format, data.encoding, ReadResult(problems=CappedProblems()))
+        hashes[str(path)] = sha256_file(path)
+        sources.append((split, path, result))
+        # This file's rows and problems, undone if its columns turn out to be missing (JSONL's
+        # columns are known only at its end), as when the file was read whole first.
+        mark = len(cols["row_id"])
+        file_problems = CappedProblems()
+        file_kept_out = 0
+        file_empty: list[str] = []
+        file_n_empty = 0
         prefix = f"{split}/" if split else ""
-        for raw in result.rows:
-            where = f"{path}:{raw['_line']}"
-            if any(str(raw.get(c)) not in set(v) for c, v in data.keep_if.items()):
-                kept_out += 1
+        name = path.name
+        for raw in stream:
+            result.n_rows += 1
+            line = raw["_line"]
+            if keep_if and any(str(raw.get(c)) not in v for c, v in keep_if.items()):
+                file_kept_out += 1
                 continue
             if row_check is not None:
                 text, label, errors = row_check(raw)
-                problems += [Problem(f"{path}:{line or raw['_line']}", msg) for line, msg in errors]
-                if not errors:
-                    extra = {c: raw.get(c) for c in [*data.metadata_columns, *slice_columns]}
-                    rows.append(
-                        {
-                            "row_id": f"{prefix}{path.name}:{raw['_line']}",
-                            "split": split,
-                            "text": text,
-                            "label": label,
-                            **extra,
-                        }
+                file_problems += [Problem(f"{path}:{ln or line}", msg) for ln, msg in errors]
+                if errors:
+                    continue
+            else:
+                text = raw.get(data.text_column)
+                if text is None or (isinstance(text, str) and not text.strip()):
+                    if cleaning.drop_empty:
+                        file_n_empty += 1
+                        if len(file_empty) < EXAMPLES_PER_STAGE:
+                            file_empty.append(f"{path}:{line}")
+                        continue
+                    msg = f"empty text in column {data.text_column!r}"
+                    file_problems.append(Problem(f"{path}:{line}", msg))
+                    continue
+                if not isinstance(text, str):
+                    file_problems.append(
+                        Problem(f"{path}:{line}", f"text must be a string, got {type(text).__name__}")
                     )
-                continue
-            text = raw.get(data.text_column)
-            if text is None or (isinstance(text, str) and not text.strip()):
-                if cleaning.drop_empty:
-                    empty_lines.append(where)
                     continue
-                problems.append(Problem(where, f"empty text in column {data.text_column!r}"))
-                continue
-            if not isinstance(text, str):
-                problems.append(Problem(where, f"text must be a string, got {type(text).__name__}"))
-                continue
-            label = None
-            if data.label_column is not None:
-                label, err = target_check(raw.get(data.label_column))
-                if err is not None:
-                    problems.append(Problem(where, err))
-                    continue
-            row = {
-                "row_id": f"{prefix}{path.name}:{raw['_line']}",
-                "split": split,
-                "text": text,
-                "label": label,
-            }
-            for col in [*data.metadata_columns, *slice_columns]:
-                row[col] = raw.get(col)
-            rows.append(row)
-    read_total = sum(len(r.rows) for _, _, r in sources)
+                label = None
+                if data.label_column is not None:
+                    value = raw.get(data.label_column)
+                    try:
+                        checked = label_cache.get(value) if isinstance(value, str) else None
+                    except TypeError:
+                        checked = None
+                    if checked is None:
+                        checked = target_check(value)
+                        if isinstance(value, str) and len(label_cache) < 10_000:
+                            label_cache[value] = checked
+                    label, err = checked
+                    if err is not None:
+                        file_problems.append(Problem(f"{path}:{line}", err))
+                        continue
+            cols["row_id"].append(f"{prefix}{name}:{line}")
+            cols["split"].append(split)
+            cols["text"].append(text)
+            cols["label"].append(label)
+            for c in extra_cols:
+                cols[c].append(raw.get(c))
+        col_problems = _check_columns(protocol, path, result.columns, slice_columns) if result.n_rows else []
+        problems.extend(result.problems)
+        if col_problems:
+            problems.extend(col_problems)
+            for values in cols.values():
+                del values[mark:]
+            continue
+        problems.extend(file_problems)
+        problems.dropped.update(file_problems.dropped)
+        problems.dropped.update(getattr(result.problems, "dropped", {}))
+        kept_out += file_kept_out
+        n_empty += file_n_empty
+        empty_lines += file_empty
+    read_total = sum(r.n_rows for _, _, r in sources)
     stages.record("read", read_total)
     if data.keep_if:
         detail = "; ".join(f"{c} in [{', '.join(v)}]" for c, v in data.keep_if.items())
         stages.record("keep_if", read_total - kept_out, kept_out, detail)
     stages.record(
         "empty",
-        read_total - kept_out - len(empty_lines),
-        len(empty_lines),
-        ", ".join(empty_lines[:5]) + (" ..." if len(empty_lines) > 5 else ""),
+        read_total - kept_out - n_empty,
+        n_empty,
+        ", ".join(empty_lines[:5]) + (" ..." if n_empty > 5 else ""),
         [{"row_id": w, "text": "", "reason": "empty text"} for w in empty_lines[:EXAMPLES_PER_STAGE]],
     )
-
-    if not problems and rows and data.label_column is not None and stratify:
-        counts = Counter(r["label"] for r in rows)
+    n_rows = len(cols["row_id"])
+    if not problems.total() and n_rows and data.label_column is not None and stratify:
+        counts = Counter(cols["label"])
         if len(counts) < 2:
             problems.append(
                 Problem(
@@ -276,18 +313,18 @@ def read_and_validate(
                             f"class {lab!r} has {n} row(s); a stratified split needs >= {need}",
                         )
                     )
-    if not rows and not problems:
+    if not n_rows and not problems.total():
         problems.append(Problem("data", "no rows left to train on"))
-    if not problems:
+    if not problems.total():
         problems += removal_problems(stages.stages, cleaning.max_removed_fraction, stages.selected())
-    if problems:
-        raise DataValidationError(problems, "data")
-    return rows, stages, hashes, sources
+    if problems.total():
+        raise DataValidationError(problems.listed(), "data")
+    return cols, stages, hashes, sources
 
 
 def _clean_and_split(
     protocol: Protocol,
-    rows: list[dict[str, Any]],
+    rows: dict[str, list[Any]],
     stages: _Stages,
     hashes: dict[str, str],
     token_lengths: Callable[[list[str]], list[int]] | None,
@@ -297,6 +334,7 @@ def _clean_and_split(
 ) -> PreparedData:
     cleaning = protocol.cleaning
     df = pd.DataFrame(rows)
+    rows.clear()  # the frame holds the values now; the lists would only double the pointers
     df["text"] = [normalize_text(t, cleaning) for t in df["text"]]
     pii_report = None
     if text_hook is not None:
@@ -336,34 +374,32 @@ def _clean_and_split(
         examples = _exact_examples(df, group, dup)
         df = df[~dup]
         stages.record("exact_duplicates", len(df), before - len(df), examples=examples)
+    near_sig: np.ndarray | None = None
     if cleaning.near_duplicates.enabled:
-        keep = []
-        examples = []
-        kept_text: dict[str, str] = {}
-        indexes: dict[str, NearDuplicateIndex] = {}
-        for rid, text, g in zip(df["row_id"], df["text"], df["split"].fillna(""), strict=True):
-            if g not in indexes:
-                indexes[g] = NearDuplicateIndex(cleaning.near_duplicates)
-            index = indexes[g]
-            hits = index.query(text)
-            if not hits:
-                index.add(rid, text)
-                kept_text[rid] = text
-            elif len(examples) < EXAMPLES_PER_STAGE:
-                other, sim = max(hits, key=lambda h: h[1])
-                examples.append(
-                    {
-                        "kind": "near duplicate",
-                        "row_id": rid,
-                        "text": text,
-                        "kept_id": other,
-                        "kept_text": kept_text[other],
-                        "similarity": round(float(sim), 4),
-                    }
-                )
-            keep.append(not hits)
+        spec = cleaning.near_duplicates
+        texts_now = df["text"].tolist()
+        sig = near_dup.text_signatures(texts_now, spec)
+        keep, hits = near_dup.greedy_near_duplicates(
+            sig, df["split"].fillna("").tolist(), lambda i: shingle_set(texts_now[i], spec), spec.threshold
+        )
+        row_ids = df["row_id"].tolist()
+        examples = [
+            {
+                "kind": "near duplicate",
+                "row_id": row_ids[h.row],
+                "text": texts_now[h.row],
+                "kept_id": row_ids[h.kept],
+                "kept_text": texts_now[h.kept],
+                "similarity": round(float(h.similarity), 4),
+            }
+            for h in hits[:EXAMPLES_PER_STAGE]
+        ]
+        del texts_now, row_ids
         before = len(df)
-        df = df[np.asarray(keep, dtype=bool)]
+        df = df[keep]
+        near_sig = sig[keep]
+        # Each kept row's signature travels with it to the leakage check, which then hashes nothing.
+        df = df.assign(_sig=np.arange(len(df)))
         stages.record(
             "near_duplicates",
             len(df),
@@ -403,7 +439,7 @@ def _clean_and_split(
 
     splits = _assign_splits(protocol, df, stratify)
     texts = dict(zip(df["row_id"], df["text"], strict=True))
-    leak_report = _leakage(protocol, splits, stages, texts)
+    leak_report = _leakage(protocol, splits, stages, texts, near_sig)
     cluster_column = protocol.split.group_by or protocol.evaluate.cluster_by
     if cluster_column is not None:
         leak_report["clusters"] = straddling_clusters(
@@ -447,7 +483,7 @@ def _clean_and_split(
         label_dist = {}
     report = {
         "sources": [
-            {"file": str(path), "split": split, "sha256": hashes.get(str(path)), "rows": len(res.rows)}
+            {"file": str(path), "split": split, "sha256": hashes.get(str(path)), "rows": res.n_rows}
             for split, path, res in sources
         ],
         "stages": stages.stages,
@@ -546,7 +582,11 @@ def _conflict_examples(clash: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def _leakage(
-    protocol: Protocol, splits: dict[str, pd.DataFrame], stages: _Stages, texts: dict[str, str]
+    protocol: Protocol,
+    splits: dict[str, pd.DataFrame],
+    stages: _Stages,
+    texts: dict[str, str],
+    near_sig: np.ndarray | None = None,
 ) -> dict[str, Any]:
     spec = protocol.leakage
     if not (spec.exact or spec.near):
@@ -556,6 +596,7 @@ def _leakage(
         {s: list(p["row_id"]) for s, p in splits.items()},
         spec,
         protocol.cleaning.near_duplicates,
+        {s: near_sig[p["_sig"].to_numpy()] for s, p in splits.items()} if near_sig is not None else None,
     )
     report: dict[str, Any] = {
         "checked": True,

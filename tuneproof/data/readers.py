@@ -38,6 +38,12 @@ def detect_format(path: Path) -> str:
 
 def read_csv(path: Path, encoding: str, delimiter: str = ",") -> ReadResult:
     out = ReadResult()
+    out.rows = list(iter_csv(path, encoding, out, delimiter))
+    return out
+
+
+def iter_csv(path: Path, encoding: str, out: ReadResult, delimiter: str = ",") -> Iterator[dict[str, Any]]:
+    """The rows of a CSV file one at a time; columns and problems go to ``out`` as they are found."""
     lines = decoded_lines(path, encoding, out.problems)
     # csv needs a file-like object of lines; track the physical line where each record starts.
     starts: list[int] = []
@@ -52,10 +58,10 @@ def read_csv(path: Path, encoding: str, delimiter: str = ",") -> ReadResult:
         header = next(reader)
     except StopIteration:
         out.problems.append(Problem(str(path), "file is empty"))
-        return out
+        return
     except csv.Error as exc:
         out.problems.append(Problem(f"{path}:1", f"malformed header: {exc}"))
-        return out
+        return
     out.columns = [h.strip() for h in header]
     if len(set(out.columns)) != len(out.columns):
         out.problems.append(Problem(f"{path}:1", "duplicate column names in header"))
@@ -82,12 +88,17 @@ def read_csv(path: Path, encoding: str, delimiter: str = ",") -> ReadResult:
             continue
         row: dict[str, Any] = dict(zip(out.columns, values, strict=True))
         row["_line"] = line
-        out.rows.append(row)
-    return out
+        yield row
 
 
 def read_jsonl(path: Path, encoding: str) -> ReadResult:
     out = ReadResult()
+    out.rows = list(iter_jsonl(path, encoding, out))
+    return out
+
+
+def iter_jsonl(path: Path, encoding: str, out: ReadResult) -> Iterator[dict[str, Any]]:
+    """The objects of a JSONL file one at a time; ``out.columns`` is complete once it is exhausted."""
     seen: dict[str, None] = {}
     for lineno, text in decoded_lines(path, encoding, out.problems):
         if not text.strip():
@@ -104,76 +115,108 @@ def read_jsonl(path: Path, encoding: str) -> ReadResult:
             continue
         seen.update(dict.fromkeys(obj))
         obj["_line"] = lineno
-        out.rows.append(obj)
+        yield obj
     out.columns = list(seen)
-    return out
 
 
 def read_text(path: Path, encoding: str) -> ReadResult:
     out = ReadResult(columns=["text"])
+    out.rows = list(iter_text(path, encoding, out))
+    return out
+
+
+def iter_text(path: Path, encoding: str, out: ReadResult) -> Iterator[dict[str, Any]]:
+    out.columns = ["text"]
     for lineno, text in decoded_lines(path, encoding, out.problems):
         if text.strip():
-            out.rows.append({"text": text.rstrip("\r\n"), "_line": lineno})
-    return out
+            yield {"text": text.rstrip("\r\n"), "_line": lineno}
 
 
 def read_parquet(path: Path) -> ReadResult:
-    import pyarrow.parquet as pq
-
     out = ReadResult()
-    try:
-        table = pq.read_table(path)
-    except Exception as exc:  # pyarrow raises several unrelated types for a corrupt file
-        out.problems.append(Problem(str(path), f"not a readable Parquet file: {exc}"))
-        return out
-    out.columns = table.column_names
-    for i, row in enumerate(table.to_pylist(), start=1):
-        row["_line"] = i  # Parquet has no lines; the row number (1-based) stands in
-        out.rows.append(row)
+    out.rows = list(iter_parquet(path, out))
     return out
 
 
+def iter_parquet(path: Path, out: ReadResult, batch_rows: int = 65_536) -> Iterator[dict[str, Any]]:
+    """Rows of a Parquet file, decoded to Python a batch at a time rather than the whole table."""
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+        out.columns = list(pf.schema_arrow.names)
+        batches = pf.iter_batches(batch_size=batch_rows)
+        i = 0
+        for batch in batches:
+            for row in batch.to_pylist():
+                i += 1
+                row["_line"] = i  # Parquet has no lines; the row number (1-based) stands in
+                yield row
+    except Exception as exc:  # pyarrow raises several unrelated types for a corrupt file
+        out.problems.append(Problem(str(path), f"not a readable Parquet file: {exc}"))
+
+
 def read_arrow_folder(path: Path) -> ReadResult:
+    out = ReadResult()
+    out.rows = list(iter_arrow_folder(path, out))
+    return out
+
+
+def iter_arrow_folder(path: Path, out: ReadResult) -> Iterator[dict[str, Any]]:
     from datasets import Dataset, DatasetDict, load_from_disk
 
-    out = ReadResult()
     try:
         ds = load_from_disk(str(path))
     except Exception as exc:  # datasets raises FileNotFoundError/ValueError/ArrowInvalid variously
         out.problems.append(Problem(str(path), f"not a saved `datasets` folder: {exc}"))
-        return out
+        return
     if isinstance(ds, DatasetDict):
         out.problems.append(Problem(str(path), "holds several splits; point at one split's folder"))
-        return out
+        return
     assert isinstance(ds, Dataset)
     out.columns = list(ds.column_names)
     for i, row in enumerate(ds, start=1):
         row = dict(row)
         row["_line"] = i
-        out.rows.append(row)
-    return out
+        yield row
 
 
 def read_file(path: Path, fmt: str, encoding: str) -> ReadResult:
+    out, rows = stream_file(path, fmt, encoding)
+    out.rows = list(rows)
+    out.n_rows = len(out.rows)
+    return out
+
+
+def stream_file(
+    path: Path, fmt: str, encoding: str, out: ReadResult | None = None
+) -> tuple[ReadResult, Iterator[dict[str, Any]]]:
+    """The rows of a file as an iterator, so a caller can keep only what it needs of each row.
+
+    The returned ``ReadResult`` holds no rows; its ``columns`` and ``problems`` are filled in as the
+    iterator runs (complete once it is exhausted). ``out``: where to put them (a capped problem list)."""
+    out = out if out is not None else ReadResult()
     if fmt == "auto":
         fmt = detect_format(path)
-    if fmt == "csv":
-        return read_csv(path, encoding)
-    if fmt == "tsv":
-        return read_csv(path, encoding, delimiter="\t")
+    if fmt in ("csv", "tsv"):
+        return out, iter_csv(path, encoding, out, delimiter="\t" if fmt == "tsv" else ",")
     if fmt == "jsonl":
-        return read_jsonl(path, encoding)
+        return out, iter_jsonl(path, encoding, out)
     if fmt == "parquet":
-        return read_parquet(path)
+        return out, iter_parquet(path, out)
     if fmt == "arrow":
-        return read_arrow_folder(path)
+        return out, iter_arrow_folder(path, out)
     if fmt == "text":
-        return read_text(path, encoding)
+        return out, iter_text(path, encoding, out)
     if fmt == "conll":
         from tuneproof.data.conll import read_conll
 
-        return read_conll(path, encoding)
-    return ReadResult(problems=[Problem(str(path), f"unknown format {fmt!r}; set data.format")])
+        whole = read_conll(path, encoding)
+        out.columns = whole.columns
+        out.problems.extend(whole.problems)
+        return out, iter(whole.rows)
+    out.problems.append(Problem(str(path), f"unknown format {fmt!r}; set data.format"))
+    return out, iter(())
 
 
-__all__ = ["ReadResult", "detect_format", "read_file"]
+__all__ = ["ReadResult", "detect_format", "read_file", "stream_file"]

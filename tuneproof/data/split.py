@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
-from tuneproof.data.clean import NearDuplicateIndex, dedup_key
+from tuneproof.data import near_dup
+from tuneproof.data.clean import dedup_key, shingle_set
+from tuneproof.data.near_dup import LshBuckets, ShingleCache, confirmed
 from tuneproof.evaluate.cluster_bootstrap import cluster_codes
 from tuneproof.protocol.schema import LeakageSpec, NearDuplicateSpec, SplitSpec
 
@@ -96,17 +98,35 @@ def find_leaks(
     row_ids: dict[str, Sequence[str]],
     spec: LeakageSpec,
     near_spec: NearDuplicateSpec,
+    signatures: dict[str, np.ndarray] | None = None,
 ) -> LeakageResult:
     """Texts of validation/test that also occur (exactly or nearly) in an earlier split.
 
     Earlier means train for validation, and train or validation for test: a leaked example is always
-    charged to the evaluation split, which is where it inflates scores.
+    charged to the evaluation split, which is where it inflates scores. ``signatures``: each split's
+    MinHash signatures when the cleaning stage already computed them (else they are computed here).
     """
     out = LeakageResult()
     order = [s for s in ("train", "validation", "test") if s in texts]
+    offsets = dict(zip(order, np.cumsum([0, *[len(texts[s]) for s in order]]).tolist(), strict=False))
+    everything = [t for s in order for t in texts[s]]
+    split_of = np.repeat(np.arange(len(order)), [len(texts[s]) for s in order])
+    buckets: LshBuckets | None = None
+    cache: ShingleCache | None = None
+    if spec.near:
+        if signatures is not None:
+            sig = np.concatenate([signatures[s] for s in order]) if order else np.zeros((0, 1), np.uint32)
+        else:
+            sig = near_dup.text_signatures(everything, near_spec)
+        buckets = LshBuckets(sig, near_spec.threshold)
+        cache = ShingleCache(lambda i: shingle_set(everything[i], near_spec))
     exact_seen: dict[str, str] = {}
-    index = NearDuplicateIndex(near_spec) if spec.near else None
-    for split in order:
+
+    def earlier_split(si: int) -> Callable[[int], bool]:
+        return lambda i: bool(split_of[i] < si)
+
+    for si, split in enumerate(order):
+        base = offsets[split]
         found_here: list[tuple[int, str, str, str]] = []
         for pos, (text, rid) in enumerate(zip(texts[split], row_ids[split], strict=True)):
             if split == "train":
@@ -115,23 +135,25 @@ def find_leaks(
             if spec.exact and key in exact_seen:
                 found_here.append((pos, "exact", exact_seen[key], rid))
                 continue
-            if index is not None:
-                hits = index.query(text)
+            if buckets is not None and cache is not None:
+                hits = confirmed(buckets, base + pos, cache, near_spec.threshold, earlier_split(si))
                 if hits:
-                    found_here.append((pos, "near", hits[0][0], rid))
-        for pos, kind, other, rid in found_here:
+                    other = hits[0][0]  # the earliest earlier row
+                    name = order[int(split_of[other])]
+                    found_here.append((pos, "near", f"{name}:{row_ids[name][other - offsets[name]]}", rid))
+        for pos, kind, other_id, rid in found_here:
             out.leaked[split].add(pos)
             if kind == "exact":
                 out.exact += 1
             else:
                 out.near += 1
             if len(out.examples) < 20:
-                out.examples.append({"kind": kind, "a": other, "b": f"{split}:{rid}"})
+                out.examples.append({"kind": kind, "a": other_id, "b": f"{split}:{rid}"})
         # Index this split after checking it, so rows are compared with earlier splits only.
         for pos, (text, rid) in enumerate(zip(texts[split], row_ids[split], strict=True)):
             if pos in out.leaked.get(split, set()):
                 continue
             exact_seen.setdefault(dedup_key(text), f"{split}:{rid}")
-            if index is not None:
-                index.add(f"{split}:{rid}", text)
+            if buckets is not None:
+                buckets.insert(base + pos)
     return out
