@@ -14,8 +14,12 @@ SITES = ("north", "south", "east")
 
 
 def flower_python() -> str | None:
-    """The interpreter whose environment has flwr: $TUNEPROOF_FLOWER_PYTHON, else this one if it has it."""
-    candidate = os.environ.get("TUNEPROOF_FLOWER_PYTHON") or sys.executable
+    """The interpreter whose environment has flwr: $TUNEPROOF_FLOWER_PYTHON, else the repository's
+    .venv-flower (scripts/setup.sh makes it), else this one if it has flwr."""
+    layered = Path(__file__).resolve().parents[1] / ".venv-flower" / "bin" / "python"
+    candidate = os.environ.get("TUNEPROOF_FLOWER_PYTHON") or (
+        str(layered) if layered.exists() else sys.executable
+    )
     if (
         not Path(candidate).exists()
         or shutil.which("flower-superlink", path=str(Path(candidate).parent)) is None
