@@ -35,12 +35,29 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--budget-seconds", type=float, default=None)
     parser.add_argument(
-        "--methods", nargs="+", default=["setfit", "tfidf_logreg"], choices=["setfit", "tfidf_logreg"]
+        "--methods",
+        nargs="+",
+        default=["setfit", "linear_probe", "tfidf_logreg"],
+        choices=["setfit", "linear_probe", "tfidf_logreg"],
+        help="linear_probe: logistic regression on the frozen (untuned) body's sentence embeddings",
+    )
+    parser.add_argument(
+        "--setfit-max-steps",
+        type=int,
+        default=None,
+        help="cap SetFit's body steps per point (pairs = steps x batch size) to bound the wall time",
     )
     parser.add_argument(
         "--splits-from-reference",
         action="store_true",
         help="read the splits from the reference run's data/ (same hashes) instead of preparing them again",
+    )
+    parser.add_argument(
+        "--only-repeats",
+        type=int,
+        nargs="+",
+        default=None,
+        help="train only these repeats (the same subsets as in a full run; processes share the cache)",
     )
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
@@ -51,6 +68,7 @@ def main() -> None:
     from tuneproof.curve.stats import CurveBootstrap, difference, summarize_point
     from tuneproof.data.prepare import split_hash
     from tuneproof.evaluate.baselines import tfidf_logreg_probs
+    from tuneproof.evaluate.linear_probe import linear_probe_probs
     from tuneproof.protocol import load_protocol
     from tuneproof.train.features import DEFAULT_CACHE
     from tuneproof.train.fit import build_features, fit
@@ -77,6 +95,25 @@ def main() -> None:
     ref_probs = ref_pred.loc[test["row_id"], [f"prob_{lab}" for lab in labels]].to_numpy(np.float64)
     spec = ctx.protocol.evaluate.learning_curve
     assert spec is not None
+    if args.setfit_max_steps is not None:
+        capped = ctx.protocol.train.setfit.model_copy(update={"max_steps": args.setfit_max_steps})
+        ctx.protocol = ctx.protocol.model_copy(
+            update={"train": ctx.protocol.train.model_copy(update={"setfit": capped})}
+        )
+    frozen: dict[str, np.ndarray] = {}
+
+    def frozen_embeddings(split: str, rows: np.ndarray) -> np.ndarray:
+        """The untuned body's (normalised, mean-pooled) embeddings; each text embedded once."""
+        from tuneproof.train.setfit_fit import load_body
+
+        texts = splits[split]["text"].to_numpy()[rows].tolist()
+        missing = [t for t in dict.fromkeys(texts) if t not in frozen]
+        if missing:
+            body = load_body(ctx.ref, ctx.protocol.model.max_length)
+            got = body.encode(missing, batch_size=64, convert_to_numpy=True, show_progress_bar=False)
+            frozen.update(zip(missing, np.asarray(got, dtype=np.float32), strict=True))
+        return np.stack([frozen[t] for t in texts])
+
     pad_id = ctx.tokenizer.pad_token_id or 0
     seconds: dict[str, list[float]] = {}
 
@@ -87,6 +124,14 @@ def main() -> None:
                 splits["train"]["text"].iloc[rows].tolist(),
                 y_train[rows],
                 test["text"].tolist(),
+                len(labels),
+                ctx.protocol.seed,
+            )
+        elif method == "linear_probe":
+            probs = linear_probe_probs(
+                frozen_embeddings("train", rows),
+                y_train[rows],
+                frozen_embeddings("test", np.arange(len(test))),
                 len(labels),
                 ctx.protocol.seed,
             )
@@ -110,7 +155,10 @@ def main() -> None:
             "precision": ctx.precision,
         }
     )
-    settings = {"setfit": method_protocol(ctx.protocol, "setfit", 0, spec).train.setfit.model_dump_json()}
+    settings = {
+        "setfit": method_protocol(ctx.protocol, "setfit", 0, spec).train.setfit.model_dump_json(),
+        "linear_probe": "frozen body, normalised mean pooling; StandardScaler + LogisticRegression(C=0.5)",
+    }
     cache = PointCache((ctx.cache_dir or DEFAULT_CACHE) / "few_shot_benchmark", context, settings)
     points = compute_points(
         y_train,
@@ -122,6 +170,7 @@ def main() -> None:
         train_point,
         {"tfidf_logreg": None} if "tfidf_logreg" in args.methods else {},
         args.budget_seconds,
+        only_repeats=args.only_repeats,
     )
     boot = CurveBootstrap(y_test, ctx.protocol.evaluate.bootstrap_samples, ctx.protocol.seed)
     conf = ctx.protocol.evaluate.confidence
@@ -132,6 +181,8 @@ def main() -> None:
         "test_rows": len(y_test),
         "train_rows": len(y_train),
         "precision": ctx.precision,
+        "setfit_settings": json.loads(settings["setfit"]),
+        "linear_probe_settings": settings["linear_probe"],
         "full_fine_tuning": summarize_point(full_ft, conf),
         "tfidf_all": summarize_point(boot.point("accuracy", points.probs["tfidf_logreg"][FULL]), conf)
         if FULL in points.probs.get("tfidf_logreg", {})
@@ -154,8 +205,9 @@ def main() -> None:
         for m, r in reps.items():
             entry[m] = summarize_point(r, conf)
             entry[f"{m}_minus_full_ft"] = difference(r, full_ft, conf)
-        if len(reps) == 2:
-            entry["setfit_minus_tfidf"] = difference(reps["setfit"], reps["tfidf_logreg"], conf)
+        for other in ("linear_probe", "tfidf_logreg"):
+            if "setfit" in reps and other in reps:
+                entry[f"setfit_minus_{other}"] = difference(reps["setfit"], reps[other], conf)
         out["points"].append(entry)  # type: ignore[attr-defined]
         rows.append(entry)
     args.out.parent.mkdir(parents=True, exist_ok=True)

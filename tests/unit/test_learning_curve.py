@@ -113,6 +113,24 @@ def test_the_budget_stops_new_points_but_keeps_cached_ones(tmp_path: Path) -> No
     assert later.cached == 4 and later.trained == 0 and set(later.probs["protocol"]) == {4}
 
 
+def test_separate_processes_can_train_different_repeats_into_one_cache(tmp_path: Path) -> None:
+    # Repeat 1 alone, then repeat 0 alone, then the whole curve: it trains nothing, and every point
+    # is the one an uninterrupted single run makes (the same subsets, the same cache keys).
+    second = FakeTrainer()
+    only_1 = _curve(tmp_path, [4, 8], second, only_repeats=[1])
+    assert only_1.trained == len(second.calls) == 2 * 2 + 1
+    assert all(len(v) == 1 for v in only_1.probs["protocol"].values())
+    _curve(tmp_path, [4, 8], FakeTrainer(), only_repeats=[0])
+    again = FakeTrainer()
+    whole = _curve(tmp_path, [4, 8], again)
+    assert again.calls == [] and whole.cached == 9
+    alone = _curve(tmp_path / "fresh", [4, 8], FakeTrainer())
+    for size in (4, 8):
+        for pa, pb in zip(whole.probs["protocol"][size], alone.probs["protocol"][size], strict=True):
+            np.testing.assert_array_equal(pa, pb)
+    np.testing.assert_array_equal(only_1.probs["protocol"][8][0], alone.probs["protocol"][8][1])
+
+
 def _probs_with_accuracy(acc: float, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     right = rng.random(len(Y_TEST)) < acc

@@ -99,11 +99,14 @@ def compute_points(
     budget_seconds: float | None = None,
     on_point: Callable[[str], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
+    only_repeats: Sequence[int] | None = None,
 ) -> CurvePoints:
     """Every point, smallest sizes first, so a budget that runs out cuts the largest ones.
 
     ``full`` gives, per method, the full-split point already at hand (the run's own model), None to
-    train it here, or leaves the method out to have no full-split point.
+    train it here, or leaves the method out to have no full-split point. ``only_repeats`` limits
+    the subsets to those repeats (each is the same subset as in a run of all ``repeats``), so
+    separate processes can train different repeats into one cache.
     """
     out = CurvePoints()
     started = clock()
@@ -113,6 +116,8 @@ def compute_points(
     for n in sizes:
         out.per_class[n] = per_class_counts(y_train, nested_subset(orders[0], n))
         for r in range(repeats):
+            if only_repeats is not None and r not in only_repeats:
+                continue
             rows = nested_subset(orders[r], n)
             plan.extend((m, n, r, rows) for m in methods)
     for m in methods:

@@ -38,7 +38,7 @@ _HINTS = {
     "dropping them",
     "over_length": "raise model.max_length or use cleaning.over_length: truncate",
     "leakage": "the given splits share many texts; check that they were split correctly",
-    "label_errors": "many training labels look wrong to a TF-IDF model; review the listed rows "
+    "label_errors": "many training labels look wrong to the cross-validated model; review the listed rows "
     "(policy: report) before dropping them: a weak model also flags rows that are merely hard",
     "bad_images": "many image files could not be used; the problems above name each one",
 }

@@ -1,7 +1,8 @@
 """Suspected label errors: out-of-fold probabilities from a cheap model, then confident learning.
 
-Every training row is scored by a TF-IDF + logistic-regression model that never saw it (stratified
-K-fold cross-validation on the training split); cleanlab's ``find_label_issues`` (confident
+Every training row is scored by a model that never saw it (stratified K-fold cross-validation on
+the training split): logistic regression on TF-IDF features, or on the base model's frozen sentence
+embeddings (``features: embeddings``); cleanlab's ``find_label_issues`` (confident
 learning) then flags the rows whose given label disagrees with those probabilities more than the
 per-class noise it estimates allows. Validation and test rows are scored by the same kind of model
 fitted on the whole training split and flagged the same way, but only ever reported: dropping them
@@ -21,16 +22,24 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tuneproof.data.frozen_embeddings import Embedder
 from tuneproof.errors import LabelErrorsFound, Problem
 from tuneproof.protocol.schema import LabelErrorsSpec
 
 # C of the logistic regression: the tfidf_logreg baseline's, for the same reason (fixed, cheap).
 _C = 4.0
+# C on standardised frozen embeddings: the linear probe's (evaluate/linear_probe.py), fixed for the
+# same reason; dense 384-d features overfit a few thousand rows at TF-IDF's weak regularisation.
+_EMBEDDING_C = 0.5
 # Below this many training texts, requiring each n-gram twice empties the vocabulary of toy sets.
 _MIN_DF_2_FROM = 1000
 # Rows named in a `fail` error; the data report lists up to the spec's `listed`.
 ROWS_IN_ERROR = 20
 EVALUATION_SPLITS = ("validation", "test")
+FEATURE_NAMES = {
+    "tfidf": "TF-IDF (word 1-2 grams)",
+    "embeddings": "the base model's frozen sentence embeddings (mean-pooled, standardised)",
+}
 Recorder = Callable[[str, int, int, str, list[dict[str, Any]], int], None]
 
 
@@ -55,40 +64,61 @@ def _vectorizer(n: int) -> Any:
     )
 
 
-def _classifier(seed: int, multi_label: bool) -> Any:
+def _classifier(seed: int, multi_label: bool, c: float = _C) -> Any:
     from sklearn.linear_model import LogisticRegression
     from sklearn.multiclass import OneVsRestClassifier
 
-    clf = LogisticRegression(C=_C, max_iter=2000, random_state=seed)
+    clf = LogisticRegression(C=c, max_iter=2000, random_state=seed)
     return OneVsRestClassifier(clf) if multi_label else clf
 
 
 def _fit_predict(
-    train_texts: Sequence[str], y: np.ndarray, texts: Sequence[str], k: int, seed: int, multi_label: bool
+    train_texts: Sequence[str],
+    y: np.ndarray,
+    texts: Sequence[str],
+    k: int,
+    seed: int,
+    multi_label: bool,
+    embed: Embedder | None = None,
 ) -> np.ndarray:
-    """Probabilities ``[len(texts), k]`` (column j = class j) from a model fitted on the train rows."""
-    vec = _vectorizer(len(train_texts))
-    x = vec.fit_transform(list(train_texts))
+    """Probabilities ``[len(texts), k]`` (column j = class j) from a model fitted on the train rows:
+    TF-IDF features, or ``embed``'s (frozen sentence embeddings, standardised) where given."""
     out = np.zeros((len(texts), k), dtype=np.float64)
     if not len(texts):
         return out
-    xt = vec.transform(list(texts))
+    if embed is None:
+        vec = _vectorizer(len(train_texts))
+        x = vec.fit_transform(list(train_texts))
+        xt = vec.transform(list(texts))
+        clf_c = _C
+    else:
+        from sklearn.preprocessing import StandardScaler
+
+        scaler = StandardScaler().fit(embed(train_texts))
+        x, xt = scaler.transform(embed(train_texts)), scaler.transform(embed(texts))
+        clf_c = _EMBEDDING_C
     if multi_label:
         # One-vs-rest treats a label that is always (or never) present as constant, without failing.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            return np.asarray(_classifier(seed, True).fit(x, y).predict_proba(xt), dtype=np.float64)
+            return np.asarray(_classifier(seed, True, clf_c).fit(x, y).predict_proba(xt), dtype=np.float64)
     classes = np.unique(y)
     if classes.size < 2:
         out[:, classes] = 1.0
         return out
-    clf = _classifier(seed, False).fit(x, y)
+    clf = _classifier(seed, False, clf_c).fit(x, y)
     out[:, clf.classes_] = clf.predict_proba(xt)
     return out
 
 
 def out_of_fold_probs(
-    texts: Sequence[str], y: np.ndarray, k: int, folds: int, seed: int, multi_label: bool = False
+    texts: Sequence[str],
+    y: np.ndarray,
+    k: int,
+    folds: int,
+    seed: int,
+    multi_label: bool = False,
+    embed: Embedder | None = None,
 ) -> np.ndarray:
     """Each row's probabilities from a model fitted on the other folds (stratified where possible)."""
     from sklearn.model_selection import KFold, StratifiedKFold
@@ -111,7 +141,7 @@ def out_of_fold_probs(
             parts = splitter.split(np.zeros(n))
     arr = np.asarray(list(texts), dtype=object)
     for fit_idx, score_idx in parts:
-        probs[score_idx] = _fit_predict(arr[fit_idx], y[fit_idx], arr[score_idx], k, seed, multi_label)
+        probs[score_idx] = _fit_predict(arr[fit_idx], y[fit_idx], arr[score_idx], k, seed, multi_label, embed)
     return probs
 
 
@@ -196,9 +226,17 @@ def _sure(
 
 
 def find_suspects(
-    spec: LabelErrorsSpec, splits: dict[str, pd.DataFrame], seed: int
+    spec: LabelErrorsSpec, splits: dict[str, pd.DataFrame], seed: int, embed: Embedder | None = None
 ) -> tuple[dict[str, Suspects], list[str], bool]:
-    """Suspected rows of every split, the label order used, and whether the labels are sets."""
+    """Suspected rows of every split, the label order used, and whether the labels are sets.
+
+    ``embed`` (texts -> embeddings) is required by ``spec.features == "embeddings"``."""
+    if spec.features == "embeddings":
+        if embed is None:
+            raise ValueError("cleaning.label_errors.features: embeddings needs an embedder")
+        embed = _memoized(embed, [t for df in splits.values() for t in df["text"]])
+    else:
+        embed = None
     train = splits["train"]
     multi_label = bool(len(train)) and isinstance(train["label"].iloc[0], list | tuple | np.ndarray)
     if multi_label:
@@ -207,7 +245,7 @@ def find_suspects(
         labels = sorted({str(x) for df in splits.values() for x in df["label"]})
     k = len(labels)
     y_fit, y_flag = _encode(train, labels, multi_label)
-    oof = out_of_fold_probs(list(train["text"]), y_fit, k, spec.folds, seed, multi_label)
+    oof = out_of_fold_probs(list(train["text"]), y_fit, k, spec.folds, seed, multi_label, embed)
     positions = flag(y_flag, oof, spec, multi_label)
     floor = spec.min_confidence
     out = {"train": _sure(train, positions, oof, labels, multi_label, floor)}
@@ -215,11 +253,23 @@ def find_suspects(
         part = splits.get(name)
         if part is None or not len(part):
             continue
-        probs = _fit_predict(list(train["text"]), y_fit, list(part["text"]), k, seed, multi_label)
+        probs = _fit_predict(list(train["text"]), y_fit, list(part["text"]), k, seed, multi_label, embed)
         _, given = _encode(part, labels, multi_label)
         found = flag(given, probs, spec, multi_label)
         out[name] = _sure(part, found, probs, labels, multi_label, floor)
     return out, labels, multi_label
+
+
+def _memoized(embed: Embedder, texts: Sequence[str]) -> Embedder:
+    """``embed`` run once over every distinct text; the folds then only look rows up."""
+    distinct = list(dict.fromkeys(texts))
+    vectors = embed(distinct) if distinct else np.zeros((0, 0), dtype=np.float32)
+    index = {t: i for i, t in enumerate(distinct)}
+
+    def lookup(batch: Sequence[str]) -> np.ndarray:
+        return vectors[[index[t] for t in batch]]
+
+    return lookup
 
 
 def _fail(spec: LabelErrorsSpec, over: dict[str, Suspects]) -> LabelErrorsFound:
@@ -244,13 +294,17 @@ def _fail(spec: LabelErrorsSpec, over: dict[str, Suspects]) -> LabelErrorsFound:
 
 
 def check_label_errors(
-    spec: LabelErrorsSpec, splits: dict[str, pd.DataFrame], seed: int, record: Recorder
+    spec: LabelErrorsSpec,
+    splits: dict[str, pd.DataFrame],
+    seed: int,
+    record: Recorder,
+    embed: Embedder | None = None,
 ) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
     """Apply the protocol's label-error policy to the splits; returns them and the report entry.
 
     ``record(stage, rows, removed, detail, examples, base)`` counts a `drop` in the cleaning funnel.
     """
-    found, labels, multi_label = find_suspects(spec, splits, seed)
+    found, labels, multi_label = find_suspects(spec, splits, seed, embed)
     over = {name: s for name, s in found.items() if s.rate > spec.max_rate}
     if spec.policy == "fail" and over:
         raise _fail(spec, over)
@@ -281,7 +335,7 @@ def check_label_errors(
     report: dict[str, Any] = {
         "policy": spec.policy,
         "method": (
-            f"out-of-fold probabilities from TF-IDF (word 1-2 grams) + logistic regression, "
+            f"out-of-fold probabilities from {FEATURE_NAMES[spec.features]} + logistic regression, "
             f"{spec.folds}-fold cross-validation on the train split; validation and test rows scored "
             f"by the same model fitted on the whole train split; cleanlab find_label_issues "
             f"(filter_by={spec.filter_by})"

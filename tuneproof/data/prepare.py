@@ -27,6 +27,7 @@ from tuneproof.data.clean import (
     normalize_text,
     shingle_set,
 )
+from tuneproof.data.frozen_embeddings import Embedder
 from tuneproof.data.guards import removal_problems, split_checks
 from tuneproof.data.locate import resolve_location
 from tuneproof.data.problems import CappedProblems
@@ -163,7 +164,21 @@ def prepare_data(
     stratify: bool = True,
 ) -> PreparedData:
     columns, stages, hashes, sources = read_columns(protocol, base_dir, target_check, stratify)
-    return _clean_and_split(protocol, columns, stages, hashes, token_lengths, text_hook, stratify, sources)
+    embedder = _label_error_embedder(protocol, base_dir)
+    return _clean_and_split(
+        protocol, columns, stages, hashes, token_lengths, text_hook, stratify, sources, embedder
+    )
+
+
+def _label_error_embedder(protocol: Protocol, base_dir: Path) -> Embedder | None:
+    """The frozen base model's embedder when the label-error check asks for embeddings."""
+    spec = protocol.cleaning.label_errors
+    if spec is None or spec.features != "embeddings":
+        return None
+    from tuneproof.data.frozen_embeddings import frozen_embedder
+    from tuneproof.train.model_source import resolve_model
+
+    return frozen_embedder(resolve_model(protocol.model, base_dir), protocol.model.max_length)
 
 
 def read_and_validate(
@@ -331,6 +346,7 @@ def _clean_and_split(
     text_hook: FrameHook | None,
     stratify: bool,
     sources: list[tuple[str | None, Path, ReadResult]],
+    embedder: Embedder | None = None,
 ) -> PreparedData:
     cleaning = protocol.cleaning
     df = pd.DataFrame(rows)
@@ -450,7 +466,7 @@ def _clean_and_split(
         from tuneproof.data.label_errors import check_label_errors
 
         splits, label_report = check_label_errors(
-            protocol.cleaning.label_errors, splits, protocol.seed, stages.record
+            protocol.cleaning.label_errors, splits, protocol.seed, stages.record, embedder
         )
     _guard(protocol, stages)
     with_classes = protocol.data.label_column is not None and stratify

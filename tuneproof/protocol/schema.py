@@ -199,6 +199,11 @@ class LabelErrorsSpec(Strict):
         "split only; fail: stop before training when a split's suspected rate is over max_rate",
     )
     folds: Annotated[int, Field(ge=2, le=20)] = Field(5, description="cross-validation folds on train")
+    features: Literal["tfidf", "embeddings"] = Field(
+        "tfidf",
+        description="the cross-validated model's input: tfidf (word 1-2 grams), or embeddings (the base "
+        "model's frozen, mean-pooled sentence embeddings, standardised; one forward pass per text)",
+    )
     filter_by: Literal[
         "prune_by_noise_rate", "prune_by_class", "both", "confident_learning", "predicted_neq_given"
     ] = Field("prune_by_noise_rate", description="cleanlab's find_label_issues filter_by")
