@@ -19,13 +19,18 @@ def _name(requirement: str) -> str:
 
 
 def _imported(folder: Path) -> set[str]:
+    return {n for path in folder.rglob("*.py") for n in _imported_file(path)}
+
+
+def _imported_file(path: Path) -> set[str]:
+    if path.suffix != ".py":
+        return set()
     names: set[str] = set()
-    for path in folder.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Import):
-                names.update(a.name.split(".")[0] for a in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names.add(node.module.split(".")[0])
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
     return {n for n in names if n not in sys.stdlib_module_names and n not in {"tuneproof", "benchmarks"}}
 
 
@@ -39,9 +44,28 @@ def _project() -> dict:
 
 
 def test_every_package_the_code_imports_is_declared() -> None:
-    declared = {_name(r) for r in _project()["dependencies"]}
-    needed = _distributions(_imported(ROOT / "tuneproof") - OPTIONAL)
+    project = _project()
+    declared = {_name(r) for r in project["dependencies"]}
+    # Federated runs live in their own environment (flwr's pins conflict with the serving stack's):
+    # what only tuneproof/federated imports may come from the `federated` extra instead.
+    federated = {_name(r) for r in project["optional-dependencies"]["federated"]}
+    everywhere_else = {
+        n
+        for path in (ROOT / "tuneproof").iterdir()
+        if path.name != "federated"
+        for n in (_imported(path) if path.is_dir() else _imported_file(path))
+    }
+    needed = _distributions(everywhere_else - OPTIONAL)
     assert needed - declared == set()
+    only_federated = _distributions(_imported(ROOT / "tuneproof" / "federated")) - needed
+    assert "flwr" in only_federated
+    assert only_federated - declared - federated == set()
+
+
+def test_the_flower_environment_installs_the_declared_flwr() -> None:
+    pin = next(r for r in _project()["optional-dependencies"]["federated"] if _name(r) == "flwr")
+    assert f'"{pin}"' in (ROOT / "scripts" / "setup_flower.sh").read_text()
+    assert "setup_flower.sh" in (ROOT / "scripts" / "setup.sh").read_text()
 
 
 def test_benchmark_only_packages_are_an_extra_not_a_runtime_dependency() -> None:
