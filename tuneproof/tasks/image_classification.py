@@ -46,6 +46,7 @@ SPEC = TaskSpec(
         "train.label_smoothing",
         "imbalance.class_weights",
         "images",
+        "calibration",
     ),
     report_sections=("confident_errors", "augmentation_grid"),
     pipeline_tag="image-classification",
@@ -77,6 +78,9 @@ class ImageClassificationTask(Task):
     def __init__(self, protocol: Protocol, env: TaskEnv | None = None) -> None:
         super().__init__(protocol, env)
         self.labels = list(protocol.data.labels or [])
+        # Set by the runner when protocol.calibration is used, as for text classification.
+        self.temperature: float | None = None
+        self.uncalibrated: np.ndarray | None = None
         problems = []
         if protocol.train.method == "lora":
             problems.append(
@@ -340,7 +344,16 @@ class ImageClassificationTask(Task):
         label2id = {lab: i for i, lab in enumerate(self.labels)}
         y = np.array([label2id[x] for x in test["label"]])
         return evaluate_classification(
-            y, probs, baselines, self.labels, self.protocol.evaluate, self.protocol.seed, None, validation
+            y,
+            probs,
+            baselines,
+            self.labels,
+            self.protocol.evaluate,
+            self.protocol.seed,
+            None,
+            validation,
+            uncalibrated=self.uncalibrated,
+            temperature=self.temperature,
         )
 
     def prediction_frame(self, df: pd.DataFrame, probs: np.ndarray) -> pd.DataFrame:
