@@ -211,12 +211,12 @@ class ImageClassificationTask(Task):
 
         found = packaged_weights(Path(ref.name_or_path)) if ref.local else None
         if found is not None:
-            model = from_package(found[0], found[1], self.processor.size, **self._head())
+            enet = from_package(found[0], found[1], self.processor.size, **self._head())
             if self.protocol.train.method == "lora":
                 from tuneproof.train.efficientnet_lite import plain_pointwise_convs
 
-                plain_pointwise_convs(model)  # so PEFT can adapt the pointwise convolutions
-            return model
+                plain_pointwise_convs(enet)  # so PEFT can adapt the pointwise convolutions
+            return enet
         from transformers import AutoModelForImageClassification
 
         model: nn.Module = load_pretrained(
