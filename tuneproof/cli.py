@@ -482,6 +482,14 @@ def serve(
     queue_deadline_s: float = 2.0,
     request_timeout_s: float = 30.0,
     max_new_tokens: int = 256,
+    max_images: Annotated[int, typer.Option(help="image models: images per request")] = 16,
+    max_image_bytes: Annotated[int, typer.Option(help="image models: encoded bytes per image")] = 1_048_576,
+    max_image_pixels: Annotated[
+        int, typer.Option(help="image models: width x height per image, checked before decoding")
+    ] = 16_777_216,
+    image_formats: Annotated[
+        str, typer.Option(help="image models: comma-separated Pillow formats accepted")
+    ] = "PNG,JPEG,WEBP,BMP,GIF",
     batch_window_ms: float = 4.0,
     batch_max_texts: int = 256,
     batch_max_padded_tokens: int = 16384,
@@ -500,8 +508,8 @@ def serve(
         str, typer.Option(help="torch (the packaged model), or onnx / onnx-int8 (the run's released export)")
     ] = "torch",
 ) -> None:
-    """Serve a run's model over HTTP: POST /predict (or /v1/chat/completions for sft), /health, /ready,
-    /metrics. API keys are required unless binding to loopback."""
+    """Serve a run's model over HTTP: POST /predict (or /v1/chat/completions for sft; images also
+    POST /predict/upload), /health, /ready, /metrics. API keys are required unless binding to loopback."""
     from pydantic import ValidationError
 
     from tuneproof.serve.auth import ApiKeys
@@ -518,6 +526,10 @@ def serve(
                 queue_deadline_s=queue_deadline_s,
                 request_timeout_s=request_timeout_s,
                 max_new_tokens=max_new_tokens,
+                max_images=max_images,
+                max_image_bytes=max_image_bytes,
+                max_image_pixels=max_image_pixels,
+                image_formats=tuple(f.strip().upper() for f in image_formats.split(",") if f.strip()),
             ),
             batching=Batching(
                 window_ms=batch_window_ms,

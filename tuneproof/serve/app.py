@@ -6,14 +6,18 @@ Routes
   GET  /ready                 200 once the model is loaded and warmed; 503 before, and while draining
   GET  /metrics               Prometheus text format
   POST /predict               classification, multilabel, regression, token classification (and
-                              seq2seq/dapt generations): {"texts": [...]} -> {"predictions": [...]}
+                              seq2seq/dapt generations): {"texts": [...]} -> {"predictions": [...]};
+                              image classification: {"images": [base64, ...]} -> {"predictions": [...]}
+  POST /predict/upload        image classification only: multipart/form-data, one `files` part per
+                              image -> {"predictions": [...]} in upload order
   POST /v1/chat/completions   sft models only: OpenAI-compatible, non-streaming and SSE streaming
   GET  /v1/models             sft models only: the one model, as OpenAI clients list it
 
 Statuses a client must expect from a model route: 200; 401 (no or wrong key); 413 (body over
-max_body_bytes); 422 (invalid, or a text/message count or length over its limit: the body names the
-limit); 429 (max_concurrent requests already in flight; Retry-After); 503 (not started within the
-queue deadline, or the server is shutting down); 504 (not answered within the request timeout).
+max_body_bytes); 415 (an image not in an allowed format); 422 (invalid, or a text/message/image
+count or size over its limit: the body names the limit); 429 (max_concurrent requests already in
+flight; Retry-After); 503 (not started within the queue deadline, or the server is shutting down);
+504 (not answered within the request timeout).
 """
 
 # No `from __future__ import annotations`: FastAPI must see the request models built in create_app.
@@ -29,22 +33,24 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, File, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from tuneproof import __version__
-from tuneproof.errors import PersonalDataFound
+from tuneproof.errors import DataValidationError, PersonalDataFound
 from tuneproof.serve import chat
 from tuneproof.serve.auth import ApiKeys
 from tuneproof.serve.batcher import DynamicBatcher, ModelWorker, Pending, QueueDeadlineExceeded
 from tuneproof.serve.capture import CaptureWriter
 from tuneproof.serve.guard import Guard, GuardState
+from tuneproof.serve.image_inputs import ImageInput, ImageRefused, from_base64, warmup_image
 from tuneproof.serve.metrics import Observer, ServeMetrics
 from tuneproof.serve.schemas import (
     ChatCompletion,
     ErrorResponse,
     chat_request_model,
+    image_predict_model,
     limit_of,
     predict_models,
 )
@@ -53,7 +59,8 @@ from tuneproof.serve.settings import ServeConfigError, ServeSettings
 log = logging.getLogger("tuneproof.serve")
 
 CHAT_TASKS = frozenset({"sft"})
-MODEL_ROUTES = frozenset({"/predict", "/v1/chat/completions", "/v1/models"})
+IMAGE_TASKS = frozenset({"image_classification"})
+MODEL_ROUTES = frozenset({"/predict", "/predict/upload", "/v1/chat/completions", "/v1/models"})
 WARMUP_TEXT = "warm up"
 
 
@@ -69,18 +76,29 @@ def _error(
     return JSONResponse({"error": {"type": kind, "message": message, **extra}}, status, headers=headers)
 
 
+def _refuse_unservable_images(run_dir: Path, settings: ServeSettings) -> None:
+    from tuneproof.evidence import ModelInfo
+
+    info_path = run_dir / "model" / ModelInfo.FILE
+    if not info_path.is_file() or ModelInfo.read(info_path).task not in IMAGE_TASKS:
+        return  # Predictor.load names what is missing
+    if settings.backend != "torch":
+        raise ServeConfigError(
+            f"{run_dir}: image models are served with --backend torch only (they have no ONNX export)"
+        )
+    if settings.capture is not None:
+        # Capture records PII-scrubbed input text; what an image record should hold (the image, a
+        # hash, nothing) is a policy the protocol does not state yet.
+        raise ServeConfigError(f"{run_dir}: --capture is not available for image models")
+
+
 def load_predictor(run_dir: Path, settings: ServeSettings) -> Any:
     from tuneproof.serve.predict import Predictor
 
+    _refuse_unservable_images(run_dir, settings)
     predictor = Predictor.load(
         run_dir, batch_size=settings.batching.model_batch_size, backend=settings.backend
     )
-    if predictor.info.task == "image_classification":
-        # The server's batcher, limits and drift gauges take texts; images are not wired in yet.
-        raise ServeConfigError(
-            f"{run_dir}: serving image models is not available in this version; use "
-            "`tuneproof predict RUN --input FOLDER` for images"
-        )
     if not predictor.info.deployable and not settings.allow_rejected:
         raise ServeConfigError(
             f"{run_dir}: the run's gates failed (or, for --backend {settings.backend}, its export was not "
@@ -110,6 +128,8 @@ def create_app(
     settings = settings or ServeSettings()
     predictor = predictor if predictor is not None else load_predictor(run_dir, settings)
     task = predictor.info.task
+    if task in IMAGE_TASKS and settings.capture is not None:
+        raise ServeConfigError(f"{run_dir}: --capture is not available for image models")
     deployable = predictor.info.deployable
     limits = settings.limits
     metrics = ServeMetrics(observers)
@@ -133,7 +153,12 @@ def create_app(
     def on_result(item: Pending, preds: list[dict[str, Any]]) -> None:
         after_batch("/predict", item.request_id, item.texts, preds)
 
-    batcher = DynamicBatcher(predictor.predict, worker, settings.batching, metrics, on_result)
+    def predict_inputs(items: list[Any]) -> list[dict[str, Any]]:
+        if task in IMAGE_TASKS:
+            return list(predictor.predict_images([i.name for i in items], [i.data for i in items]))
+        return list(predictor.predict(items))
+
+    batcher = DynamicBatcher(predict_inputs, worker, settings.batching, metrics, on_result)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -167,6 +192,9 @@ def create_app(
             await asyncio.wrap_future(
                 worker.submit(lambda: chat.generate(predictor.model, predictor.tokenizer, gen))
             )
+        elif task in IMAGE_TASKS:
+            warm_in = warmup_image(predictor.tokenizer.size)
+            await asyncio.wrap_future(worker.submit(lambda: predict_inputs([warm_in])))
         else:
             await asyncio.wrap_future(worker.submit(lambda: predictor.predict([WARMUP_TEXT])))
         state["ready"] = True
@@ -180,6 +208,7 @@ def create_app(
         responses={
             401: {"model": ErrorResponse},
             413: {"model": ErrorResponse},
+            415: {"model": ErrorResponse},
             422: {"model": ErrorResponse},
             429: {"model": ErrorResponse},
             503: {"model": ErrorResponse},
@@ -222,6 +251,13 @@ def create_app(
     async def _refused(request: Request, exc: Refused) -> Response:
         return _error(exc.status, exc.kind, exc.message, exc.headers)
 
+    @app.exception_handler(ImageRefused)
+    async def _image_refused(request: Request, exc: ImageRefused) -> Response:
+        metrics.refused.labels(reason=exc.limit or exc.kind).inc()
+        if exc.limit is None:
+            return _error(exc.status, exc.kind, exc.message)
+        return _error(exc.status, exc.kind, exc.message, limit=exc.limit, max=exc.max)
+
     @app.get("/health")
     async def health() -> dict[str, Any]:
         return {"status": "ok", "task": task, "deployable": deployable, "run": run_dir.name}
@@ -238,7 +274,49 @@ def create_app(
     async def prometheus() -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    if task not in CHAT_TASKS:
+    async def _predict_images(items: list[ImageInput], request: Request) -> list[dict[str, Any]]:
+        from tuneproof.serve.image_inputs import check
+
+        spec = predictor.task.protocol.images
+        sizes = [check(i, limits, spec) for i in items]  # headers only: cheap on the event loop
+        metrics.observe_images([len(i.data) for i in items], [w * h for w, h in sizes])
+        item = batcher.submit(
+            items, [1] * len(items), limits.queue_deadline_s, request.scope["state"]["request_id"]
+        )
+        return await _await_item(item, request, limits.queue_deadline_s, limits.request_timeout_s, metrics)
+
+    if task in IMAGE_TASKS:
+        ImageReq = image_predict_model(limits)
+        _, Resp = predict_models(task, limits)
+
+        @app.post("/predict", response_model=Resp)
+        async def predict_base64(body: ImageReq, request: Request) -> Any:  # type: ignore[valid-type]
+            values: list[str] = list(body.images)  # type: ignore[attr-defined]
+            items = [from_base64(i, v) for i, v in enumerate(values)]
+            return {"predictions": await _predict_images(items, request)}
+
+        @app.post("/predict/upload", response_model=Resp)
+        async def predict_upload(
+            request: Request,
+            files: list[UploadFile] = File(description="one part per image, answered in upload order"),  # noqa: B008
+        ) -> Any:
+            if len(files) > limits.max_images:
+                raise ImageRefused(
+                    422,
+                    "limit_exceeded",
+                    f"files: {len(files)} images, over the limit max_images={limits.max_images}",
+                    "max_images",
+                    limits.max_images,
+                )
+            items = []
+            for i, f in enumerate(files):
+                # The guard already bounded the whole body; read one byte past the per-image limit
+                # so an oversized part is named without holding more of it.
+                data = await f.read(limits.max_image_bytes + 1)
+                items.append(ImageInput(f.filename or f"files[{i}]", data))
+            return {"predictions": await _predict_images(items, request)}
+
+    elif task not in CHAT_TASKS:
         Req, Resp = predict_models(task, limits)
 
         @app.post("/predict", response_model=Resp)
@@ -416,6 +494,8 @@ async def _await_item(
         raise _queue_deadline_refusal(queue_deadline) from None
     except PersonalDataFound as exc:
         raise Refused(422, "personal_data", str(exc)) from None
+    except DataValidationError as exc:  # an image that passed its header check but not decoding
+        raise Refused(422, "invalid_image", str(exc)) from None
 
 
 def _queue_deadline_refusal(queue_deadline: float) -> Refused:

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from tuneproof.errors import PersonalDataFound
+from tuneproof.errors import DataValidationError, PersonalDataFound
 from tuneproof.serve.metrics import ServeMetrics
 from tuneproof.serve.settings import Batching
 from tuneproof.train.features import inference_batches
@@ -52,9 +52,14 @@ class ModelWorker:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
+# Errors about one request's own inputs (a `fail` PII policy, an image corrupt past its header):
+# when a merged batch raises one, each request is run alone so the others are still answered.
+PER_REQUEST_ERRORS = (PersonalDataFound, DataValidationError)
+
+
 @dataclass
 class Pending:
-    texts: list[str]
+    texts: list[Any]  # the inputs: texts, or ImageInput for image models
     lengths: list[int]
     deadline: float  # monotonic time by which the model must have started on it
     future: asyncio.Future[list[dict[str, Any]]]
@@ -75,7 +80,7 @@ def padded_tokens(lengths: list[int], batch_size: int) -> int:
 class DynamicBatcher:
     def __init__(
         self,
-        predict: Callable[[list[str]], list[dict[str, Any]]],
+        predict: Callable[[list[Any]], list[dict[str, Any]]],
         worker: ModelWorker,
         spec: Batching,
         metrics: ServeMetrics,
@@ -99,7 +104,7 @@ class DynamicBatcher:
                 pass
 
     def submit(
-        self, texts: list[str], lengths: list[int], deadline_s: float, request_id: str = ""
+        self, texts: list[Any], lengths: list[int], deadline_s: float, request_id: str = ""
     ) -> Pending:
         loop = asyncio.get_running_loop()
         item = Pending(
@@ -194,17 +199,18 @@ class DynamicBatcher:
                 if self.on_result is not None:
                     self.on_result(g, res)
 
-    def _run(self, merged: list[str], group: list[Pending]) -> list[list[dict[str, Any]] | BaseException]:
+    def _run(self, merged: list[Any], group: list[Pending]) -> list[list[dict[str, Any]] | BaseException]:
         """On the worker: one call for the merged texts, split back per request. A `fail` PII policy
-        on one request's texts must not fail the others, so then each request is run alone."""
+        on one request's texts (or a bad image) must not fail the others, so then each request is
+        run alone."""
         try:
             flat = self.predict(merged)
-        except PersonalDataFound:
+        except PER_REQUEST_ERRORS:
             out: list[list[dict[str, Any]] | BaseException] = []
             for g in group:
                 try:
                     out.append(self.predict(g.texts))
-                except PersonalDataFound as exc:
+                except PER_REQUEST_ERRORS as exc:
                     out.append(exc)
             return out
         if len(flat) != len(merged):

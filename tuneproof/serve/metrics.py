@@ -112,6 +112,18 @@ class ServeMetrics:
             buckets=(16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192),
             registry=r,
         )
+        self.input_image_bytes = Histogram(
+            "tuneproof_input_image_bytes",
+            "encoded bytes per input image",
+            buckets=(1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216),
+            registry=r,
+        )
+        self.input_image_pixels = Histogram(
+            "tuneproof_input_image_pixels",
+            "width x height per input image, before resizing to the model's input",
+            buckets=(256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216),
+            registry=r,
+        )
         self.labels = Counter(
             "tuneproof_predicted_labels_total",
             "predicted labels (entity types for NER)",
@@ -151,6 +163,11 @@ class ServeMetrics:
         for t, n in zip(texts, token_lengths, strict=True):
             self.input_chars.observe(len(t))
             self.input_tokens.observe(n)
+
+    def observe_images(self, sizes: Sequence[int], pixels: Sequence[int]) -> None:
+        for n, px in zip(sizes, pixels, strict=True):
+            self.input_image_bytes.observe(n)
+            self.input_image_pixels.observe(px)
 
     def observe_predictions(self, predictions: Sequence[dict[str, Any]]) -> None:
         for p in predictions:

@@ -82,15 +82,19 @@ class Predictor:
 
         return apply_temperature(np.asarray(outputs), float(self.info.temperature))
 
+    def predict_images(self, names: list[str], images: list[bytes]) -> list[dict[str, Any]]:
+        """Predictions for encoded images (file bytes), each checked and prepared as training data
+        were, with the run's temperature as evaluation applied it; ``names`` say which input a
+        problem is about. ``tuneproof predict`` and ``serve`` both come here."""
+        df = pd.DataFrame({"row_id": [str(i) for i in range(len(images))], "text": names, "image": images})
+        feats = self.task.features_for_inference(df, self.tokenizer)
+        with torch.inference_mode():
+            outputs = self.task.predict(self.model, feats, 0, self.batch_size, self.precision)
+        return self.task.format_prediction(self.calibrated(np.asarray(outputs)))
+
 
 def predict_images(predictor: Predictor, names: list[str], images: list[bytes]) -> list[dict[str, Any]]:
-    """Predictions for encoded images (file bytes), each checked as training data were; ``names``
-    say which input a problem is about."""
-    df = pd.DataFrame({"row_id": [str(i) for i in range(len(images))], "text": names, "image": images})
-    feats = predictor.task.features_for_inference(df, predictor.tokenizer)
-    with torch.inference_mode():
-        outputs = predictor.task.predict(predictor.model, feats, 0, predictor.batch_size, predictor.precision)
-    return predictor.task.format_prediction(np.asarray(outputs))
+    return predictor.predict_images(names, images)
 
 
 def read_image_inputs(path: Path) -> list[Path]:

@@ -45,6 +45,7 @@ class GenerationPrediction(BaseModel):
 
 PREDICTION_OF: dict[str, type[BaseModel]] = {
     "classification": ClassPrediction,
+    "image_classification": ClassPrediction,
     "multilabel": MultilabelPrediction,
     "regression": ScorePrediction,
     "token_classification": EntityPrediction,
@@ -76,6 +77,19 @@ def predict_models(task: str, limits: Limits) -> tuple[type[BaseModel], type[Bas
     pred = PREDICTION_OF.get(task, GenerationPrediction)
     response = create_model("PredictResponse", predictions=(list[pred], ...))  # type: ignore[valid-type]
     return request, response
+
+
+def image_predict_model(limits: Limits) -> type[BaseModel]:
+    """``{"images": [base64, ...]}``; a ``data:image/...;base64,`` prefix is allowed. The string
+    length bound is the base64 length of ``max_image_bytes`` (plus a data-URI prefix), so an
+    oversized image is refused before it is decoded."""
+    b64_max = 4 * -(-limits.max_image_bytes // 3) + 64
+    image = Annotated[str, StringConstraints(min_length=1, max_length=b64_max)]
+    return create_model(
+        "ImagePredictRequest",
+        __config__=ConfigDict(extra="forbid"),
+        images=(list[image], Field(min_length=1, max_length=limits.max_images)),
+    )
 
 
 def chat_request_model(limits: Limits) -> type[BaseModel]:
@@ -144,6 +158,10 @@ def limit_of(error: dict[str, Any], limits: Limits) -> tuple[str, int] | None:
         return "max_texts", limits.max_texts
     if kind == "string_too_long" and loc and loc[0] in ("texts", "messages"):
         return "max_chars_per_text", limits.max_chars_per_text
+    if kind == "too_long" and loc == ["images"]:
+        return "max_images", limits.max_images
+    if kind == "string_too_long" and loc and loc[0] == "images":
+        return "max_image_bytes", limits.max_image_bytes
     if kind == "less_than_equal" and loc and loc[0] in ("max_tokens", "max_completion_tokens"):
         return "max_new_tokens", limits.max_new_tokens
     return None

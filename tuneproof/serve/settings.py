@@ -28,6 +28,21 @@ class Limits(BaseModel):
         default=30.0, gt=0, description="a request not answered by then gets 504"
     )
     max_new_tokens: int = Field(default=256, ge=1, description="sft: the most tokens one completion may ask")
+    max_images: int = Field(default=16, ge=1, description="images per request (image models)")
+    max_image_bytes: int = Field(
+        default=1_048_576, ge=64, description="encoded bytes per image (after base64 decoding)"
+    )
+    max_image_pixels: int = Field(
+        default=16_777_216,
+        ge=64,
+        description="width x height per image, read from its header before any pixel is decoded "
+        "(decompression bombs); the protocol's images.max_pixels applies too",
+    )
+    image_formats: tuple[str, ...] = Field(
+        default=("PNG", "JPEG", "WEBP", "BMP", "GIF"),
+        min_length=1,
+        description="Pillow formats an uploaded image may be in; no other decoder is tried",
+    )
 
 
 class Batching(BaseModel):

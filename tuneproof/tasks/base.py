@@ -135,7 +135,14 @@ class Task(ABC):
     def load_packaged(self, model_dir: Path) -> nn.Module: ...
 
     @abstractmethod
-    def peft_task_type(self) -> str: ...
+    def peft_task_type(self) -> str | None: ...
+
+    def lora_modules(
+        self, model: nn.Module, targets: list[str] | str
+    ) -> tuple[list[str] | str, list[str] | None]:
+        """(target_modules, modules_to_save) for PEFT's LoraConfig: by default the protocol's
+        targets, and PEFT's own choice of what its task type trains in full (the head)."""
+        return targets, None
 
     # -- training --------------------------------------------------------------------------------
     @abstractmethod

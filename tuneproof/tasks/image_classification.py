@@ -46,6 +46,7 @@ SPEC = TaskSpec(
         "train.label_smoothing",
         "imbalance.class_weights",
         "images",
+        "calibration",
     ),
     report_sections=("confident_errors", "augmentation_grid"),
     pipeline_tag="image-classification",
@@ -77,13 +78,10 @@ class ImageClassificationTask(Task):
     def __init__(self, protocol: Protocol, env: TaskEnv | None = None) -> None:
         super().__init__(protocol, env)
         self.labels = list(protocol.data.labels or [])
+        # Set by the runner when protocol.calibration is used, as for text classification.
+        self.temperature: float | None = None
+        self.uncalibrated: np.ndarray | None = None
         problems = []
-        if protocol.train.method == "lora":
-            problems.append(
-                Problem(
-                    "train.method", "lora is not available for image_classification yet; use full or head"
-                )
-            )
         if protocol.evaluate.slices:
             problems.append(
                 Problem("evaluate.slices", "slices are not available for image_classification yet")
@@ -213,7 +211,12 @@ class ImageClassificationTask(Task):
 
         found = packaged_weights(Path(ref.name_or_path)) if ref.local else None
         if found is not None:
-            return from_package(found[0], found[1], self.processor.size, **self._head())
+            enet = from_package(found[0], found[1], self.processor.size, **self._head())
+            if self.protocol.train.method == "lora":
+                from tuneproof.train.efficientnet_lite import plain_pointwise_convs
+
+                plain_pointwise_convs(enet)  # so PEFT can adapt the pointwise convolutions
+            return enet
         from transformers import AutoModelForImageClassification
 
         model: nn.Module = load_pretrained(
@@ -237,8 +240,36 @@ class ImageClassificationTask(Task):
         model: nn.Module = AutoModelForImageClassification.from_pretrained(model_dir, use_safetensors=True)
         return model
 
-    def peft_task_type(self) -> str:
-        raise ProtocolError([Problem("train.method", "lora is not available for image_classification yet")])
+    def peft_task_type(self) -> str | None:
+        # PEFT has no image-classification task type: a plain PeftModel passes forward(pixel_values=)
+        # through, and the head is named in modules_to_save instead (lora_modules).
+        return None
+
+    def lora_modules(
+        self, model: nn.Module, targets: list[str] | str
+    ) -> tuple[list[str] | str, list[str] | None]:
+        """The new head (``classifier`` in the transformers image models and the EfficientNet-Lite
+        wrapper) is trained in full. ``all-linear`` means, for an image model, every ``nn.Linear``
+        and every ungrouped ``nn.Conv2d`` outside the head: PEFT's own ``all-linear`` would adapt
+        no convolution (EfficientNet's pointwise convs hold most of its weights) and, without a
+        task type, would adapt the head too. Depthwise (grouped) convs and EfficientNet-Lite's
+        strided stem are left frozen."""
+        if not isinstance(getattr(model, HEAD, None), nn.Module):
+            raise ProtocolError(
+                [Problem("train.method", f"lora: {type(model).__name__} has no '{HEAD}' head to train")]
+            )
+        if targets == "all-linear":
+            targets = [
+                name
+                for name, m in model.named_modules()
+                if name
+                and name != HEAD
+                and not name.startswith(f"{HEAD}.")
+                # Exact types: PEFT builds its LoRA layers with type(base_layer)(...), which the
+                # subclasses of some model packages do not accept.
+                and (type(m) is nn.Linear or (type(m) is nn.Conv2d and m.groups == 1))
+            ]
+        return targets, [HEAD]
 
     # -- training --------------------------------------------------------------------------------
     def loss_fn(self, train_features: list[dict[str, Any]]) -> LossFn:
@@ -340,7 +371,16 @@ class ImageClassificationTask(Task):
         label2id = {lab: i for i, lab in enumerate(self.labels)}
         y = np.array([label2id[x] for x in test["label"]])
         return evaluate_classification(
-            y, probs, baselines, self.labels, self.protocol.evaluate, self.protocol.seed, None, validation
+            y,
+            probs,
+            baselines,
+            self.labels,
+            self.protocol.evaluate,
+            self.protocol.seed,
+            None,
+            validation,
+            uncalibrated=self.uncalibrated,
+            temperature=self.temperature,
         )
 
     def prediction_frame(self, df: pd.DataFrame, probs: np.ndarray) -> pd.DataFrame:
@@ -348,6 +388,9 @@ class ImageClassificationTask(Task):
 
     def format_prediction(self, probs: np.ndarray) -> list[dict[str, Any]]:
         return format_prediction(self.labels, probs)
+
+
+HEAD = "classifier"
 
 
 def _bytes_opener(data: bytes) -> Any:

@@ -107,6 +107,39 @@ def from_package(
     return model
 
 
+def plain_pointwise_convs(model: nn.Module) -> int:
+    """Replace the package's 1x1 stride-1 ``Conv2dStaticSamePadding`` (whose padding is the
+    identity) by plain ``nn.Conv2d`` holding the same parameters; returns how many.
+
+    The forward pass is the same; the point is LoRA: PEFT builds its low-rank layers as
+    ``type(base_layer)(in, r, kernel, stride, padding)``, which the package's class refuses (it needs
+    an image size), so only plain convolutions can be adapted. State-dict keys do not change."""
+    from efficientnet_lite_pytorch.utils import Identity
+
+    swapped = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if (
+                isinstance(child, nn.Conv2d)
+                and type(child) is not nn.Conv2d
+                and tuple(child.kernel_size) == (1, 1)
+                and tuple(child.stride) == (1, 1)
+                and tuple(child.padding) == (0, 0)
+                and isinstance(getattr(child, "static_padding", None), nn.Identity | Identity)
+            ):
+                plain = nn.Conv2d(
+                    child.in_channels,
+                    child.out_channels,
+                    1,
+                    groups=child.groups,
+                    bias=child.bias is not None,
+                )
+                plain.weight, plain.bias = child.weight, child.bias
+                setattr(parent, name, plain)
+                swapped += 1
+    return swapped
+
+
 def is_packaged_wrapper(model_dir: Path) -> bool:
     import json
 

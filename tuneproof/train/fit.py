@@ -58,12 +58,14 @@ def apply_method(model: nn.Module, protocol: Protocol, task: Task) -> nn.Module:
     elif spec.method == "lora":
         from peft import LoraConfig, get_peft_model
 
+        targets, modules_to_save = task.lora_modules(model, spec.lora.target_modules)
         cfg = LoraConfig(
             task_type=task.peft_task_type(),
             r=spec.lora.r,
             lora_alpha=spec.lora.alpha,  # type: ignore[arg-type]  # PEFT takes a float (scaling = alpha / r), annotates int
             lora_dropout=spec.lora.dropout,
-            target_modules=spec.lora.target_modules,
+            target_modules=targets,
+            modules_to_save=modules_to_save,
         )
         model = get_peft_model(model, cfg)
     return model
