@@ -521,6 +521,44 @@ gates:
   - {{metric: accuracy, beats: linear_probe, by: -0.5}}
 """,
     ),
+    Variant(
+        name="review-sentiment-dp",
+        example="examples/review-sentiment-dp.yaml",
+        covers="classification under DP-SGD (Opacus): head-only, Poisson sampling, the noise multiplier "
+        "Opacus picks for a target epsilon on the RDP accountant, per-example clipping, a grouped split "
+        "without validation, the membership audit, and epsilon / membership_auc gates",
+        protocol=f"""
+name: review-sentiment-dp-golden
+task: classification
+seed: 13
+model: {{source: ./bert, max_length: 16}}
+data:
+  files: [reviews.csv.bz2]
+  text_column: text
+  label_column: category
+  keep_if: {{category: [fresh, rotten]}}
+  labels: [fresh, rotten]
+  metadata_columns: [movie_name]
+cleaning: {{over_length: truncate}}
+split: {{train: 0.7, validation: 0.0, test: 0.3, group_by: movie_name, enforce_minimums: false}}
+train:
+  method: head
+  optimizer: adamw
+  learning_rate: 0.05
+  scheduler: constant
+  epochs: 2
+  batch_size: 32
+  weight_decay: 0.0
+  {COMMON_TRAIN}
+privacy:
+  dp_sgd: {{target_epsilon: 8, delta: 1.0e-5, max_grad_norm: 1.0, accountant: rdp}}
+  audit: {{max_rows: 100, bootstrap_samples: 200}}
+evaluate: {{bootstrap_samples: 200, baselines: [majority]}}
+gates:
+  - {{metric: epsilon, max: 8}}
+  - {{metric: membership_auc, max: 0.9}}
+""",
+    ),
 )
 
 VARIANT_NAMES = tuple(v.name for v in VARIANTS)
