@@ -19,6 +19,7 @@
       14  ├── PerformanceDegraded               `monitor`: on labelled feedback, worse than at release
       15  ├── ExportError                       no export as asked (task, format, merge beyond tolerance)
       16  ├── PathOutsideProject                `ui`: a path is outside the project folder (HTTP 403)
+      17  ├── FederationFailed                  `federate`: too few sites answered a round, or a site failed
      130  └── Interrupted                       a signal stopped training after a checkpoint; `run` resumes
 
 Each class has an ``exit_code`` so the CLI maps failures to distinct process exit codes without a

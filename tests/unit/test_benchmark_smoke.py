@@ -268,8 +268,13 @@ def test_export_bench_table_puts_speed_ratios_next_to_each_exports_accuracy_diff
     }
     diff = {"diff": 0.001, "low": -0.002, "high": 0.004}
     same = {"value": 0.99, "low": 0.98, "high": 0.995}
-    acc = {f: {"accuracy_minus_original": diff, "identical_predictions": same} for f in ("onnx", "onnx-int8")}
+    sizes = {"onnx": 91.74, "onnx-int8": 60.4}
+    acc = {
+        f: {"accuracy_minus_original": diff, "identical_predictions": same, "model_file_mb": sizes[f]}
+        for f in ("onnx", "onnx-int8")
+    }
     table = export_bench.render({"samples_per_second": speed, "accuracy": acc})
+    assert "Model file: onnx 91.7 MB, onnx-int8 60.4 MB" in table
     rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines() if line.startswith("| ")}
     assert (
         "| 2.00x |" in rows["torch"] and "| 4.00x |" in rows["onnx-int8"] and "| 1.00x |" in rows["pipeline"]
