@@ -34,7 +34,7 @@ from tuneproof.data.cluster.partitions import (
 )
 from tuneproof.data.guards import removal_problems, split_checks
 from tuneproof.data.locate import resolve_location
-from tuneproof.data.prepare import SPLITS, sha256_file
+from tuneproof.data.prepare import SPLITS, _Stages, sha256_file
 from tuneproof.data.split import straddling_clusters
 from tuneproof.errors import DataValidationError, Problem
 from tuneproof.protocol.schema import Protocol
@@ -106,42 +106,18 @@ def _conflicts(part: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"_h": labels.index[labels.to_numpy() > 1].astype("int64")})
 
 
-class ClusterStage:
+class ClusterStage(_Stages):
     """One run of the cluster data stage on a ``distributed.Client``."""
 
     def __init__(self, protocol: Protocol, base_dir: Path, client: Any) -> None:
+        # The local stage's log of stages, so guards.removal_problems reads both the same way.
+        super().__init__()
         self.protocol = protocol
         self.base_dir = base_dir
         self.client = client
-        self.stages: list[dict[str, Any]] = []
-        self.removed: Counter[str] = Counter()
-
-    def record(
-        self,
-        stage: str,
-        rows: int,
-        removed: int = 0,
-        detail: str = "",
-        examples: list[dict[str, Any]] | None = None,
-        base: int | None = None,
-    ) -> None:
-        # The entries of prepare._Stages.record, so guards.removal_problems reads them the same way.
-        entry: dict[str, Any] = {"stage": stage, "rows": rows, "removed": removed, "detail": detail}
-        entry["base"] = rows + removed if base is None else base
-        if examples:
-            entry["examples"] = examples[:EXAMPLES]
-        self.stages.append(entry)
-        if removed:
-            self.removed[stage] += removed
-
-    def _selected(self) -> int:
-        rows = {s["stage"]: s["rows"] for s in self.stages}
-        return int(rows.get("keep_if", rows.get("read", 0)))
 
     def _guard(self) -> None:
-        problems = removal_problems(
-            self.stages, self.protocol.cleaning.max_removed_fraction, self._selected()
-        )
+        problems = removal_problems(self.stages, self.protocol.cleaning.max_removed_fraction, self.selected())
         if problems:
             raise DataValidationError(problems, "data: cleaning would remove too much")
 
@@ -244,9 +220,7 @@ class ClusterStage:
         if not problems and read_total - kept_out - empty - emptied == 0:
             problems.append(Problem("data", "no rows left to train on"))
         if not problems:
-            problems += removal_problems(
-                self.stages, protocol.cleaning.max_removed_fraction, self._selected()
-            )
+            problems += removal_problems(self.stages, protocol.cleaning.max_removed_fraction, self.selected())
         if problems:
             raise DataValidationError(problems, "data")
 
