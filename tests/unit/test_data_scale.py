@@ -112,11 +112,31 @@ def test_leakage_with_precomputed_signatures_is_the_same_as_without() -> None:
     a = find_leaks(parts, ids, spec, SPEC)
     b = find_leaks(parts, ids, spec, SPEC, sigs)
     assert a.near > 3 and (a.exact, a.near, a.leaked, a.examples) == (b.exact, b.near, b.leaked, b.examples)
+    # The same again from one shuffled matrix and each split's row positions in it (no copies).
+    order = np.random.default_rng(3).permutation(len(texts))
+    flat = [t for p in parts.values() for t in p]
+    matrix = near_dup.signatures([near_key(flat[i], SPEC) for i in order], 5, 128, 1)
+    where = np.argsort(order)  # where[i]: row of flat text i in the matrix
+    starts = {"train": 0, "validation": 300, "test": 350}
+    rows = {s: where[starts[s] : starts[s] + len(p)] for s, p in parts.items()}
+    c = find_leaks(parts, ids, spec, SPEC, signature_rows=(matrix, rows))
+    assert (a.exact, a.near, a.leaked, a.examples) == (c.exact, c.near, c.leaked, c.examples)
     # Every leaked row has an earlier-split row at Jaccard >= 0.9 or with the same key.
     earlier = parts["train"]
     for pos in a.leaked["validation"]:
         sh = shingle_set(parts["validation"][pos], SPEC)
         assert max(near_dup.jaccard(sh, shingle_set(t, SPEC)) for t in earlier) >= 0.9
+
+
+def test_compact_rows_equals_fancy_indexing_across_block_edges() -> None:
+    rng = np.random.default_rng(4)
+    sig = rng.integers(0, 2**32, size=(1000, 8), dtype=np.uint32)
+    keep = rng.random(1000) < 0.6
+    keep[:5] = False  # the first kept row moves, so the move is not a no-op
+    want = sig[keep].copy()
+    got = near_dup.compact_rows(sig, keep, block=37)
+    assert got.base is sig or got.base is sig.base  # a view of the input, not a new matrix
+    np.testing.assert_array_equal(got, want)
 
 
 def test_bad_rows_are_listed_per_file_up_to_the_cap_and_the_rest_counted(tmp_path: Path) -> None:

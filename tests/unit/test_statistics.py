@@ -54,6 +54,22 @@ def test_equal_clusters_stack_and_give_the_same_replicates_as_the_loop() -> None
     np.testing.assert_allclose(replicates(accuracy_stat(correct), res), looped, atol=1e-12)
 
 
+def test_cluster_resamples_drawn_in_blocks_are_the_whole_draw_of_before() -> None:
+    codes = cluster_codes(["a", "a", "b", "c", "c", "c", None, "d", "d"] * 7)
+    res = cluster_bootstrap_indices(codes, 101, seed=11)
+    # Before: one (samples, C) draw of cluster numbers from default_rng(seed), held whole.
+    members = [np.flatnonzero(codes == j) for j in range(int(codes.max()) + 1)]
+    whole = np.random.default_rng(11).integers(0, len(members), size=(101, len(members)))
+    want = [np.concatenate([members[j] for j in row]) for row in whole]
+    for step in (1, 7, 101, 500):
+        got = [s for block in res.blocks(step) for s in block]
+        assert len(got) == 101 and all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
+    # The replicates, computed block by block, are the loop over the whole draw's resamples.
+    correct = (np.random.default_rng(2).random(codes.size) < 0.6).astype(float)
+    looped = np.array([correct[s].mean() for s in want])
+    np.testing.assert_array_equal(replicates(accuracy_stat(correct), res), looped)
+
+
 def _clustered_eval(cluster: bool) -> dict[str, Any]:
     rng = np.random.default_rng(5)
     k_clusters, size = 40, 15

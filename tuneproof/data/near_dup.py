@@ -185,14 +185,21 @@ class LshBuckets:
     rows are then inserted and queried by number, as with ``MinHashLSH.insert`` / ``query``.
 
     Only buckets with two or more rows are kept: a row alone in all its buckets can never be a
-    candidate. A query returns the inserted rows that share a bucket with the row, ascending."""
+    candidate. A query returns the inserted rows that share a bucket with the row, ascending.
 
-    def __init__(self, sig: np.ndarray, threshold: float) -> None:
+    ``rows``: row i of the index is ``sig[rows[i]]`` (positions into a larger matrix), so a caller
+    with a subset of a matrix's rows passes their positions instead of a copy of their signatures;
+    only one band's columns (n x r) are gathered at a time."""
+
+    def __init__(self, sig: np.ndarray, threshold: float, rows: np.ndarray | None = None) -> None:
         b, r = bands(threshold, sig.shape[1])
         self.of_row: dict[int, list[int]] = {}
         self.inserted: list[list[int]] = []
         for band in range(b):
-            cols = np.ascontiguousarray(sig[:, band * r : (band + 1) * r])
+            if rows is None:
+                cols = np.ascontiguousarray(sig[:, band * r : (band + 1) * r])
+            else:
+                cols = sig[rows, band * r : (band + 1) * r]
             key = np.zeros(len(cols), dtype=np.uint64)
             for c in range(r):  # a 64-bit fold of the band, only to sort; equality is checked exactly
                 key = (key ^ cols[:, c].astype(np.uint64)) * np.uint64(0x9E3779B97F4A7C15)
@@ -207,12 +214,12 @@ class LshBuckets:
                 buckets: dict[bytes, list[int]] = {}
                 for m in np.sort(order[start:stop]):
                     buckets.setdefault(cols[m].tobytes(), []).append(int(m))
-                for rows in buckets.values():
-                    if len(rows) < 2:
+                for members in buckets.values():
+                    if len(members) < 2:
                         continue
                     bid = len(self.inserted)
                     self.inserted.append([])
-                    for m in rows:
+                    for m in members:
                         self.of_row.setdefault(m, []).append(bid)
 
     def query(self, row: int) -> list[int]:
@@ -227,6 +234,19 @@ class LshBuckets:
 
     def rows_with_candidates(self) -> list[int]:
         return sorted(self.of_row)
+
+
+def compact_rows(sig: np.ndarray, keep: np.ndarray, block: int = 1 << 16) -> np.ndarray:
+    """``sig[keep]`` without a second matrix: the kept rows are moved to the front of ``sig`` in
+    place, block by block, and the front is returned as a view (``sig`` itself is overwritten).
+
+    Safe because kept positions only move forward: output row i comes from input row idx[i] >= i,
+    and each block's source rows are read (into a block-sized temporary) before they are written."""
+    idx = np.flatnonzero(keep)
+    for start in range(0, len(idx), block):
+        part = idx[start : start + block]
+        sig[start : start + len(part)] = sig[part]
+    return sig[: len(idx)]
 
 
 def jaccard(a: set[bytes], b: set[bytes]) -> float:

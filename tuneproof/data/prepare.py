@@ -413,7 +413,8 @@ def _clean_and_split(
         del texts_now, row_ids
         before = len(df)
         df = df[keep]
-        near_sig = sig[keep]
+        near_sig = near_dup.compact_rows(sig, keep)  # in place: a copy would be another n x num_perm
+        del sig
         # Each kept row's signature travels with it to the leakage check, which then hashes nothing.
         df = df.assign(_sig=np.arange(len(df)))
         stages.record(
@@ -612,7 +613,9 @@ def _leakage(
         {s: list(p["row_id"]) for s, p in splits.items()},
         spec,
         protocol.cleaning.near_duplicates,
-        {s: near_sig[p["_sig"].to_numpy()] for s, p in splits.items()} if near_sig is not None else None,
+        signature_rows=(near_sig, {s: p["_sig"].to_numpy() for s, p in splits.items()})
+        if near_sig is not None
+        else None,
     )
     report: dict[str, Any] = {
         "checked": True,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,13 +99,15 @@ def find_leaks(
     spec: LeakageSpec,
     near_spec: NearDuplicateSpec,
     signatures: dict[str, np.ndarray] | None = None,
+    signature_rows: tuple[np.ndarray, Mapping[str, np.ndarray]] | None = None,
 ) -> LeakageResult:
     """Texts of validation/test that also occur (exactly or nearly) in an earlier split.
 
     Earlier means train for validation, and train or validation for test: a leaked example is always
     charged to the evaluation split, which is where it inflates scores. ``signatures``: each split's
     MinHash signatures when the cleaning stage already computed them (else they are computed here).
-    """
+    ``signature_rows``: the same as one matrix and each split's row positions in it, so no split's
+    signatures are copied (a million rows' matrix is 512 MB)."""
     out = LeakageResult()
     order = [s for s in ("train", "validation", "test") if s in texts]
     offsets = dict(zip(order, np.cumsum([0, *[len(texts[s]) for s in order]]).tolist(), strict=False))
@@ -114,11 +116,16 @@ def find_leaks(
     buckets: LshBuckets | None = None
     cache: ShingleCache | None = None
     if spec.near:
-        if signatures is not None:
-            sig = np.concatenate([signatures[s] for s in order]) if order else np.zeros((0, 1), np.uint32)
+        if signature_rows is not None:
+            matrix, positions = signature_rows
+            rows = np.concatenate([np.asarray(positions[s], dtype=np.int64) for s in order] or [[]])
+            buckets = LshBuckets(matrix, near_spec.threshold, rows.astype(np.int64))
         else:
-            sig = near_dup.text_signatures(everything, near_spec)
-        buckets = LshBuckets(sig, near_spec.threshold)
+            if signatures is not None:
+                sig = np.concatenate([signatures[s] for s in order]) if order else np.zeros((0, 1), np.uint32)
+            else:
+                sig = near_dup.text_signatures(everything, near_spec)
+            buckets = LshBuckets(sig, near_spec.threshold)
         cache = ShingleCache(lambda i: shingle_set(everything[i], near_spec))
     exact_seen: dict[str, str] = {}
 

@@ -82,6 +82,29 @@ def _blocks(idx: np.ndarray | RowResamples) -> Iterator[np.ndarray]:
         yield idx[start : start + step]
 
 
+def _cluster_replicates(stats: Mapping[str, Statistic], idx: ClusterResamples) -> dict[str, np.ndarray]:
+    """As ``replicates_many`` for cluster resamples, drawn block by block (never all at once)."""
+    out = {k: np.empty(idx.samples, dtype=np.float64) for k in stats}
+    start = 0
+    if idx.equal_lengths:
+        # One length: a block stacks into one array, the same blocks the whole matrix was cut into.
+        step = max(1, _MAX_BLOCK_ELEMENTS // max(idx.resample_rows, 1))
+        for sets in idx.blocks(step):
+            block = np.stack(sets)
+            for k, f in stats.items():
+                out[k][start : start + len(sets)] = f(block)
+            start += len(sets)
+        return out
+    # Resamples of different lengths cannot share one array; each is one row of its own.
+    step = max(1, _MAX_BLOCK_ELEMENTS // max(idx.rows, 1))
+    for sets in idx.blocks(step):
+        for i, s in enumerate(sets):
+            for k, f in stats.items():
+                out[k][start + i] = f(s[None, :])[0]
+        start += len(sets)
+    return out
+
+
 def replicates_many(stats: Mapping[str, Statistic], idx: Resamples) -> dict[str, np.ndarray]:
     """Every statistic on every resample, all statistics on one block before the next is drawn.
 
@@ -89,13 +112,7 @@ def replicates_many(stats: Mapping[str, Statistic], idx: Resamples) -> dict[str,
     (``RowResamples`` above its cache size) are drawn once per evaluation step, not once per statistic.
     """
     if isinstance(idx, ClusterResamples):
-        stacked = idx.stacked()
-        if stacked is None:
-            # Resamples of different lengths cannot share one array; each is one row of its own.
-            return {
-                k: np.array([f(s[None, :])[0] for s in idx.sets], dtype=np.float64) for k, f in stats.items()
-            }
-        idx = stacked
+        return _cluster_replicates(stats, idx)
     out = {k: np.empty(idx.shape[0], dtype=np.float64) for k in stats}
     start = 0
     for block in _blocks(idx):

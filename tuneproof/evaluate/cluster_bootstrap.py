@@ -16,8 +16,7 @@ stacked, so the vectorised statistics run on them in one pass as on a row bootst
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -42,22 +41,65 @@ def cluster_codes(values: Sequence[object]) -> np.ndarray:
     return codes
 
 
-@dataclass(frozen=True)
 class ClusterResamples:
-    """Resamples drawn cluster by cluster: each entry holds the row numbers of one resample."""
+    """Resamples drawn cluster by cluster, each a vector of the row numbers of the clusters drawn.
 
-    sets: tuple[np.ndarray, ...]
-    clusters: int
-    rows: int
+    Not held whole: ``blocks(step)`` draws ``step`` resamples at a time from a fresh
+    ``default_rng(seed)``, as ``RowResamples`` does for the row bootstrap. The cluster draws are
+    ``integers(0, C, size=(step, C))`` in turn, which consume the generator's stream value by value,
+    so consecutive blocks are exactly the rows of the one ``(samples, C)`` draw made before: for a
+    given seed the resamples, and every interval computed from them, are unchanged.
+    ``members[j]`` are cluster j's row numbers (of the whole split where ``rows_of`` maps a subset).
+    """
+
+    __slots__ = ("clusters", "members", "rows", "samples", "seed")
+
+    def __init__(self, members: Sequence[np.ndarray], samples: int, seed: int, rows: int) -> None:
+        self.members = tuple(members)
+        self.clusters = len(self.members)
+        self.samples = samples
+        self.seed = seed
+        self.rows = rows
+
+    def draws(self, step: int) -> Iterator[np.ndarray]:
+        """The drawn cluster numbers, ``[<=step, C]`` blocks in draw order."""
+        if step < 1:
+            raise ValueError(f"step must be at least 1, got {step}")
+        rng = np.random.default_rng(self.seed)
+        for start in range(0, self.samples, step):
+            yield rng.integers(0, self.clusters, size=(min(step, self.samples - start), self.clusters))
+
+    def blocks(self, step: int) -> Iterator[list[np.ndarray]]:
+        """Consecutive blocks of at most ``step`` resamples (each a row-number vector), in draw order."""
+        for block in self.draws(step):
+            yield [np.concatenate([self.members[j] for j in row]) for row in block]
 
     @property
-    def samples(self) -> int:
-        return len(self.sets)
+    def equal_lengths(self) -> bool:
+        """Whether every resample has one length (every cluster the same size), so they stack."""
+        return len({m.size for m in self.members}) <= 1
+
+    @property
+    def resample_rows(self) -> int:
+        """Rows of each resample where they all have one length (:attr:`equal_lengths`)."""
+        return self.clusters * (self.members[0].size if self.members else 0)
+
+    @property
+    def sets(self) -> tuple[np.ndarray, ...]:
+        """Every resample, drawn whole (``samples x rows`` row numbers: small splits and tests only)."""
+        return tuple(s for block in self.blocks(max(1, self.samples)) for s in block)
 
     def stacked(self) -> np.ndarray | None:
         """All resamples as one ``[m, n]`` array when they share one length, else None."""
-        lengths = {s.size for s in self.sets}
-        return np.stack(self.sets) if len(lengths) == 1 else None
+        return np.stack(self.sets) if self.equal_lengths else None
+
+
+def _members(codes: np.ndarray) -> tuple[int, list[np.ndarray]]:
+    present, dense = np.unique(codes, return_inverse=True)
+    c = present.size
+    order = np.argsort(dense, kind="stable")
+    bounds = np.r_[0, np.cumsum(np.bincount(dense, minlength=c))]
+    return c, [order[bounds[j] : bounds[j + 1]] for j in range(c)]
 
 
 def cluster_bootstrap_indices(codes: np.ndarray, samples: int, seed: int) -> ClusterResamples:
@@ -67,15 +109,8 @@ def cluster_bootstrap_indices(codes: np.ndarray, samples: int, seed: int) -> Clu
         raise ValueError("cannot bootstrap an empty sample (n = 0)")
     if samples < 1:
         raise ValueError("need at least one bootstrap sample")
-    present, dense = np.unique(codes, return_inverse=True)
-    c = present.size
-    order = np.argsort(dense, kind="stable")
-    bounds = np.r_[0, np.cumsum(np.bincount(dense, minlength=c))]
-    members = [order[bounds[j] : bounds[j + 1]] for j in range(c)]
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, c, size=(samples, c))
-    sets = tuple(np.concatenate([members[j] for j in row]) for row in draws)
-    return ClusterResamples(sets=sets, clusters=c, rows=int(codes.size))
+    _, members = _members(codes)
+    return ClusterResamples(members, samples, seed, int(codes.size))
 
 
 def within(
@@ -88,6 +123,4 @@ def within(
     if codes is None:
         return RowResamples(int(rows.size), samples, seed, rows=rows)
     local = cluster_bootstrap_indices(codes[rows], samples, seed)
-    return ClusterResamples(
-        sets=tuple(rows[s] for s in local.sets), clusters=local.clusters, rows=int(rows.size)
-    )
+    return ClusterResamples([rows[m] for m in local.members], samples, seed, int(rows.size))
