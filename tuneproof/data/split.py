@@ -118,8 +118,9 @@ def find_leaks(
     if spec.near:
         if signature_rows is not None:
             matrix, positions = signature_rows
-            rows = np.concatenate([np.asarray(positions[s], dtype=np.int64) for s in order] or [[]])
-            buckets = LshBuckets(matrix, near_spec.threshold, rows.astype(np.int64))
+            parts = [np.asarray(positions[s], dtype=np.int64) for s in order]
+            rows = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+            buckets = LshBuckets(matrix, near_spec.threshold, rows)
         else:
             if signatures is not None:
                 sig = np.concatenate([signatures[s] for s in order]) if order else np.zeros((0, 1), np.uint32)
