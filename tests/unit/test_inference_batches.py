@@ -60,6 +60,9 @@ def test_batched_predictions_equal_one_row_at_a_time_in_row_order(tiny_bert: Pat
     single = np.vstack([predict_rows(model, [f], 0, 1, "fp32", 3, softmax) for f in features])
     np.testing.assert_allclose(batched, single, atol=1e-5)
     assert model.training is False  # the caller's mode is kept
+    model.train()  # a model mid-training predicts in eval mode (no dropout) and goes back to training
+    np.testing.assert_array_equal(predict_rows(model, features, 0, 16, "fp32", 3, softmax), batched)
+    assert model.training is True
 
 
 def test_bf16_linear_weights_predict_exactly_what_autocast_predicts(tiny_bert: Path) -> None:

@@ -25,7 +25,10 @@ def logits_batches(
     device = next(model.parameters()).device
     was_training = model.training
     out: list[tuple[np.ndarray, torch.Tensor, torch.Tensor]] = []
-    model.eval()
+    # model.eval()/train() walk every module (about 200 on MiniLM): measured at ~10% of a one-text
+    # predict call, so a model already in eval mode (predict, serve) is left alone.
+    if was_training:
+        model.eval()
     try:
         with (
             torch.inference_mode(),
@@ -37,7 +40,8 @@ def logits_batches(
                 logits = model(input_ids=b["input_ids"].to(device), attention_mask=mask).logits
                 out.append((idx, logits.detach().float().cpu(), mask.cpu()))
     finally:
-        model.train(was_training)
+        if was_training:
+            model.train()
     return out
 
 
