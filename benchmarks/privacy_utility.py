@@ -1,21 +1,24 @@
 """The privacy-utility trade-off on Rotten Tomatoes snippets: the same data, model and method
 trained without DP and with DP-SGD at epsilon 1, 3 and 8, side by side in one run.
 
-    PYTHONPATH=. python benchmarks/privacy_utility.py                 # defaults below (head-only)
-    PYTHONPATH=. python benchmarks/privacy_utility.py --method lora   # the recipe to try next
-    PYTHONPATH=. python benchmarks/privacy_utility.py --epsilons 8 --train-rows 600   # a quick look
+    PYTHONPATH=. python benchmarks/privacy_utility.py             # arms one after another
+    PYTHONPATH=. python benchmarks/privacy_utility.py --parallel  # one process per arm, same load
+    PYTHONPATH=. python benchmarks/privacy_utility.py --epsilons 8 --train-rows 200   # a quick look
 
 Every arm is a real ``tuneproof run`` of a protocol written here (written next to its run, so each
-can be rerun alone): all-MiniLM-L6-v2, head-only or LoRA (``--method``), one stratified sample of the
+can be rerun alone): all-MiniLM-L6-v2, LoRA by default (``--method``), one stratified sample of the
 snippets (``benchmarks/data.py``), the protocol's own cleaning and split with one seed, and
 ``privacy.audit`` on every arm, so utility (test macro-F1 with its bootstrap interval, the paired
 difference against the majority baseline), the membership-inference AUC, the epsilon the accountant
-spent and the training time come from the runs' own ``metrics.json`` and ``training/summary.json``.
-The DP arms share their settings (batch, clipping norm, learning rate, epochs); only the noise,
-chosen by Opacus for the target epsilon, differs. Results: ``benchmarks/results/privacy_utility.json``.
-Measured once with the defaults on 2 shared cores at load 20-25 (docs/privacy.md): the no-DP arm
-alone took 33 minutes of wall time and stayed at the majority baseline, so the defaults are not yet
-a recipe that shows the trade-off; the time on an idle machine is not measured.
+spent and the training time (wall, and CPU seconds of the training process, which depends far less
+on a shared machine's load) come from the runs' own ``metrics.json`` and ``training/summary.json``.
+Every arm uses one recipe (method, batch, learning rate, constant schedule, epochs); only DP-SGD
+(clipping and the noise Opacus picks for the target epsilon) differs. Results:
+``benchmarks/results/privacy_utility.json``.
+
+Not yet measured with these defaults: a first try on 2 shared cores at load 17-24 (2026-12-02,
+``--parallel``) ran at 0.01-0.02 steps/s per arm, and the no-DP arm's training loss was still about
+0.69 (chance) after 16 of its 30 steps, so it was stopped; whether lr 1e-2 suits LoRA here is open.
 """
 
 from __future__ import annotations
@@ -99,10 +102,11 @@ def _arm(name: str, epsilon: float | None, args: argparse.Namespace, data: Path)
         method=args.method,
         lora_r=args.lora_r,
         lora_alpha=2 * args.lora_r,
-        lr=args.dp_lr if epsilon is not None else args.lr,
-        scheduler="constant" if epsilon is not None else "linear",
-        epochs=args.dp_epochs if epsilon is not None else args.epochs,
-        batch_size=args.dp_batch_size if epsilon is not None else args.batch_size,
+        # One recipe for every arm; only the noise (and the clipping that comes with DP) differs.
+        lr=args.lr,
+        scheduler="constant",
+        epochs=args.epochs,
+        batch_size=args.batch_size,
         dp=dp,
         audit_rows=args.audit_rows,
     )
@@ -110,8 +114,25 @@ def _arm(name: str, epsilon: float | None, args: argparse.Namespace, data: Path)
     folder.mkdir(parents=True, exist_ok=True)
     proto = folder / "protocol.yaml"
     proto.write_text(text, encoding="utf-8")
+    import tuneproof.runner as runner
+
+    # The CPU time of training alone (this process, all its threads): on a machine shared with other
+    # work the wall time of an arm depends on the load, its CPU time much less.
+    fit, cpu = runner.fit, {}
+
+    def timed_fit(*a: Any, **k: Any) -> Any:
+        t0 = time.process_time()
+        try:
+            return fit(*a, **k)
+        finally:
+            cpu["train"] = time.process_time() - t0
+
+    runner.fit = timed_fit  # type: ignore[assignment]
     started = time.monotonic()
-    outcome = run(proto, output_dir=folder / "runs")
+    try:
+        outcome = run(proto, output_dir=folder / "runs")
+    finally:
+        runner.fit = fit  # type: ignore[assignment]
     wall = time.monotonic() - started
     metrics = json.loads((outcome.run_dir / "metrics.json").read_text())
     summary = json.loads((outcome.run_dir / "training" / "summary.json").read_text())
@@ -133,6 +154,7 @@ def _arm(name: str, epsilon: float | None, args: argparse.Namespace, data: Path)
         "membership_auc": model["membership_auc"],
         "attacker_advantage": audit.get("advantage"),
         "train_seconds": summary["train_seconds"],
+        "train_cpu_seconds": cpu.get("train"),
         "wall_seconds": wall,
         "status": outcome.status,
         "run_dir": str(outcome.run_dir.relative_to(ROOT)),
@@ -147,55 +169,85 @@ def _iv(x: Any) -> str:
 
 def table(rows: list[dict[str, Any]]) -> str:
     base = next((r["train_seconds"] for r in rows if r["target_epsilon"] is None), None)
+    base_cpu = next((r.get("train_cpu_seconds") for r in rows if r["target_epsilon"] is None), None)
     lines = [
         "| arm | epsilon spent | noise | steps | test macro-F1 [95%] | minus majority [95%] "
-        "| membership AUC [95%] | train s | x no-DP |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| membership AUC [95%] | train s | x no-DP | train CPU s | x no-DP |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         eps = "—" if r["epsilon"] is None else f"{r['epsilon']:.2f}"
         noise = "—" if r["noise_multiplier"] is None else f"{r['noise_multiplier']:.2f}"
         ratio = f"{r['train_seconds'] / base:.2f}" if base else "—"
+        cpu = r.get("train_cpu_seconds")
+        cpu_s = "—" if cpu is None else f"{cpu:.0f}"
+        cpu_ratio = f"{cpu / base_cpu:.2f}" if cpu is not None and base_cpu else "—"
         lines.append(
             f"| {r['arm']} | {eps} | {noise} | {r['steps']} | {_iv(r['macro_f1'])} | "
             f"{_iv(r['macro_f1_minus_majority'])} | {_iv(r['membership_auc'])} | "
-            f"{r['train_seconds']:.0f} | {ratio} |"
+            f"{r['train_seconds']:.0f} | {ratio} | {cpu_s} | {cpu_ratio} |"
         )
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--train-rows", type=int, default=500)
-    parser.add_argument("--test-rows", type=int, default=250)
+    parser.add_argument("--train-rows", type=int, default=400)
+    parser.add_argument("--test-rows", type=int, default=300)
     parser.add_argument("--max-length", type=int, default=32)
-    parser.add_argument("--method", choices=["lora", "full", "head"], default="head")
+    parser.add_argument("--method", choices=["lora", "full", "head"], default="lora")
     parser.add_argument("--lora-r", type=int, default=8)
     parser.add_argument("--epsilons", type=float, nargs="*", default=[1.0, 3.0, 8.0])
     parser.add_argument("--no-baseline", action="store_true", help="skip the arm without DP")
-    # Without DP: a usual LoRA recipe. With DP: large expected batches, a larger constant learning
-    # rate and a small clipping norm (the DP-SGD recipe of Yu et al., 2022 / Li et al., 2022).
+    # One recipe for all arms, chosen to suit DP-SGD (Yu et al., 2022 / Li et al., 2022: LoRA, large
+    # expected batches, a constant learning rate larger than usual) and meant to learn without DP too.
     parser.add_argument("--lr", type=float, default=1e-2)
-    parser.add_argument("--epochs", type=float, default=2)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--dp-lr", type=float, default=5e-2)
-    parser.add_argument("--dp-epochs", type=float, default=2)
-    parser.add_argument("--dp-batch-size", type=int, default=50)
+    parser.add_argument("--epochs", type=float, default=3)
+    parser.add_argument("--batch-size", type=int, default=40)
     parser.add_argument("--clip", type=float, default=1.0)
     parser.add_argument("--delta", type=float, default=1e-5)
-    parser.add_argument("--audit-rows", type=int, default=250)
+    parser.add_argument("--audit-rows", type=int, default=200)
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument(
+        "--parallel",
+        action="store_true",
+        help="run the arms at the same time, one process each (same load for all; compare CPU seconds)",
+    )
+    parser.add_argument("--only-arm", help=argparse.SUPPRESS)  # a child of --parallel
     args = parser.parse_args()
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     data = _write_data(args.train_rows, args.test_rows)
     arms: list[tuple[str, float | None]] = [] if args.no_baseline else [("no-dp", None)]
     arms += [(f"dp-eps{e:g}", e) for e in args.epsilons]
+    if args.only_arm is not None:
+        name, eps = next(a for a in arms if a[0] == args.only_arm)
+        args.out.write_text(json.dumps(_arm(name, eps, args, data)) + "\n", encoding="utf-8")
+        return
     started = time.monotonic()
     rows = []
-    for name, eps in arms:
-        rows.append(_arm(name, eps, args, data))
-        print(json.dumps(rows[-1]), flush=True)
+    if args.parallel:
+        import subprocess
+
+        WORK.mkdir(parents=True, exist_ok=True)
+        argv = [a for a in sys.argv[1:] if a != "--parallel"]
+        children = []
+        for name, _ in arms:
+            out = WORK / f"{name}.json"
+            out.unlink(missing_ok=True)
+            cmd = [sys.executable, __file__, *argv, "--only-arm", name, "--out", str(out)]
+            log = (WORK / f"{name}.log").open("w")
+            children.append((out, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log))
+        for out, child, log in children:
+            if child.wait() != 0:
+                raise SystemExit(f"arm failed: see {log.name}")
+            log.close()
+            rows.append(json.loads(out.read_text()))
+            print(json.dumps(rows[-1]), flush=True)
+    else:
+        for name, eps in arms:
+            rows.append(_arm(name, eps, args, data))
+            print(json.dumps(rows[-1]), flush=True)
     result = {
         "settings": vars(args) | {"out": str(args.out)},
         "load_average": Path("/proc/loadavg").read_text().split()[:3]

@@ -148,3 +148,83 @@ def test_a_target_epsilon_is_met_and_gated(tmp_path: Path, tiny_bert: Path) -> N
     assert [v["passed"] for v in verdicts] == [True, False]  # epsilon <= 8 holds, <= 7 does not
     page = (outcome.run_dir / "report.html").read_text()
     assert "Differentially private training (DP-SGD, Opacus)" in page and "epsilon spent" in page
+
+
+# --- sft with LoRA: a tiny causal LM built in code --------------------------------------------------
+SFT = """
+name: sft-dp
+task: sft
+seed: 3
+model: {{source: {model}, max_length: 40}}
+data: {{files: [{data}], text_column: messages}}
+cleaning: {{near_duplicates: {{enabled: false}}, max_removed_fraction: 0.7}}
+split: {{train: 0.7, validation: 0.0, test: 0.3, enforce_minimums: false}}
+{sft}train: {{method: lora, lora: {{r: 8}}, epochs: 3, batch_size: 8, learning_rate: 0.01,
+        scheduler: constant, precision: fp32{train}}}
+generation: {{max_new_tokens: 4, test_examples: 4}}
+evaluate: {{bootstrap_samples: 200}}
+privacy:
+  dp_sgd: {{noise_multiplier: 0.8, delta: 1.0e-5, max_grad_norm: 1.0}}
+gates:
+  - {{metric: epsilon, max: 100}}
+"""
+
+
+def _sft_protocol(tmp: Path, sft: str = "", train: str = "") -> Path:
+    from generative_helpers import chat_rows, write_tiny_llama
+
+    model = tmp / "llama"
+    if not model.exists():
+        write_tiny_llama(model)
+    data = write_jsonl(tmp / "chat.jsonl", chat_rows(120, seed=3))
+    proto = tmp / "sft.yaml"
+    proto.write_text(SFT.format(model=model, data=data, sft=sft, train=train))
+    return proto
+
+
+def test_sft_under_dp_defaults_gradient_checkpointing_and_packing_off(tmp_path: Path) -> None:
+    from tuneproof.protocol import load_protocol
+    from tuneproof.tasks.registry import get_task
+
+    protocol = load_protocol(_sft_protocol(tmp_path)).protocol
+    assert protocol.train.gradient_checkpointing is False  # on by default for sft without DP
+    task: Any = get_task(protocol)
+    assert task.packing is False
+
+
+@pytest.mark.integration
+def test_sft_refuses_gradient_checkpointing_and_packing_under_dp(tmp_path: Path) -> None:
+    from tuneproof.runner import run
+
+    proto = _sft_protocol(tmp_path, sft="sft: {packing: true}\n", train=", gradient_checkpointing: true")
+    with pytest.raises(ProtocolError) as err:
+        run(proto, output_dir=tmp_path / "runs")
+    where = [p.where for p in err.value.problems]
+    assert where == ["train.gradient_checkpointing", "sft.packing"], where
+    assert not list((tmp_path / "runs").glob("*/model"))  # refused before training
+
+
+@pytest.mark.integration
+def test_sft_with_lora_trains_under_dp_its_adapters_change_and_epsilon_is_opacus(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from tuneproof.runner import run
+
+    outcome = run(_sft_protocol(tmp_path), output_dir=tmp_path / "runs")
+    assert outcome.status == "passed"
+    metrics = json.loads((outcome.run_dir / "metrics.json").read_text())
+    rec = metrics["privacy"]["dp_sgd"]
+    steps, q = rec["steps"], rec["sample_rate"]
+    assert steps == 3 * round(1 / q) and rec["noise_multiplier"] == 0.8
+    assert metrics["model"]["epsilon"] == pytest.approx(_rdp_epsilon(0.8, q, steps, 1e-5), rel=1e-12)
+    manifest = json.loads((outcome.run_dir / "manifest.json").read_text())
+    assert manifest["privacy"]["dp_sgd"]["epsilon"] == metrics["model"]["epsilon"]
+    # Every adapted projection moved (merged weights differ from the base model's): no adapter got
+    # a missing or zero per-example gradient (Opacus #820).
+    base = load_file(str(tmp_path / "llama" / "model.safetensors"))
+    tuned = load_file(str(outcome.run_dir / "model" / "model.safetensors"))
+    adapted = [k for k in base if k.endswith("proj.weight")]
+    assert len(adapted) == 14  # q, k, v, o, gate, up, down in 2 layers ("all-linear")
+    unchanged = [k for k in adapted if torch.equal(tuned[k], base[k])]
+    assert unchanged == [], unchanged
+    assert torch.equal(tuned["lm_head.weight"], base["lm_head.weight"])  # LoRA leaves the head alone

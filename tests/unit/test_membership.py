@@ -93,20 +93,21 @@ def test_a_gate_on_membership_auc_needs_the_audit(tmp_path: Path, tiny_bert: Pat
 
 # No validation split: with one, the run would keep its best validation checkpoint, not the last.
 AUDIT = """split: {train: 0.6, validation: 0.0, test: 0.4}
-privacy: {audit: {max_rows: 200, bootstrap_samples: 500}}
+privacy:
+  audit: {max_rows: 200, bootstrap_samples: 500}
 """
 # 0.65, not 0.55: with 64 held-out rows the interval is about +-0.1 wide, so even a model that
 # reveals nothing cannot show an upper bound under 0.55 (docs/privacy.md: rows needed).
 GATES = "  - {metric: accuracy, min: 0.0}\n  - {metric: membership_auc, max: 0.65}"
 
 
-def _audited_run(tmp: Path, tiny_bert: Path, rows: int, epochs: str, lr: str) -> dict[str, Any]:
+def _audited_run(tmp: Path, tiny_bert: Path, rows: int, epochs: str, lr: str, dp: str = "") -> dict[str, Any]:
     from tuneproof.runner import run
 
     # Heavy label noise: a model can only fit the flipped training labels by memorising those rows.
     data = write_jsonl(tmp / "d.jsonl", toy_reviews(rows, seed=1, noise=0.35))
     proto = write_protocol(tmp / "p.yaml", tiny_bert, data, epochs=epochs, lr=lr, gates=GATES)
-    proto.write_text(proto.read_text() + AUDIT)
+    proto.write_text(proto.read_text() + AUDIT + dp)
     outcome = run(proto, output_dir=tmp / "runs")
     metrics = json.loads((outcome.run_dir / "metrics.json").read_text())
     gates = json.loads((outcome.run_dir / "gates.json").read_text())["verdicts"]
@@ -128,3 +129,20 @@ def test_the_audit_tells_a_memorising_model_from_a_briefly_trained_one(
     assert memorised["details"]["membership_audit"]["members"] == 96
     assert memorised["gate"]["metric"] == "membership_auc" and not memorised["gate"]["passed"]
     assert brief["gate"]["passed"], brief["gate"]
+
+
+@pytest.mark.integration
+def test_the_audit_tells_an_overfit_model_from_a_dp_one_trained_alike(
+    tmp_path: Path, tiny_bert: Path
+) -> None:
+    """The same rows, epochs and learning rate; only DP-SGD differs (noise 1.0, clipping 1.0)."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    overfit = _audited_run(tmp_path / "a", tiny_bert, rows=160, epochs="40", lr="0.001")
+    dp_text = "  dp_sgd: {noise_multiplier: 1.0, delta: 1.0e-5, max_grad_norm: 1.0}\n"
+    private = _audited_run(tmp_path / "b", tiny_bert, rows=160, epochs="40", lr="0.001", dp=dp_text)
+    assert overfit["auc"]["low"] > 0.65, overfit
+    assert private["details"]["dp_sgd"]["steps"] == 40 * 6  # 96 training rows, expected batch 16
+    assert private["auc"]["low"] < 0.5 < private["auc"]["high"], private
+    assert private["auc"]["high"] < overfit["auc"]["low"], (private, overfit)
+    assert private["gate"]["passed"] and not overfit["gate"]["passed"]

@@ -42,10 +42,27 @@ from tuneproof.train.loop import (
 )
 
 
-def check_dp_supported(model: nn.Module, cfg: LoopConfig, world_size: int) -> None:
-    """Every reason this run cannot be trained with DP-SGD, as one protocol error, before training."""
+def check_dp_supported(model: nn.Module, cfg: LoopConfig, world_size: int, packed: bool = False) -> None:
+    """Every reason this run cannot be trained with DP-SGD, as one protocol error, before training.
+
+    ``packed``: the training rows pack several examples each (``sft.packing``)."""
     spec = cfg.spec
     problems: list[Problem] = []
+    if spec.gradient_checkpointing:
+        # Recomputing the forward pass in backward runs Opacus's activation hooks again, so the
+        # per-example gradients of all but the last layer are never formed ("Per sample gradient is
+        # not initialized"). Off by default under DP; an explicit true is refused.
+        problems.append(
+            Problem("train.gradient_checkpointing", "must be false with privacy.dp_sgd (Opacus's hooks)")
+        )
+    if packed:
+        problems.append(
+            Problem(
+                "sft.packing",
+                "must be false with privacy.dp_sgd: the guarantee is per training row, and a packed row "
+                "holds several examples whose packing shifts when one is removed",
+            )
+        )
     if spec.gradient_accumulation != 1:
         problems.append(Problem("train.gradient_accumulation", "must be 1 with privacy.dp_sgd"))
     if spec.early_stopping is not None:
@@ -56,11 +73,15 @@ def check_dp_supported(model: nn.Module, cfg: LoopConfig, world_size: int) -> No
         problems.append(Problem("train.precision", "privacy.dp_sgd trains in fp32 only"))
     if world_size > 1:
         problems.append(Problem("privacy.dp_sgd", "runs in one process only"))
+    from opacus import GradSampleModule
     from opacus.validators import ModuleValidator
 
     was_training = model.training
     model.train()
-    for err in ModuleValidator.validate(model, strict=False):
+    # ModuleValidator: layers DP-SGD forbids (BatchNorm mixes examples); GradSampleModule: trainable
+    # layers whose per-example gradients Opacus cannot form (layers with buffers).
+    errors = [*ModuleValidator.validate(model, strict=False), *GradSampleModule.validate(model, strict=False)]
+    for err in errors:
         problems.append(Problem("privacy.dp_sgd", f"Opacus cannot train this model: {err}"))
     model.train(was_training)
     if problems:

@@ -377,7 +377,8 @@ class TrainSpec(Strict):
     gradient_checkpointing: bool = Field(
         False,
         description="recompute activations in the backward pass instead of keeping them: about a "
-        "quarter more compute for much less activation memory; default on for sft, dapt and seq2seq",
+        "quarter more compute for much less activation memory; default on for sft, dapt and seq2seq "
+        "(off with privacy.dp_sgd, which refuses it)",
     )
     threads: Annotated[int, Field(ge=1, le=1024)] | None = None
 
@@ -579,7 +580,8 @@ class SftSpec(Strict):
     packing: bool | None = Field(
         None,
         description="pack training examples into max_length rows, position ids restarting per example so no "
-        "attention crosses examples; default on with a CUDA device, off on CPU (slower there)",
+        "attention crosses examples; default on with a CUDA device, off on CPU (slower there) and "
+        "with privacy.dp_sgd (which refuses it)",
     )
 
 
@@ -773,7 +775,10 @@ class Protocol(Strict):
         if evaluate is None or (isinstance(evaluate, dict) and "baselines" not in evaluate):
             raw["evaluate"] = {**(evaluate or {}), "baselines": list(spec.default_baselines)}
         train = raw.get("train")
-        if spec.gradient_checkpointing and (train is None or isinstance(train, dict)):
+        privacy = raw.get("privacy")
+        # DP-SGD (Opacus's per-example hooks) cannot run with recomputed activations: off under DP.
+        dp = isinstance(privacy, dict) and privacy.get("dp_sgd") is not None
+        if spec.gradient_checkpointing and not dp and (train is None or isinstance(train, dict)):
             if "gradient_checkpointing" not in (train or {}):
                 train = raw["train"] = {**(train or {}), "gradient_checkpointing": True}
         if isinstance(train, dict) and isinstance(train.get("early_stopping"), dict):

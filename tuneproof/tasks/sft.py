@@ -298,7 +298,11 @@ class SftTask(GenerativeTask):
     @property
     def packing(self) -> bool:
         chosen = self.protocol.sft.packing
-        return torch.cuda.is_available() if chosen is None else chosen
+        if chosen is None:
+            # DP-SGD's guarantee is per training row: by default under DP, one conversation a row.
+            dp = self.protocol.privacy is not None and self.protocol.privacy.dp_sgd is not None
+            return torch.cuda.is_available() and not dp
+        return chosen
 
     def collate(self, pad_id: int) -> Any:
         return packed_collate(pad_id)

@@ -120,13 +120,15 @@ def fit(
     if dp is not None:
         from tuneproof.privacy.dp_loop import check_dp_supported, dp_train_loop
         from tuneproof.tasks.encoder import EncoderTask
+        from tuneproof.tasks.sft import SftTask
         from tuneproof.train.distributed import world_size
 
-        if not isinstance(task, EncoderTask):
+        if not isinstance(task, EncoderTask | SftTask):
             raise ProtocolError(
-                [Problem("privacy.dp_sgd", f"supported for the encoder tasks only, not {protocol.task}")]
+                [Problem("privacy.dp_sgd", f"supported for the encoder tasks and sft, not {protocol.task}")]
             )
-        check_dp_supported(model, cfg, world_size())
+        packed = isinstance(task, SftTask) and task.packing
+        check_dp_supported(model, cfg, world_size(), packed=packed)
         dp_result, record = dp_train_loop(
             model, train_feats, task.collate(pad_id), task.loss_fn(train_feats), cfg, dp, resume=resume
         )
