@@ -230,8 +230,47 @@ def test_auth_and_metrics_are_the_texts(image_run: Path) -> None:
     assert "tuneproof_predicted_labels_total" in metrics
 
 
-def test_what_images_cannot_be_served_with_is_refused_by_name(image_run: Path, tmp_path: Path) -> None:
+def test_what_images_cannot_be_served_with_is_refused_by_name(image_run: Path) -> None:
     with pytest.raises(ServeConfigError, match="--backend torch"):
         create_app(image_run, ServeSettings(backend="onnx"))
-    with pytest.raises(ServeConfigError, match="--capture"):
-        create_app(image_run, ServeSettings(capture=Capture(folder=tmp_path / "cap")))
+
+
+def test_capture_records_each_image_by_hash_and_header_never_its_pixels(
+    image_run: Path, tmp_path: Path
+) -> None:
+    import hashlib
+
+    files, _ = _test_files(image_run)
+    cap = tmp_path / "cap"
+    settings = ServeSettings(capture=Capture(folder=cap, max_file_bytes=1024, max_files=2))
+    with running(create_app(image_run, settings)) as base:
+        wait_ready(base)
+        answers = []
+        for f in files[:6]:  # one request each, so the files roll over (1 KiB each) and are pruned
+            r = httpx.post(f"{base}/predict", json={"images": [_b64(f.read_bytes())]})
+            assert r.status_code == 200, r.text
+            answers += r.json()["predictions"]
+        r = httpx.post(
+            f"{base}/predict/upload",
+            files=[("files", ("scan-of-jane.doe@example.com.png", _png(Image.open(files[0])), "image/png"))],
+        )
+        assert r.status_code == 200, r.text
+        answers += r.json()["predictions"]
+    kept = sorted(cap.glob("capture-*.jsonl"))
+    assert 1 <= len(kept) <= 2  # bounded: the oldest files were deleted
+    records = [json.loads(line) for f in kept for line in f.read_text().splitlines()]
+    assert records and len(records) < 7
+    by_hash = {hashlib.sha256(f.read_bytes()).hexdigest(): f for f in files[:6]}
+    for rec in records:
+        img = rec["image"]
+        assert set(img) == {"sha256", "bytes", "format", "width", "height", "mode"}
+        assert img["format"] == "PNG" and img["width"] > 0 and rec["task"] == "image_classification"
+        assert "data" not in rec and "pixels" not in rec
+        if rec["route"] == "/predict" and rec["text"].startswith("images["):
+            src = by_hash[img["sha256"]]  # the hash names the very file that was sent
+            assert img["bytes"] == src.stat().st_size
+    last = records[-1]  # the upload: named by its position; the file's own name is not kept
+    assert last["text"] == "files[0]" and last["route"] == "/predict" and last["prediction"] == answers[-1]
+    assert not any("jane.doe" in f.read_text() for f in kept)
+    # Every line stays under what a 1 KiB file can hold plus one record: no image bytes in it.
+    assert all(len(line) < 1024 for f in kept for line in f.read_text().splitlines())

@@ -15,7 +15,7 @@ from image_helpers import near_copy, tinted_noise, write_image_folder
 from PIL import Image
 
 from tuneproof.data.images import decode, read_idx
-from tuneproof.errors import DataValidationError
+from tuneproof.errors import DataValidationError, ProtocolError
 from tuneproof.protocol import parse_protocol
 from tuneproof.protocol.image_schema import ImageSpec
 from tuneproof.tasks.image_classification import ImageClassificationTask
@@ -212,3 +212,65 @@ def test_idx_pairs_are_read_with_their_labels(tmp_path: Path) -> None:
     assert len(frames) == 30 and set(frames["label"]) == {"dark", "light"}
     first = frames[frames["row_id"] == "x-images-idx3-ubyte.gz:1"].iloc[0]
     assert first["label"] == "dark"
+
+
+def _sited_table(tmp: Path, n: int = 60) -> Path:
+    """A table of image paths, labels and a metadata column (the scanner site), as a slice source."""
+    rng = np.random.default_rng(1)
+    (tmp / "img").mkdir(parents=True)
+    rows = []
+    for i in range(n):
+        colour = ["red", "blue"][i % 2]
+        tinted_noise(rng, colour).save(tmp / "img" / f"{i}.png")
+        rows.append({"image": f"img/{i}.png", "label": colour, "site": ["north", "south", None][i % 3]})
+    # JSONL, so a missing site is null (a CSV reads it as "", as it does for text tasks).
+    pd.DataFrame(rows).to_json(tmp / "table.jsonl", orient="records", lines=True)
+    return tmp / "table.jsonl"
+
+
+def test_slices_by_a_metadata_column_of_an_image_table(tmp_path: Path) -> None:
+    _sited_table(tmp_path)
+    task = ImageClassificationTask(
+        parse_protocol(
+            "name: t\ntask: image_classification\nseed: 3\nmodel: {source: m}\n"
+            "data: {files: [table.jsonl]}\nimages: {size: 16}\n"
+            "split: {train: 0.5, validation: 0.1, test: 0.4, enforce_minimums: false}\n"
+            "evaluate: {slices: [{by: column, column: site}], slice_min_rows: 5, baselines: [majority]}\n"
+        )
+    )
+    prepared = task.prepare_data(tmp_path)
+    task.set_labels(prepared)
+    test = prepared.splits["test"]
+    # Each image's site is the one its line gave it (line k+1 holds image k).
+    for rid, site in zip(test["row_id"], test["site"], strict=True):
+        k = int(rid.split(":")[1]) - 1
+        expected = ["north", "south", None][k % 3]
+        assert site == expected or (expected is None and pd.isna(site))
+    # Right on every "north" image, wrong on every other: the slices must say exactly that.
+    y = np.array([task.labels.index(x) for x in test["label"]])
+    north = (test["site"] == "north").to_numpy()
+    pred = np.where(north, y, 1 - y)
+    probs = np.eye(2)[pred] * 0.8 + 0.1
+    slices = {s["name"]: s for s in task.evaluate(test, probs, {}, None)["slices"]}
+    assert set(slices) == {"site = north", "site = south", "site = (missing)"}
+    assert slices["site = north"]["metrics"]["accuracy"] == 1.0
+    assert slices["site = south"]["metrics"]["accuracy"] == 0.0
+    assert sum(s["n"] for s in slices.values()) == len(test)
+
+
+def test_image_slices_need_a_table_and_a_column_not_length(tmp_path: Path) -> None:
+    with pytest.raises(ProtocolError, match="by: length"):
+        ImageClassificationTask(
+            parse_protocol(
+                "name: t\ntask: image_classification\nmodel: {source: m}\ndata: {files: [x.csv]}\n"
+                "evaluate: {slices: [{by: length, edges: [3]}]}\n"
+            )
+        )
+    write_image_folder(tmp_path / "folder", per_class=10)
+    task = _task(tmp_path, "{files: [folder], metadata_columns: [site]}")
+    with pytest.raises(DataValidationError, match="need a table source"):
+        task.prepare_data(tmp_path)
+    _sited_table(tmp_path / "t")
+    task = _task(tmp_path / "t", "{files: [table.jsonl], metadata_columns: [scanner]}")
+    with pytest.raises(DataValidationError, match="column 'scanner' not found"):
+        task.prepare_data(tmp_path / "t")

@@ -47,6 +47,9 @@ def image_split_hash(df: pd.DataFrame) -> str:
     return h.hexdigest()
 
 
+_RESERVED = {"row_id", "split", "text", "label", "image", "pixel_sha256", "_bits", "_len"}
+
+
 def near_method(protocol: Protocol) -> str:
     nd = protocol.images.near_duplicates
     return f"imagehash {nd.hash} ({nd.hash_size * nd.hash_size} bits), Hamming distance <= {nd.max_distance}"
@@ -63,6 +66,17 @@ def prepare_images(protocol: Protocol, base_dir: Path, size: int, target_check: 
         assert data.splits is not None
         for name, locs in data.splits.items():
             entries += [(name, f"data.splits.{name}[{i}]", loc) for i, loc in enumerate(locs)]
+    # Metadata columns carried from table sources to the prepared splits (slices, metadata_columns).
+    extra = list(
+        dict.fromkeys(
+            [*data.metadata_columns, *[s.column for s in protocol.evaluate.slices if s.by == "column"]]
+        )
+    )
+    problems += [
+        Problem("data.metadata_columns", f"column {c!r} is a name the image data stage uses itself")
+        for c in extra
+        if c in _RESERVED
+    ]
     hashes: dict[str, str] = {}
     sources: list[dict[str, Any]] = []
     cands = []
@@ -73,7 +87,9 @@ def prepare_images(protocol: Protocol, base_dir: Path, size: int, target_check: 
             problems.append(problem)
             continue
         assert path is not None
-        found, source_problems, skipped = candidates(path, split, spec, data.label_column, data.encoding)
+        found, source_problems, skipped = candidates(
+            path, split, spec, data.label_column, data.encoding, extra
+        )
         problems += source_problems
         ignored += skipped
         hashes[str(path)] = sha256_file(path)
@@ -105,6 +121,7 @@ def prepare_images(protocol: Protocol, base_dir: Path, size: int, target_check: 
                 "image": img.png,
                 "pixel_sha256": img.pixel_sha256,
                 "_bits": img.near_hash,
+                **{f"_meta_{k}": v for k, v in c.meta.items()},
             }
         )
     if bad and spec.bad_files == "fail":
@@ -138,7 +155,7 @@ def prepare_images(protocol: Protocol, base_dir: Path, size: int, target_check: 
     if problems:
         raise DataValidationError(problems, "data")
 
-    df = pd.DataFrame(rows)
+    df = pd.DataFrame(rows).rename(columns={f"_meta_{k}": k for k in extra})
     group = df["split"].fillna("").tolist()
     conflicts = conflicting_labels(df["pixel_sha256"].tolist(), [str(x) for x in df["label"]])
     if conflicts and cleaning.conflicting_labels == "fail":
@@ -201,7 +218,7 @@ def prepare_images(protocol: Protocol, base_dir: Path, size: int, target_check: 
     if size_problems:
         raise DataValidationError(size_problems, "data: splits too small to decide anything")
     out = {
-        name: part[["row_id", "text", "label", "image", "pixel_sha256"]].reset_index(drop=True)
+        name: part[["row_id", "text", "label", "image", "pixel_sha256", *extra]].reset_index(drop=True)
         for name, part in splits.items()
     }
     widths = np.array([w for w, _ in sizes]) if sizes else np.array([0])

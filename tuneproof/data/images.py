@@ -14,8 +14,8 @@ import gzip
 import hashlib
 import io
 import warnings
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,8 @@ class ImageCandidate:
     split: str | None
     label: Any
     open: Opener
+    # Metadata columns of a table source (slices, data.metadata_columns), by name.
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -157,11 +159,13 @@ def _folder_candidates(
     return out
 
 
-def _bad(row_id: str, where: str, split: str | None, label: Any, why: str) -> ImageCandidate:
+def _bad(
+    row_id: str, where: str, split: str | None, label: Any, why: str, meta: dict[str, Any] | None = None
+) -> ImageCandidate:
     def fail() -> Image.Image:
         raise BadImage(why)
 
-    return ImageCandidate(row_id, where, split, label, fail)
+    return ImageCandidate(row_id, where, split, label, fail, meta or {})
 
 
 def _value_opener(value: Any, base: Path) -> Opener | str:
@@ -195,6 +199,7 @@ def _table_candidates(
     label_column: str | None,
     encoding: str,
     problems: list[Problem],
+    extra: Sequence[str] = (),
 ) -> list[ImageCandidate]:
     result = read_file(path, "auto", encoding)
     problems += result.problems
@@ -202,7 +207,7 @@ def _table_candidates(
         if not result.problems:
             problems.append(Problem(str(path), "no rows"))
         return []
-    missing = [c for c in (column, label_column) if c is not None and c not in result.columns]
+    missing = [c for c in (column, label_column, *extra) if c is not None and c not in result.columns]
     if missing:
         problems += [
             Problem(str(path), f"column {c!r} not found; columns are: {', '.join(result.columns)}")
@@ -216,10 +221,11 @@ def _table_candidates(
         rid, where = f"{prefix}{path.name}:{raw['_line']}", f"{path}:{raw['_line']}"
         label = raw.get(label_column) if label_column else None
         opener = _value_opener(raw.get(column), base)
+        meta = {c: raw.get(c) for c in extra}
         if isinstance(opener, str):
-            out.append(_bad(rid, where, split, label, opener))
+            out.append(_bad(rid, where, split, label, opener, meta))
         else:
-            out.append(ImageCandidate(rid, where, split, label, opener))
+            out.append(ImageCandidate(rid, where, split, label, opener, meta))
     return out
 
 
@@ -296,17 +302,39 @@ def is_idx(path: Path) -> bool:
 
 
 def candidates(
-    path: Path, split: str | None, spec: ImageSpec, label_column: str | None, encoding: str
+    path: Path,
+    split: str | None,
+    spec: ImageSpec,
+    label_column: str | None,
+    encoding: str,
+    extra: Sequence[str] = (),
 ) -> tuple[list[ImageCandidate], list[Problem], list[str]]:
-    """Every image a source holds (not yet decoded), the source's own problems, and ignored files."""
+    """Every image a source holds (not yet decoded), the source's own problems, and ignored files.
+
+    ``extra``: metadata columns (slices, data.metadata_columns) each row must carry; only a table
+    or a saved `datasets` folder has columns, so a folder or idx source with them is a problem."""
     problems: list[Problem] = []
     ignored: list[str] = []
+    is_table = not is_idx(path) and (
+        (path.is_dir() and ((path / "dataset_info.json").is_file() or (path / "state.json").is_file()))
+        or (path.is_file() and detect_format(path) in ("csv", "tsv", "jsonl", "parquet"))
+    )
+    if extra and not is_table:
+        problems.append(
+            Problem(
+                str(path),
+                f"metadata column(s) {', '.join(map(repr, extra))} need a table source "
+                "(CSV/JSONL/Parquet or a saved `datasets` folder): a class-per-folder directory or an "
+                "idx file has no columns",
+            )
+        )
+        return [], problems, ignored
     if is_idx(path):
         out = _idx_candidates(path, split, spec, problems)
     elif path.is_dir() and not (path / "dataset_info.json").is_file() and not (path / "state.json").is_file():
         out = _folder_candidates(path, split, problems, ignored)
     elif path.is_dir() or detect_format(path) in ("csv", "tsv", "jsonl", "parquet"):
-        out = _table_candidates(path, split, spec.column, label_column, encoding, problems)
+        out = _table_candidates(path, split, spec.column, label_column, encoding, problems, extra)
     else:
         problems.append(
             Problem(

@@ -86,10 +86,6 @@ def _refuse_unservable_images(run_dir: Path, settings: ServeSettings) -> None:
         raise ServeConfigError(
             f"{run_dir}: image models are served with --backend torch only (they have no ONNX export)"
         )
-    if settings.capture is not None:
-        # Capture records PII-scrubbed input text; what an image record should hold (the image, a
-        # hash, nothing) is a policy the protocol does not state yet.
-        raise ServeConfigError(f"{run_dir}: --capture is not available for image models")
 
 
 def load_predictor(run_dir: Path, settings: ServeSettings) -> Any:
@@ -128,8 +124,6 @@ def create_app(
     settings = settings or ServeSettings()
     predictor = predictor if predictor is not None else load_predictor(run_dir, settings)
     task = predictor.info.task
-    if task in IMAGE_TASKS and settings.capture is not None:
-        raise ServeConfigError(f"{run_dir}: --capture is not available for image models")
     deployable = predictor.info.deployable
     limits = settings.limits
     metrics = ServeMetrics(observers)

@@ -21,6 +21,15 @@ File format (read by ``tuneproof monitor --window <folder>``):
   its request), ``task``, ``run`` (the run folder's name) and ``pii`` (``"scrubbed"``).
   A request of n texts gives n records.
 
+Image models: a record's ``text`` is the image's position in its request (``images[2]`` for base64
+JSON, ``files[2]`` for an upload; an uploaded file's own name is not kept: a name such as
+``scan-of-jane.doe@example.com.png`` is not reliably found by the PII recognisers), and ``image``
+describes it without its content:
+``{"sha256", "bytes", "format", "width", "height", "mode"}`` (the SHA-256 of the bytes as received,
+their length and what the header says). The pixels are never written: an image can show a face or
+a document, which no scrubber here can redact. The description is made when the batch is submitted,
+so the queue holds no image bytes and stays as small as for text.
+
 PII: the protocol's ``pii:`` policy is applied to ``text`` (and to chat messages) before a record is
 queued; a run without a ``pii:`` section is captured under the default policy, which redacts every
 entity type. A record whose text matches a type under a ``fail`` policy is dropped, not written
@@ -38,6 +47,7 @@ import json
 import logging
 import os
 import queue
+import re
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -49,6 +59,7 @@ from tuneproof.serve.metrics import ServeMetrics
 from tuneproof.serve.settings import Capture
 
 log = logging.getLogger("tuneproof.serve")
+_POSITIONAL = re.compile(r"^(images|files)\[\d+\]$")
 
 
 @dataclass
@@ -58,6 +69,7 @@ class _Batch:
     texts: list[str]
     predictions: list[dict[str, Any]]
     time: str
+    images: list[dict[str, Any]] | None = None
 
 
 class CaptureWriter:
@@ -72,9 +84,16 @@ class CaptureWriter:
         self._thread.start()
 
     def submit(
-        self, route: str, request_id: str, texts: list[str], predictions: list[dict[str, Any]]
+        self, route: str, request_id: str, texts: list[Any], predictions: list[dict[str, Any]]
     ) -> None:
-        item = _Batch(route, request_id, list(texts), list(predictions), datetime.now(UTC).isoformat())
+        """``texts``: the input texts, or the ``ImageInput`` items of an image model."""
+        images = None
+        if texts and hasattr(texts[0], "data"):  # ImageInput: keep a description, not the bytes
+            images = [describe_image(x.data) for x in texts]
+            texts = [x.name if _POSITIONAL.match(x.name) else f"files[{i}]" for i, x in enumerate(texts)]
+        item = _Batch(
+            route, request_id, list(texts), list(predictions), datetime.now(UTC).isoformat(), images
+        )
         try:
             self._queue.put_nowait(item)
         except queue.Full:
@@ -146,6 +165,8 @@ class CaptureWriter:
                 "run": self.run,
                 "pii": "scrubbed",
             }
+            if item.images is not None:
+                record["image"] = item.images[i]
             lines.append(json.dumps(record, ensure_ascii=False) + "\n")
         for line in lines:
             fh = self._file()
@@ -173,6 +194,24 @@ class CaptureWriter:
         excess = len(files) - self.spec.max_files
         for old in [f for f in files if f != keep][: max(0, excess)]:
             old.unlink(missing_ok=True)
+
+
+def describe_image(data: bytes) -> dict[str, Any]:
+    """What a capture record says about an image: a hash and its header, never its pixels.
+
+    Reads the header only (Pillow opens lazily); the server checked it before the model saw it."""
+    import hashlib
+    import io
+
+    from PIL import Image
+
+    out: dict[str, Any] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            out.update(format=img.format, width=img.width, height=img.height, mode=img.mode)
+    except Exception:  # a capture record is still written for an image the header reader rejects
+        out.update(format=None, width=None, height=None, mode=None)
+    return out
 
 
 def _scrub_prediction(pred: dict[str, Any], raw: str, text: str) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from tuneproof.data.image_processor import ImagePreprocessor
 from tuneproof.data.prepare import FrameHook, PreparedData, TargetCheck, categorical_target
 from tuneproof.errors import DataValidationError, Problem, ProtocolError
 from tuneproof.evaluate.baselines import majority_probs
-from tuneproof.evaluate.classification import evaluate_classification
+from tuneproof.evaluate.classification import column_slices, evaluate_classification
 from tuneproof.protocol.schema import Protocol
 from tuneproof.tasks._single_label import format_prediction, prediction_frame, validation_scores
 from tuneproof.tasks.base import Augment, Baselines, Task, TaskEnv, TokenLengths
@@ -81,11 +81,15 @@ class ImageClassificationTask(Task):
         # Set by the runner when protocol.calibration is used, as for text classification.
         self.temperature: float | None = None
         self.uncalibrated: np.ndarray | None = None
-        problems = []
-        if protocol.evaluate.slices:
-            problems.append(
-                Problem("evaluate.slices", "slices are not available for image_classification yet")
+        problems = [
+            Problem(
+                f"evaluate.slices[{i}]",
+                "by: length slices by words of text; an image has none (slice by a metadata column "
+                "of a table source instead: by: column)",
             )
+            for i, s in enumerate(protocol.evaluate.slices)
+            if s.by == "length"
+        ]
         if problems:
             raise ProtocolError(problems)
 
@@ -370,6 +374,10 @@ class ImageClassificationTask(Task):
     ) -> dict[str, Any]:
         label2id = {lab: i for i, lab in enumerate(self.labels)}
         y = np.array([label2id[x] for x in test["label"]])
+        slices: dict[str, np.ndarray] = {}
+        for s in self.protocol.evaluate.slices:
+            if s.by == "column":  # the data stage carried the column from the table source
+                slices.update(column_slices(test[s.column].tolist(), s.column))
         return evaluate_classification(
             y,
             probs,
@@ -377,7 +385,7 @@ class ImageClassificationTask(Task):
             self.labels,
             self.protocol.evaluate,
             self.protocol.seed,
-            None,
+            slices or None,
             validation,
             uncalibrated=self.uncalibrated,
             temperature=self.temperature,
