@@ -263,9 +263,15 @@ def main() -> None:
             entry[m] = summarize_point(r, conf)
             if full_ft is not None:
                 entry[f"{m}_minus_full_ft"] = difference(r, full_ft, conf)
-        for other in ("protocol", "linear_probe", "tfidf_logreg"):
-            if "setfit" in reps and other in reps:
-                entry[f"setfit_minus_{other}"] = difference(reps["setfit"], reps[other], conf)
+        for first, other in (
+            ("setfit", "protocol"),
+            ("setfit", "linear_probe"),
+            ("setfit", "tfidf_logreg"),
+            ("protocol", "linear_probe"),
+            ("protocol", "tfidf_logreg"),
+        ):
+            if first in reps and other in reps:  # paired on test rows and subsets
+                entry[f"{first}_minus_{other}"] = difference(reps[first], reps[other], conf)
         out["points"].append(entry)  # type: ignore[attr-defined]
         rows.append(entry)
     args.out.parent.mkdir(parents=True, exist_ok=True)
