@@ -15,6 +15,7 @@ rows). Results go to benchmarks/results/few_shot.json and are printed as a table
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -30,7 +31,22 @@ OUT = ROOT / "benchmarks" / "results" / "few_shot.json"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("reference", type=Path, help="a finished full fine-tuning run on the same splits")
+    parser.add_argument(
+        "reference",
+        type=Path,
+        nargs="?",
+        default=None,
+        help="a finished full fine-tuning run on the same splits; without it, full fine-tuning on every "
+        "training row is trained here (--full-epochs) as the curve's full-split 'protocol' point",
+    )
+    parser.add_argument("--full-epochs", type=float, default=1.0, help="epochs of the all-rows fine-tuning")
+    parser.add_argument("--max-length", type=int, default=None, help="override model.max_length (time)")
+    parser.add_argument(
+        "--test-rows",
+        type=int,
+        default=None,
+        help="score every arm on the same stratified random subsample of the test split (time)",
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=[8, 16, 32])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--budget-seconds", type=float, default=None)
@@ -38,8 +54,9 @@ def main() -> None:
         "--methods",
         nargs="+",
         default=["setfit", "linear_probe", "tfidf_logreg"],
-        choices=["setfit", "linear_probe", "tfidf_logreg"],
-        help="linear_probe: logistic regression on the frozen (untuned) body's sentence embeddings",
+        choices=["protocol", "setfit", "linear_probe", "tfidf_logreg"],
+        help="protocol: full fine-tuning at n per class (the curve's own arm, min_steps); "
+        "linear_probe: logistic regression on the frozen (untuned) body's sentence embeddings",
     )
     parser.add_argument(
         "--setfit-max-steps",
@@ -74,9 +91,13 @@ def main() -> None:
     from tuneproof.train.fit import build_features, fit
 
     loaded = load_protocol(PROTOCOL)
+    if args.max_length is not None:
+        model = loaded.protocol.model.model_copy(update={"max_length": args.max_length})
+        loaded = dataclasses.replace(loaded, protocol=loaded.protocol.model_copy(update={"model": model}))
     ctx = build_context(loaded, loaded.base_dir, None)
-    reference = json.loads((args.reference / "manifest.json").read_text())
     if args.splits_from_reference:
+        if args.reference is None:
+            sys.exit("--splits-from-reference needs a reference run")
         splits = {n: pd.read_parquet(args.reference / "data" / f"{n}.parquet") for n in ("train", "test")}
         test_hash = split_hash(splits["test"])
     else:
@@ -84,15 +105,32 @@ def main() -> None:
         splits = dict(prepared.splits)
         test_hash = prepared.report["splits"]["test"]["sha256"]
     ctx.task.labels = list(ctx.protocol.data.labels or [])
-    if reference["splits"]["test"] != test_hash:
-        sys.exit(f"{args.reference}: its test split is not this protocol's; compare on the same rows")
+    if args.reference is not None:
+        reference = json.loads((args.reference / "manifest.json").read_text())
+        if reference["splits"]["test"] != test_hash:
+            sys.exit(f"{args.reference}: its test split is not this protocol's; compare on the same rows")
+    full_test_rows = len(splits["test"])
+    if args.test_rows is not None and args.test_rows < full_test_rows:
+        # One stratified subsample, fixed by the seed, scored by every arm (paired on the same rows).
+        from sklearn.model_selection import train_test_split
+
+        keep, _ = train_test_split(
+            np.arange(full_test_rows),
+            train_size=args.test_rows,
+            stratify=splits["test"]["label"],
+            random_state=ctx.protocol.seed,
+        )
+        splits["test"] = splits["test"].iloc[np.sort(keep)].reset_index(drop=True)
+    splits = {k: splits[k] for k in ("train", "test")}
     features = build_features(ctx.task, splits, ctx.tokenizer, ctx.cache_dir)
     labels = ctx.task.labels
     y_train = np.array([f["labels"] for f in features["train"]])
     y_test = np.array([f["labels"] for f in features["test"]])
     test = splits["test"]
-    ref_pred = pd.read_parquet(args.reference / "predictions" / "test.parquet").set_index("row_id")
-    ref_probs = ref_pred.loc[test["row_id"], [f"prob_{lab}" for lab in labels]].to_numpy(np.float64)
+    ref_probs: np.ndarray | None = None
+    if args.reference is not None:
+        ref_pred = pd.read_parquet(args.reference / "predictions" / "test.parquet").set_index("row_id")
+        ref_probs = ref_pred.loc[test["row_id"], [f"prob_{lab}" for lab in labels]].to_numpy(np.float64)
     spec = ctx.protocol.evaluate.learning_curve
     assert spec is not None
     if args.setfit_max_steps is not None:
@@ -137,6 +175,10 @@ def main() -> None:
             )
         else:
             proto = method_protocol(ctx.protocol, method, len(rows), spec)
+            if len(rows) == len(y_train):  # the all-rows fine-tuning
+                proto = proto.model_copy(
+                    update={"train": proto.train.model_copy(update={"epochs": args.full_epochs})}
+                )
             sub = {"train": [features["train"][i] for i in rows]}
             work = Path("/tmp") / f"few-shot-{method}-{len(rows)}"
             result = fit(ctx.task, proto, ctx.ref, ctx.tokenizer, sub, work, ctx.precision, splits=splits)
@@ -156,6 +198,8 @@ def main() -> None:
         }
     )
     settings = {
+        "protocol": method_protocol(ctx.protocol, "protocol", 0, spec).train.model_dump_json()
+        + f"|min_steps={spec.min_steps}|full_epochs={args.full_epochs}",
         "setfit": method_protocol(ctx.protocol, "setfit", 0, spec).train.setfit.model_dump_json(),
         "linear_probe": "frozen body, normalised mean pooling; StandardScaler + LogisticRegression(C=0.5)",
     }
@@ -168,22 +212,35 @@ def main() -> None:
         ctx.protocol.seed,
         cache,
         train_point,
-        {"tfidf_logreg": None} if "tfidf_logreg" in args.methods else {},
+        {
+            m: None
+            for m in ("tfidf_logreg", "protocol")
+            if m in args.methods and not (m == "protocol" and ref_probs is not None)
+        },
         args.budget_seconds,
         only_repeats=args.only_repeats,
     )
     boot = CurveBootstrap(y_test, ctx.protocol.evaluate.bootstrap_samples, ctx.protocol.seed)
     conf = ctx.protocol.evaluate.confidence
-    full_ft = boot.point("accuracy", [ref_probs])
+    if ref_probs is None and FULL in points.probs.get("protocol", {}):
+        ref_probs = points.probs["protocol"][FULL][0]
+    if ref_probs is None:
+        print(
+            "[few-shot] no full fine-tuning on all rows (no reference, point not trained): no 'minus full FT'"
+        )
+    full_ft = boot.point("accuracy", [ref_probs]) if ref_probs is not None else None
     out: dict[str, object] = {
-        "reference_run": str(args.reference),
-        "reference": "full fine-tuning of all-MiniLM-L6-v2 on every training row (1 epoch)",
+        "reference_run": str(args.reference) if args.reference else "trained here",
+        "reference": "full fine-tuning of all-MiniLM-L6-v2 on every training row "
+        f"({args.full_epochs:g} epoch)",
+        "max_length": ctx.protocol.model.max_length,
         "test_rows": len(y_test),
+        "test_rows_of": full_test_rows,
         "train_rows": len(y_train),
         "precision": ctx.precision,
         "setfit_settings": json.loads(settings["setfit"]),
         "linear_probe_settings": settings["linear_probe"],
-        "full_fine_tuning": summarize_point(full_ft, conf),
+        "full_fine_tuning": summarize_point(full_ft, conf) if full_ft is not None else None,
         "tfidf_all": summarize_point(boot.point("accuracy", points.probs["tfidf_logreg"][FULL]), conf)
         if FULL in points.probs.get("tfidf_logreg", {})
         else None,
@@ -204,10 +261,17 @@ def main() -> None:
         entry: dict[str, object] = {"per_class": n, "repeats": k}
         for m, r in reps.items():
             entry[m] = summarize_point(r, conf)
-            entry[f"{m}_minus_full_ft"] = difference(r, full_ft, conf)
-        for other in ("linear_probe", "tfidf_logreg"):
-            if "setfit" in reps and other in reps:
-                entry[f"setfit_minus_{other}"] = difference(reps["setfit"], reps[other], conf)
+            if full_ft is not None:
+                entry[f"{m}_minus_full_ft"] = difference(r, full_ft, conf)
+        for first, other in (
+            ("setfit", "protocol"),
+            ("setfit", "linear_probe"),
+            ("setfit", "tfidf_logreg"),
+            ("protocol", "linear_probe"),
+            ("protocol", "tfidf_logreg"),
+        ):
+            if first in reps and other in reps:  # paired on test rows and subsets
+                entry[f"{first}_minus_{other}"] = difference(reps[first], reps[other], conf)
         out["points"].append(entry)  # type: ignore[attr-defined]
         rows.append(entry)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -217,7 +281,8 @@ def main() -> None:
         key = "value" if "value" in d else "diff"
         return f"{d[key]:.3f} [{d['low']:.3f}, {d['high']:.3f}]"
 
-    print(f"full fine-tuning (all {len(y_train)} rows): accuracy {iv(out['full_fine_tuning'])}")  # type: ignore[arg-type]
+    if out["full_fine_tuning"]:
+        print(f"full fine-tuning (all {len(y_train)} rows): accuracy {iv(out['full_fine_tuning'])}")  # type: ignore[arg-type]
     if out["tfidf_all"]:
         print(f"TF-IDF (all rows): accuracy {iv(out['tfidf_all'])}")  # type: ignore[arg-type]
     for e in rows:

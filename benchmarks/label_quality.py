@@ -76,13 +76,25 @@ def _accuracy_stat(correct: np.ndarray) -> Any:
     return lambda idx: correct[idx].mean(axis=1)
 
 
-def one_seed(seed: int, fraction: float, n_test: int, embeddings: bool) -> dict[str, Any]:
+def _normalised_embed(texts: Sequence[str]) -> np.ndarray:
+    """Mean-pooled, L2-normalised frozen MiniLM embeddings: what `features: embeddings` gives the
+    detector (tuneproof/data/frozen_embeddings.py), here through the benchmarks' on-disk cache."""
+    from benchmarks.rt_embeddings import embed
+
+    x = embed(list(texts))
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def one_seed(
+    seed: int, fraction: float, n_test: int, embeddings: bool, detector: str = "tfidf"
+) -> dict[str, Any]:
     train, test = rt_split(n_train=10**9, n_test=n_test, seed=seed)
     noisy, planted = plant_flips(train["label"].tolist(), fraction, seed)
     noisy_train = train.assign(label=noisy)
-    spec = LabelErrorsSpec(policy="drop")
+    spec = LabelErrorsSpec(policy="drop", features=detector)
     t0 = time.perf_counter()
-    found, _, _ = find_suspects(spec, {"train": noisy_train}, seed)
+    embedder = _normalised_embed if detector == "embeddings" else None
+    found, _, _ = find_suspects(spec, {"train": noisy_train}, seed, embedder)
     seconds = time.perf_counter() - t0
     flagged = found["train"].positions
     keep = np.ones(len(train), dtype=bool)
@@ -129,6 +141,7 @@ def one_seed(seed: int, fraction: float, n_test: int, embeddings: bool) -> dict[
         models[model_name] = {"accuracy": stats, "paired_differences": diffs}
     return {
         "seed": seed,
+        "detector": detector,
         "train_rows": len(train),
         "test_rows": len(test),
         "detection": detection(flagged, planted),
@@ -152,9 +165,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--fraction", type=float, default=0.05)
     parser.add_argument("--test-rows", type=int, default=2000)
     parser.add_argument("--embeddings", action="store_true", help="also a frozen-MiniLM-embedding classifier")
+    parser.add_argument(
+        "--detector",
+        choices=["tfidf", "embeddings"],
+        default="tfidf",
+        help="cleaning.label_errors.features: the detector's cheap model",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    results = [one_seed(s, args.fraction, args.test_rows, args.embeddings) for s in args.seeds]
+    results = [one_seed(s, args.fraction, args.test_rows, args.embeddings, args.detector) for s in args.seeds]
     for r in results:
         d = r["detection"]
         print(
