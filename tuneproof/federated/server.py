@@ -30,6 +30,7 @@ STEP = "tuneproof-step"
 SITE = "site"
 SUMMARY = "summary"
 BOOTSTRAP = "bootstrap-samples"
+ALONE = "train-alone"
 
 
 def to_record(arrays: Arrays) -> Any:
@@ -230,7 +231,13 @@ class Federation:
         content = RecordDict(
             {
                 "arrays": to_record(arrays),
-                "config": ConfigRecord({STEP: "test", BOOTSTRAP: protocol.evaluate.bootstrap_samples}),
+                "config": ConfigRecord(
+                    {
+                        STEP: "test",
+                        BOOTSTRAP: protocol.evaluate.bootstrap_samples,
+                        ALONE: self.fed.beats_site_alone is not None,
+                    }
+                ),
             }
         )
         live = set(grid.get_node_ids())
@@ -246,15 +253,14 @@ class Federation:
                 {
                     "site": site,
                     "rows": int(reply.content["config"]["rows"]),
-                    "confusion": out["confusion"].numpy(),
-                    "replicates": out["replicates"].numpy(),
+                    **{k: out[k].numpy() for k in out},  # confusion, replicates (and alone_*)
                 }
             )
         tested = {t["site"] for t in tests}
         untested = sorted({s.name for s in self.fed.sites} - tested)
         metrics = site_and_pooled(tests, protocol.evaluate.confidence)
         metrics["untested_sites"] = untested
-        verdicts = judge(metrics, self.fed.site_floor, protocol.gates)
+        verdicts = judge(metrics, self.fed.site_floor, protocol.gates, self.fed.beats_site_alone)
         if untested and self.fed.site_floor:
             # A floor on every site cannot pass for a site that was not scored.
             verdicts += [
