@@ -163,3 +163,44 @@ def test_the_final_test_asks_for_the_site_alone_models_and_gates_on_them(
     alone = {k.split()[-1]: v for k, v in gates.items() if "alone" in k}
     assert alone == {"north": False, "south": True, "east": True}
     assert out["passed"] is False and fed.state["status"] == "rejected"
+
+
+def test_the_report_show_and_verify_cover_a_federation_folder(tmp_path: Path, tiny_bert: Path) -> None:
+    from typer.testing import CliRunner
+
+    from tuneproof.cli import app
+    from tuneproof.federated.report import write_report
+    from tuneproof.federated.server import write_manifest
+
+    fed = _federation(tmp_path, tiny_bert, "  min_sites: 2\n  beats_site_alone: {metric: accuracy}\n")
+    fed.state["sites"] = {s: {"rows": {"train": 90, "validation": 30, "test": 50}} for s in NODES.values()}
+    arrays = _round(fed, _Grid(lost=set()), 1)
+    from flwr.app import ConfigRecord
+
+    fed.one_round(_Grid(lost={33}), make_strategy(fed.fed), 2, arrays, ConfigRecord({}), NODES)
+    fed.final_test(_TestGrid(), arrays, NODES)
+    fed.save()
+    run = tmp_path / "server"
+    write_report(run, "tiny-federated")
+    write_manifest(run)
+
+    html = (run / "report.html").read_text()
+    assert "<svg" in html  # the per-round curves
+    assert "<td>east</td><td>missing</td>" in html  # round 2 went on without east
+    card = (run / "model_card.md").read_text()
+    # Round 1 split the weight three ways, round 2 between the two that answered: east's share 1/6.
+    assert "| east | 90 / 30 / 50 | 0.167 |" in card
+    assert "| north | 90 / 30 / 50 | 0.417 |" in card
+    assert "| pooled | 270 / 90 / 150 | 1.000 |" in card
+    assert "| south | 90 / 30 / 50 | 0.417 | 0.800" in card and "+0.200 [" in card
+
+    runner = CliRunner()
+    shown = runner.invoke(app, ["show", str(run)])
+    assert shown.exit_code == 0, shown.output
+    assert "[REJECTED]" in shown.output and "rounds aggregated: 2" in shown.output
+    assert "FAIL     federated - alone accuracy > 0.0 at site north" in shown.output
+    ok = runner.invoke(app, ["verify", str(run)])
+    assert ok.exit_code == 0 and "every file matches" in ok.output
+    (run / "metrics.json").write_text("{}")
+    changed = runner.invoke(app, ["verify", str(run)])
+    assert changed.exit_code != 0 and "changed: metrics.json" in changed.output

@@ -90,10 +90,12 @@ def query(msg: Message, context: Context) -> Message:
 @server_app.main()
 def main(grid: Grid, context: Context) -> None:
     from tuneproof.federated.package import initial_arrays, package_global
+    from tuneproof.federated.report import write_report
 
     run_dir = Path(str(context.run_config["run-dir"]))
     federation = Federation(Path(str(context.run_config["protocol"])), run_dir)
     arrays = federation.run(grid, initial_arrays(federation.loaded))
     package_global(federation, arrays)
     federation.save()
+    write_report(run_dir, federation.loaded.protocol.name)
     write_manifest(run_dir)

@@ -276,13 +276,21 @@ class Federation:
         return {"sites": sorted(tested), "untested": untested, "passed": passed}
 
 
+def hashed_files(run_dir: Path) -> list[str]:
+    """The files the manifest seals: all but itself and Flower's own state (``flower/``)."""
+    return [
+        p.relative_to(run_dir).as_posix()
+        for p in sorted(run_dir.rglob("*"))
+        if p.is_file()
+        and p.name != "manifest.json"
+        and "flower" not in p.relative_to(run_dir).parts
+        and not any(part.startswith((".tmp-", ".old-")) for part in p.relative_to(run_dir).parts)
+    ]
+
+
 def write_manifest(run_dir: Path) -> None:
     """The SHA-256 of every file in the server's run folder, written last."""
-    files = {
-        str(p.relative_to(run_dir)): sha256_file(p)
-        for p in sorted(run_dir.rglob("*"))
-        if p.is_file() and p.name != "manifest.json" and "flower" not in p.relative_to(run_dir).parts
-    }
+    files = {rel: sha256_file(run_dir / rel) for rel in hashed_files(run_dir)}
     atomic_write_json(run_dir / "manifest.json", {"kind": "federation", "files": files})
 
 
