@@ -390,21 +390,23 @@ def export(
 @app.command()
 def show(run_dir: Path) -> None:
     """Summarise a run in the terminal: data, metrics with intervals, gate verdicts."""
+    from tuneproof.federated.report import is_federation, summary_text
     from tuneproof.report import summarize
 
     if not (run_dir / "manifest.json").is_file():
         typer.echo(f"error: {run_dir} is not a run folder", err=True)
         raise typer.Exit(8)
-    typer.echo(summarize(run_dir))
+    typer.echo(summary_text(run_dir) if is_federation(run_dir) else summarize(run_dir))
 
 
 @app.command()
 def verify(run_dir: Path) -> None:
     """Re-hash a run folder and say whether anything changed since it was written."""
     from tuneproof.export.manifest import verify as verify_run
+    from tuneproof.federated.report import is_federation, verify_federation
 
     try:
-        diff = verify_run(run_dir)
+        diff = verify_federation(run_dir) if is_federation(run_dir) else verify_run(run_dir)
     except TuneproofError as exc:
         _fail(exc)
         return

@@ -47,7 +47,9 @@ def _status(root: Path, site: str) -> dict[str, object]:
 
 @needs_flower
 def test_three_sites_kill_one_mid_round_then_interrupt_and_resume(tmp_path: Path, tiny_bert: Path) -> None:
-    protocol, rows = write_federation(tmp_path, tiny_bert, rounds=3, extra="  min_sites: 2\n")
+    protocol, rows = write_federation(
+        tmp_path, tiny_bert, rounds=3, extra="  min_sites: 2\n  beats_site_alone: {metric: accuracy}\n"
+    )
     fed = _federation(protocol, tmp_path)
     try:
         fed.start()
@@ -94,13 +96,25 @@ def test_three_sites_kill_one_mid_round_then_interrupt_and_resume(tmp_path: Path
         assert report["splits"]["train"]["rows"] == 90 and len(report["splits"]["test"]["sha256"]) == 64
     assert metrics["pooled"]["rows"] == 90
     gates = json.loads((server / "gates.json").read_text())
-    assert sum("at site" in g["gate"] for g in gates) == 3
+    assert sum(g["gate"].startswith("accuracy >=") for g in gates) == 3
+    # Each site trained its own model alone and scored both on its test rows: paired differences.
+    assert sum(g["gate"].startswith("federated - alone accuracy") for g in gates) == 3
+    for site in SITES:
+        diff = metrics["vs_alone"][site]["accuracy"]
+        assert diff["low"] <= diff["diff"] <= diff["high"]
+        assert (tmp_path / "sites" / site / "work" / "alone" / "weights.safetensors").exists()
     assert (server / "model" / "model.safetensors").exists()
     manifest = json.loads((server / "manifest.json").read_text())
     assert (
         "metrics.json" in manifest["files"]
         and "checkpoints/round-0003/global.safetensors" in manifest["files"]
+        and "report.html" in manifest["files"]
+        and "model_card.md" in manifest["files"]
     )
+    assert "<svg" in (server / "report.html").read_text()
+    from tuneproof.federated.report import verify_federation
+
+    assert verify_federation(server) == {"changed": [], "missing": [], "added": []}
 
     # No site's rows anywhere but in its own folder: not at another site, not on the server.
     for site in SITES:

@@ -14,6 +14,7 @@ from tuneproof.federated.checkpoints import latest_round, save_round
 from tuneproof.federated.evidence import judge, scores, site_and_pooled
 from tuneproof.federated.site import (
     Site,
+    alone_arrays,
     confusion_replicates,
     data_summary,
     load_trainable,
@@ -22,7 +23,7 @@ from tuneproof.federated.site import (
     trainable_arrays,
 )
 from tuneproof.federated.site_protocol import site_protocol
-from tuneproof.federated.spec import SiteFloor
+from tuneproof.federated.spec import BeatsAlone, SiteFloor
 from tuneproof.protocol import load_protocol
 from tuneproof.protocol.schema import GateSpec
 
@@ -173,6 +174,82 @@ def test_the_site_floor_fails_when_one_site_is_below_it() -> None:
     verdicts = judge(metrics, [SiteFloor(metric="accuracy", min=0.6)], [GateSpec(metric="accuracy", min=0.7)])
     assert [v["passed"] for v in verdicts] == [True, False, True]
     assert "site b" in verdicts[1]["gate"]
+
+
+def _test_of(name: str, y: np.ndarray, fed: np.ndarray, alone: np.ndarray, samples: int) -> dict[str, object]:
+    def conf(pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        point = np.bincount(y * 2 + pred, minlength=4).reshape(2, 2)
+        return point, confusion_replicates(y, pred, 2, samples, seed=len(name))
+
+    (c, r), (ac, ar) = conf(fed), conf(alone)
+    return {
+        "site": name,
+        "rows": len(y),
+        "confusion": c,
+        "replicates": r,
+        "alone_confusion": ac,
+        "alone_replicates": ar,
+    }
+
+
+def test_beats_site_alone_is_a_paired_interval_per_site() -> None:
+    rng = np.random.default_rng(3)
+    y_a, y_b = rng.integers(0, 2, 200), rng.integers(0, 2, 200)
+    # At site a the federated model fixes 40 of the alone model's errors and breaks none; at site b
+    # both models make the same predictions but two, where the federated one is wrong.
+    alone_a = np.where(np.arange(200) < 60, 1 - y_a, y_a)
+    fed_a = np.where(np.arange(200) < 20, 1 - y_a, y_a)
+    alone_b = np.where(np.arange(200) < 30, 1 - y_b, y_b)
+    fed_b = np.where(np.arange(200) < 32, 1 - y_b, y_b)
+    tests = [_test_of("a", y_a, fed_a, alone_a, 1000), _test_of("b", y_b, fed_b, alone_b, 1000)]
+    metrics = site_and_pooled(tests, 0.95)
+    vs = metrics["vs_alone"]
+    assert vs["a"]["accuracy"]["diff"] == pytest.approx(0.2)
+    assert vs["b"]["accuracy"]["diff"] == pytest.approx(-0.01)
+    assert vs["pooled"]["accuracy"]["diff"] == pytest.approx((40 - 2) / 400)
+    assert vs["a"]["alone"]["accuracy"]["value"] == pytest.approx(0.7)
+    # Paired: the federated model is never worse at a, so no resample can show it worse; at b it
+    # never better. The unpaired intervals of the two models at b overlap almost entirely.
+    assert vs["a"]["accuracy"]["low"] > 0.1
+    assert vs["b"]["accuracy"]["high"] <= 0
+    verdicts = judge(metrics, [], [], BeatsAlone(metric="accuracy"))
+    assert [(v["gate"].split()[-1], v["passed"]) for v in verdicts] == [("a", True), ("b", False)]
+    # A margin larger than site a's lower bound fails it too.
+    strict = judge(metrics, [], [], BeatsAlone(metric="accuracy", margin=0.3))
+    assert not any(v["passed"] for v in strict)
+    # A site that sent no scores of its own model cannot pass.
+    tests[1] = {k: v for k, v in tests[1].items() if not k.startswith("alone")}
+    partial = site_and_pooled(tests, 0.95)
+    assert "vs_alone" not in partial
+    assert not any(v["passed"] for v in judge(partial, [], [], BeatsAlone()))
+
+
+def test_a_site_trains_its_model_alone_and_scores_both_on_the_same_resamples(
+    tmp_path: Path, tiny_bert: Path
+) -> None:
+    protocol, _ = write_federation(
+        tmp_path, tiny_bert, rounds=2, extra="  beats_site_alone: {metric: accuracy}\n"
+    )
+    fed = load_protocol(protocol).protocol.federated
+    assert fed is not None and fed.beats_site_alone == BeatsAlone(metric="accuracy", margin=0.0)
+    site = Site.open(protocol, "south", tmp_path / "south-work")
+    start = trainable_arrays(site.model(None))
+    alone = alone_arrays(site)
+    assert set(alone) == set(start)
+    assert any(not np.array_equal(alone[k], start[k]) for k in start), "training alone changed nothing"
+    # Kept in the site's folder: a retried test step reads it back rather than training again.
+    stored = tmp_path / "south-work" / "alone" / "weights.safetensors"
+    assert stored.exists()
+    again = alone_arrays(site)
+    assert all(np.array_equal(again[k], alone[k]) for k in alone)
+    # The same weights on both sides: identical confusions, so every paired difference is 0.
+    same = site_test(site, alone, 200, alone)
+    assert np.array_equal(same["alone_replicates"], same["replicates"])
+    diff = site_and_pooled([same], 0.95)["vs_alone"]["south"]["accuracy"]
+    assert diff == {"diff": 0.0, "low": 0.0, "high": 0.0}
+    other = site_test(site, start, 200, alone)
+    assert other["alone_replicates"].shape == other["replicates"].shape == (200, 2, 2)
+    assert (other["alone_replicates"].sum(axis=(1, 2)) == other["rows"]).all()
 
 
 def test_checkpoints_resume_from_the_newest_complete_round(tmp_path: Path) -> None:

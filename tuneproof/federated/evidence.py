@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from tuneproof.evaluate.bootstrap import summarize
-from tuneproof.federated.spec import SiteFloor
+from tuneproof.evaluate.bootstrap import summarize, summarize_difference
+from tuneproof.federated.spec import BeatsAlone, SiteFloor
 from tuneproof.protocol.schema import GateSpec
 
 METRICS = ("accuracy", "macro_f1")
@@ -39,20 +39,85 @@ def scores(point: np.ndarray, replicates: np.ndarray, confidence: float) -> dict
     return {m: summarize(float(_metric(point, m)), _metric(replicates, m), confidence) for m in METRICS}
 
 
+def paired(
+    fed: tuple[np.ndarray, np.ndarray], alone: tuple[np.ndarray, np.ndarray], confidence: float
+) -> dict[str, Any]:
+    """Federated minus alone for each metric, from (point, replicates) confusions on the same resamples."""
+    return {
+        m: summarize_difference(
+            float(_metric(fed[0], m)),
+            _metric(fed[1], m),
+            float(_metric(alone[0], m)),
+            _metric(alone[1], m),
+            confidence,
+        )
+        for m in METRICS
+    }
+
+
 def site_and_pooled(tests: list[dict[str, Any]], confidence: float) -> dict[str, Any]:
-    """Per-site metrics and the pooled ones; every site must send the same number of replicates."""
+    """Per-site metrics and the pooled ones; every site must send the same number of replicates.
+
+    Where the sites also sent their own models' confusions (``alone_confusion``/``alone_replicates``,
+    the same resamples), ``vs_alone`` holds the paired differences federated - alone, per site and
+    pooled (the pooled "alone" is every site's own model on its own rows).
+    """
     sites = {
         t["site"]: {"rows": t["rows"], **scores(t["confusion"], t["replicates"], confidence)} for t in tests
     }
     point = sum(t["confusion"] for t in tests)
     reps = sum(t["replicates"] for t in tests)
     pooled = {"rows": int(sum(t["rows"] for t in tests)), **scores(point, reps, confidence)}
-    return {"sites": sites, "pooled": pooled, "confidence": confidence}
+    out: dict[str, Any] = {"sites": sites, "pooled": pooled, "confidence": confidence}
+    if tests and all("alone_confusion" in t for t in tests):
+        vs: dict[str, Any] = {
+            t["site"]: {
+                "rows": t["rows"],
+                "alone": scores(t["alone_confusion"], t["alone_replicates"], confidence),
+                **paired(
+                    (t["confusion"], t["replicates"]),
+                    (t["alone_confusion"], t["alone_replicates"]),
+                    confidence,
+                ),
+            }
+            for t in tests
+        }
+        alone_point = sum(t["alone_confusion"] for t in tests)
+        alone_reps = sum(t["alone_replicates"] for t in tests)
+        vs["pooled"] = {
+            "rows": pooled["rows"],
+            "alone": scores(alone_point, alone_reps, confidence),
+            **paired((point, reps), (alone_point, alone_reps), confidence),
+        }
+        out["vs_alone"] = vs
+    return out
 
 
-def judge(metrics: dict[str, Any], floors: list[SiteFloor], gates: list[GateSpec]) -> list[dict[str, Any]]:
+def judge(
+    metrics: dict[str, Any],
+    floors: list[SiteFloor],
+    gates: list[GateSpec],
+    beats: BeatsAlone | None = None,
+) -> list[dict[str, Any]]:
     """Gate verdicts, each decided on an interval bound."""
     verdicts = []
+    if beats is not None:
+        vs = metrics.get("vs_alone", {})
+        for site in metrics["sites"]:
+            diff = vs.get(site, {}).get(beats.metric)
+            low = None if diff is None else diff["low"]
+            verdicts.append(
+                {
+                    "gate": f"federated - alone {beats.metric} > {beats.margin} at site {site}",
+                    "passed": low is not None and low > beats.margin,
+                    "detail": (
+                        "the site sent no scores of its own model"
+                        if diff is None
+                        else f"paired difference {diff['diff']} [{diff['low']}, {diff['high']}] "
+                        f"on {metrics['sites'][site]['rows']} rows"
+                    ),
+                }
+            )
     for floor in floors:
         for site, m in metrics["sites"].items():
             low = _known(m, floor.metric, f"federated.site_floor {floor.metric}")["low"]

@@ -13,11 +13,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
 from tuneproof.federated.server import (
+    ALONE,
     BOOTSTRAP,
     SITE,
     STEP,
@@ -61,7 +63,7 @@ def train(msg: Message, context: Context) -> Message:
 
 @client_app.query()
 def query(msg: Message, context: Context) -> Message:
-    from tuneproof.federated.site import data_summary, site_test
+    from tuneproof.federated.site import alone_arrays, data_summary, site_test
 
     site = _site(context)
     config = msg.content["config"]
@@ -71,9 +73,15 @@ def query(msg: Message, context: Context) -> Message:
         return Message(
             RecordDict({"config": ConfigRecord({SITE: site.name, SUMMARY: summary})}), reply_to=msg
         )
-    result = site_test(site, from_record(msg.content["arrays"]), int(config[BOOTSTRAP]))
+    alone = None
+    if bool(config.get(ALONE, False)):
+        # The comparison the beats_site_alone gate needs: this site's model trained on its data alone.
+        _status(site, phase="training alone")
+        alone = alone_arrays(site)
+    result = site_test(site, from_record(msg.content["arrays"]), int(config[BOOTSTRAP]), alone)
     _status(site, phase="tested")
-    arrays = ArrayRecord({"confusion": Array(result["confusion"]), "replicates": Array(result["replicates"])})
+    keys = ("confusion", "replicates", "alone_confusion", "alone_replicates")
+    arrays = ArrayRecord({k: Array(np.ascontiguousarray(result[k])) for k in keys if k in result})
     return Message(
         RecordDict({"arrays": arrays, "config": ConfigRecord({"rows": result["rows"]})}), reply_to=msg
     )
@@ -82,10 +90,12 @@ def query(msg: Message, context: Context) -> Message:
 @server_app.main()
 def main(grid: Grid, context: Context) -> None:
     from tuneproof.federated.package import initial_arrays, package_global
+    from tuneproof.federated.report import write_report
 
     run_dir = Path(str(context.run_config["run-dir"]))
     federation = Federation(Path(str(context.run_config["protocol"])), run_dir)
     arrays = federation.run(grid, initial_arrays(federation.loaded))
     package_global(federation, arrays)
     federation.save()
+    write_report(run_dir, federation.loaded.protocol.name)
     write_manifest(run_dir)

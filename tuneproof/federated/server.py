@@ -30,6 +30,7 @@ STEP = "tuneproof-step"
 SITE = "site"
 SUMMARY = "summary"
 BOOTSTRAP = "bootstrap-samples"
+ALONE = "train-alone"
 
 
 def to_record(arrays: Arrays) -> Any:
@@ -230,7 +231,13 @@ class Federation:
         content = RecordDict(
             {
                 "arrays": to_record(arrays),
-                "config": ConfigRecord({STEP: "test", BOOTSTRAP: protocol.evaluate.bootstrap_samples}),
+                "config": ConfigRecord(
+                    {
+                        STEP: "test",
+                        BOOTSTRAP: protocol.evaluate.bootstrap_samples,
+                        ALONE: self.fed.beats_site_alone is not None,
+                    }
+                ),
             }
         )
         live = set(grid.get_node_ids())
@@ -246,15 +253,14 @@ class Federation:
                 {
                     "site": site,
                     "rows": int(reply.content["config"]["rows"]),
-                    "confusion": out["confusion"].numpy(),
-                    "replicates": out["replicates"].numpy(),
+                    **{k: out[k].numpy() for k in out},  # confusion, replicates (and alone_*)
                 }
             )
         tested = {t["site"] for t in tests}
         untested = sorted({s.name for s in self.fed.sites} - tested)
         metrics = site_and_pooled(tests, protocol.evaluate.confidence)
         metrics["untested_sites"] = untested
-        verdicts = judge(metrics, self.fed.site_floor, protocol.gates)
+        verdicts = judge(metrics, self.fed.site_floor, protocol.gates, self.fed.beats_site_alone)
         if untested and self.fed.site_floor:
             # A floor on every site cannot pass for a site that was not scored.
             verdicts += [
@@ -270,13 +276,21 @@ class Federation:
         return {"sites": sorted(tested), "untested": untested, "passed": passed}
 
 
+def hashed_files(run_dir: Path) -> list[str]:
+    """The files the manifest seals: all but itself and Flower's own state (``flower/``)."""
+    return [
+        p.relative_to(run_dir).as_posix()
+        for p in sorted(run_dir.rglob("*"))
+        if p.is_file()
+        and p.name != "manifest.json"
+        and "flower" not in p.relative_to(run_dir).parts
+        and not any(part.startswith((".tmp-", ".old-")) for part in p.relative_to(run_dir).parts)
+    ]
+
+
 def write_manifest(run_dir: Path) -> None:
     """The SHA-256 of every file in the server's run folder, written last."""
-    files = {
-        str(p.relative_to(run_dir)): sha256_file(p)
-        for p in sorted(run_dir.rglob("*"))
-        if p.is_file() and p.name != "manifest.json" and "flower" not in p.relative_to(run_dir).parts
-    }
+    files = {rel: sha256_file(run_dir / rel) for rel in hashed_files(run_dir)}
     atomic_write_json(run_dir / "manifest.json", {"kind": "federation", "files": files})
 
 

@@ -19,13 +19,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from safetensors.numpy import load_file, save
 from torch import nn
 
 from tuneproof.context import RunContext, build_context
 from tuneproof.data.prepare import PreparedData, write_splits
 from tuneproof.evaluate.bootstrap import bootstrap_indices
 from tuneproof.federated.site_protocol import site_protocol
-from tuneproof.fsutil import atomic_write_json
+from tuneproof.fsutil import atomic_write_bytes, atomic_write_json
 from tuneproof.protocol import load_protocol
 from tuneproof.train.fit import apply_method, build_features
 from tuneproof.train.loop import LoopConfig, train_loop
@@ -144,34 +145,97 @@ def local_round(
         ).items():
             metrics[f"global_val_{k}"] = float(v)
     train_feats = ctx.task.resample(features["train"], protocol.seed + server_round)
+    mu = float(config.get("proximal-mu", 0.0))
+    metrics.update(
+        _train(
+            site,
+            model,
+            train_feats,
+            protocol.seed + server_round,
+            float(fed.local_epochs or 1),
+            fed.local_steps,
+            site.work_dir / "rounds" / f"round-{server_round:04d}",
+            arrays if mu > 0 else None,
+            mu,
+        )
+    )
+    return trainable_arrays(model), metrics
+
+
+def _train(
+    site: Site,
+    model: nn.Module,
+    train_feats: list[Any],
+    seed: int,
+    epochs: float,
+    max_steps: int | None,
+    folder: Path,
+    anchor: Arrays | None,
+    mu: float,
+) -> dict[str, float]:
+    """Train ``model`` in place on ``train_feats`` with the protocol's recipe; the loop's figures."""
+    ctx, protocol = site.ctx, site.ctx.protocol
+    pad_id = ctx.tokenizer.pad_token_id if ctx.tokenizer.pad_token_id is not None else 0
     spec = protocol.train.model_copy(
         update={
-            "epochs": float(fed.local_epochs or 1),
-            "max_steps": fed.local_steps,
-            "early_stopping": None,  # each round trains a fixed amount; the server keeps every round
+            "epochs": epochs,
+            "max_steps": max_steps,
+            "early_stopping": None,  # a fixed amount of training; the server keeps every round
         }
     )
-    round_dir = site.work_dir / "rounds" / f"round-{server_round:04d}"
-    shutil.rmtree(round_dir, ignore_errors=True)  # a retried round starts over, never resumes halfway
+    shutil.rmtree(folder, ignore_errors=True)  # a retried round starts over, never resumes halfway
     cfg = LoopConfig(
         spec=spec,
-        seed=protocol.seed + server_round,
-        checkpoint_dir=round_dir / "checkpoints",
+        seed=seed,
+        checkpoint_dir=folder / "checkpoints",
         lengths=np.array([ctx.task.feature_length(f) for f in train_feats]),
         row_ids=[str(f["row_id"]) for f in train_feats],
         precision=ctx.precision,
     )
     loss_fn = ctx.task.loss_fn(train_feats)
-    mu = float(config.get("proximal-mu", 0.0))
-    if mu > 0:
-        loss_fn = _loss_with_proximal(loss_fn, model, arrays, mu)
+    if anchor is not None and mu > 0:
+        loss_fn = _loss_with_proximal(loss_fn, model, anchor, mu)
     result = train_loop(model, train_feats, ctx.task.collate(pad_id), loss_fn, cfg)
-    shutil.rmtree(round_dir, ignore_errors=True)
+    shutil.rmtree(folder, ignore_errors=True)
     losses = [h["loss"] for h in result.log_history if "loss" in h]
-    metrics.update({"train_steps": float(result.steps), "train_examples": float(len(train_feats))})
+    metrics = {"train_steps": float(result.steps), "train_examples": float(len(train_feats))}
     if losses:
         metrics["train_loss"] = float(losses[-1])
-    return trainable_arrays(model), metrics
+    return metrics
+
+
+def alone_arrays(site: Site) -> Arrays:
+    """The site's model trained alone: its own train split, the same recipe, the same total training.
+
+    As many local epochs (or steps) as the whole federation gave the site (rounds x local), from
+    the same seeded start. Kept in the site's folder, so a retried test step does not train again.
+    """
+    path = site.work_dir / "alone" / "weights.safetensors"
+    if path.exists():
+        return dict(load_file(path))
+    ctx, protocol = site.ctx, site.ctx.protocol
+    fed = protocol_federated(site)
+    features = build_features(
+        ctx.task, {k: v for k, v in site.prepared.splits.items() if k != "test"}, ctx.tokenizer, ctx.cache_dir
+    )
+    model = site.model(None)
+    train_feats = ctx.task.resample(features["train"], protocol.seed)
+    steps = fed.local_steps * fed.rounds if fed.local_steps is not None else None
+    _train(
+        site,
+        model,
+        train_feats,
+        protocol.seed,
+        float((fed.local_epochs or 1) * fed.rounds),
+        steps,
+        site.work_dir / "alone" / "train",
+        None,
+        0.0,
+    )
+    arrays = trainable_arrays(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, save(arrays))
+    return arrays
 
 
 def protocol_federated(site: Site) -> Any:
@@ -195,19 +259,31 @@ def confusion_replicates(y: np.ndarray, pred: np.ndarray, k: int, samples: int, 
     return out.reshape(samples, k, k)
 
 
-def site_test(site: Site, arrays: Arrays, samples: int) -> dict[str, Any]:
-    """The global model on this site's own test split: metrics with intervals, read here, once."""
+def site_test(site: Site, arrays: Arrays, samples: int, alone: Arrays | None = None) -> dict[str, Any]:
+    """The global model on this site's own test split: metrics with intervals, read here, once.
+
+    With ``alone`` (the site's model trained alone), that model is scored on the same rows with the
+    same resamples, so the server can take paired differences.
+    """
     ctx, protocol = site.ctx, site.ctx.protocol
     test = site.prepared.splits["test"]
     feats = ctx.task.features(test, ctx.tokenizer, ctx.cache_dir)
     pad_id = ctx.tokenizer.pad_token_id if ctx.tokenizer.pad_token_id is not None else 0
-    model = site.model(arrays)
-    probs = ctx.task.predict(model, feats, pad_id, protocol.evaluate.batch_size, ctx.precision)
     labels = list(ctx.task.labels)
+    k = len(labels)
     y = np.array([f["labels"] for f in feats], dtype=np.int64)
-    pred = np.asarray(probs).argmax(axis=1).astype(np.int64)
     # The site's seed is derived from its name so sites draw independent resamples.
     seed = protocol.seed + int(hashlib.sha256(site.name.encode()).hexdigest()[:8], 16)
-    reps = confusion_replicates(y, pred, len(labels), samples, seed)
-    point = np.bincount(y * len(labels) + pred, minlength=len(labels) ** 2).reshape(len(labels), len(labels))
-    return {"site": site.name, "rows": len(y), "labels": labels, "confusion": point, "replicates": reps}
+
+    def score(weights: Arrays) -> tuple[np.ndarray, np.ndarray]:
+        model = site.model(weights)
+        probs = ctx.task.predict(model, feats, pad_id, protocol.evaluate.batch_size, ctx.precision)
+        pred = np.asarray(probs).argmax(axis=1).astype(np.int64)
+        point = np.bincount(y * k + pred, minlength=k**2).reshape(k, k)
+        return point, confusion_replicates(y, pred, k, samples, seed)
+
+    point, reps = score(arrays)
+    out = {"site": site.name, "rows": len(y), "labels": labels, "confusion": point, "replicates": reps}
+    if alone is not None:
+        out["alone_confusion"], out["alone_replicates"] = score(alone)
+    return out

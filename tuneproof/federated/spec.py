@@ -47,6 +47,24 @@ class SiteFloor(_Strict):
     min: float = Field(description="the floor for the lower bound of each site's interval")
 
 
+class BeatsAlone(_Strict):
+    """The federated model must beat, at every site, that site's model trained alone.
+
+    Each site trains a model on its own train split with the same recipe (the protocol's training
+    settings, for the federation's total local epochs or steps: rounds x local), scores both on its
+    own test split with the same bootstrap resamples, and sends both confusion replicates; the
+    server takes the paired difference federated - alone, per site and pooled over sites.
+    """
+
+    metric: Literal["accuracy", "macro_f1"] = Field(
+        "accuracy", description="the test metric compared, federated minus the site's own model"
+    )
+    margin: float = Field(
+        0.0,
+        description="the lower bound of each site's paired interval (federated - alone) must exceed this",
+    )
+
+
 class FederatedSpec(_Strict):
     sites: list[SiteSpec] = Field(min_length=2, description="two or more sites; each keeps its data")
     rounds: Annotated[int, Field(ge=1, le=1000)] = Field(3, description="federated rounds")
@@ -77,6 +95,13 @@ class FederatedSpec(_Strict):
     )
     site_floor: list[SiteFloor] = Field(
         default_factory=list, description="gates on every site's own test split (lower bound >= min)"
+    )
+    beats_site_alone: BeatsAlone | None = Field(
+        None,
+        description=(
+            "a gate: the federated model beats each site's model trained alone on its own data, "
+            "on a paired bootstrap interval on that site's test split (each site trains one more model)"
+        ),
     )
 
     @model_validator(mode="after")
