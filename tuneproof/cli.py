@@ -79,6 +79,7 @@ def prepare_cluster(
     from tuneproof.data.cluster.engine import dask_client
     from tuneproof.data.cluster.stage import prepare_on_cluster
     from tuneproof.protocol.loader import load_protocol
+    from tuneproof.tasks.registry import task_spec
 
     try:
         loaded = load_protocol(protocol)
@@ -86,7 +87,8 @@ def prepare_cluster(
         update = {"kind": "dask"} | ({"scheduler": scheduler} if scheduler else {})
         spec = spec.model_copy(update=update | ({"workers": workers} if workers else {}))
         with dask_client(spec) as client:
-            report = prepare_on_cluster(loaded.protocol, loaded.base_dir, out, client)
+            stratify = task_spec(loaded.protocol.task).stratify
+            report = prepare_on_cluster(loaded.protocol, loaded.base_dir, out, client, stratify)
     except TuneproofError as exc:
         _fail(exc)
         return

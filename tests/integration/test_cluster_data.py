@@ -12,6 +12,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -147,24 +148,78 @@ def test_split_does_not_depend_on_the_partitioning(tmp_path: Path, client: Any) 
     from tuneproof.data.cluster.stage import prepare_on_cluster
 
     protocol = _protocol(tmp_path, group_by=False)
-    # One partition per file, against the other test's two: the same rows in the same splits.
+    # One partition per file, against two per file: the same rows in the same splits.
     engine = protocol.data.engine.model_copy(update={"partition_rows": 1000})
     coarse = protocol.model_copy(update={"data": protocol.data.model_copy(update={"engine": engine})})
     a = prepare_on_cluster(coarse, tmp_path, tmp_path / "a", client)
+    b = prepare_on_cluster(protocol, tmp_path, tmp_path / "b", client)
     local = prepare_data(protocol, tmp_path, stratify=True)
-    kept = set(pd.concat([pd.read_parquet(tmp_path / "a" / s) for s in a["splits"]])["row_id"])
+    parts = {s: pd.read_parquet(tmp_path / "a" / s) for s in a["splits"]}
+    kept = set(pd.concat(parts.values())["row_id"])
     assert kept == set(pd.concat(local.splits.values())["row_id"])
-    # The split is a function of the row id's hash and the seed alone.
-    from tuneproof.data.cluster.stage import _unit_hash
-
     for s in a["splits"]:
-        ids = pd.read_parquet(tmp_path / "a" / s)["row_id"]
-        u = _unit_hash(ids, protocol.seed)
-        lo, hi = {"train": (0.0, 0.8), "validation": (0.8, 0.9), "test": (0.9, 1.0)}[s]
-        assert ((u >= lo) & (u < hi)).all()
-    # Without groups the fractions hold for rows: within 4 binomial standard errors of 0.1.
-    n = len(kept)
-    assert abs(a["splits"]["test"]["rows"] / n - 0.1) < 4 * (0.09 / n) ** 0.5
+        assert set(parts[s]["row_id"]) == set(pd.read_parquet(tmp_path / "b" / s)["row_id"]), s
+    assert a["splits"] == b["splits"]
+
+
+def test_split_without_groups_is_stratified_at_exact_per_label_counts(tmp_path: Path, client: Any) -> None:
+    from tuneproof.data.cluster.stage import _unit_hash, prepare_on_cluster, stratified_counts
+
+    protocol = _protocol(tmp_path, group_by=False)
+    report = prepare_on_cluster(protocol, tmp_path, tmp_path / "out", client)
+    local = prepare_data(protocol, tmp_path, stratify=True)
+    parts = {s: pd.read_parquet(tmp_path / "out" / s) for s in report["splits"]}
+    # Cleaning removed every duplicate before the split, so the leakage check finds nothing to
+    # remove here and the per-label counts are exactly the split's.
+    assert sum(report["leakage"]["removed"].values()) == 0
+    spec = protocol.split
+    for label in ("neg", "pos"):
+        sizes = [int((parts[s]["label"] == label).sum()) for s in ("train", "validation", "test")]
+        k_train, k_val = stratified_counts(sum(sizes), spec.validation, spec.test)
+        assert sizes == [k_train, k_val, sum(sizes) - k_train - k_val], (label, sizes)
+        train = parts["train"][parts["train"]["label"] == label]
+        # ... within one row of scikit-learn's stratified split of the same rows (the local stage)
+        local_train = int((local.splits["train"]["label"] == label).sum())
+        assert abs(len(train) - local_train) <= 1, (label, len(train), local_train)
+        # ... and cut in the order of the row ids' hashes: every train row's hash is below every
+        # held-out row's of the same label.
+        u_train = _unit_hash(train["row_id"], protocol.seed)
+        u_rest = np.concatenate(
+            [
+                _unit_hash(p[p["label"] == label]["row_id"], protocol.seed)
+                for s, p in parts.items()
+                if s != "train"
+            ]
+        )
+        assert u_train.max() < u_rest.min()
+    assert report["label_distribution"]["train"] == dict(
+        sorted(parts["train"]["label"].value_counts().items())
+    )
+
+
+def test_stratified_counts_round_the_held_out_parts_up() -> None:
+    from tuneproof.data.cluster.stage import stratified_counts
+
+    assert stratified_counts(10, 0.1, 0.1) == (8, 1)
+    assert stratified_counts(7, 0.1, 0.1) == (5, 1)  # rest ceil(1.4) = 2, test ceil(1.0) = 1
+    assert stratified_counts(100, 0.0, 0.2) == (80, 0)
+    assert stratified_counts(3, 0.1, 0.1) == (2, 0)
+
+
+def test_a_class_of_one_row_cannot_be_stratified(tmp_path: Path, client: Any) -> None:
+    from tuneproof.data.cluster.stage import prepare_on_cluster
+
+    protocol = _protocol(tmp_path, group_by=False)
+    with (tmp_path / "a.jsonl").open("a") as fh:
+        fh.write(
+            json.dumps({"text": "a single lonely example of its class", "label": "odd", "author": "z"}) + "\n"
+        )
+    labels = protocol.data.model_copy(update={"labels": ["neg", "pos", "odd"]})
+    protocol = protocol.model_copy(update={"data": labels})
+    with pytest.raises(DataValidationError) as err:
+        prepare_on_cluster(protocol, tmp_path, tmp_path / "out", client)
+    assert "odd" in str(err.value) and "at least 2 rows" in str(err.value)
+    assert not (tmp_path / "out" / "train").exists()
 
 
 def test_bad_rows_name_their_file_and_line(tmp_path: Path, client: Any) -> None:

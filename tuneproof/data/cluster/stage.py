@@ -4,7 +4,8 @@ Every step that needs rows side by side is a shuffle by a hash, so no step needs
 place: exact duplicates and label conflicts meet by the content hash of their key, near-duplicate
 candidates by MinHash band key, and leaks across splits by a join on the same keys. The split is
 a function of a hash of the row's unit (its ``split.group_by`` value, else its row id) and the
-seed, so it does not depend on how the rows were partitioned, and a group can never straddle.
+seed, so it does not depend on how the rows were partitioned, and a group can never straddle;
+without groups, each label's rows are cut at exact per-label counts in hash order (stratified).
 What reaches the client is small: counts, at most ``EXAMPLES`` examples per stage, the conflict
 keys, and the confirmed near-duplicate pairs (for the greedy pass that keeps the local stage's
 choice of which row of a pair survives).
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -92,6 +94,38 @@ def _assign(part: pd.DataFrame, protocol: Protocol) -> pd.DataFrame:
     return part.assign(split=names[np.searchsorted(edges, u, side="right")])
 
 
+STRAT_BUCKETS = 1 << 16
+
+
+def stratified_counts(n: int, validation: float, test: float) -> tuple[int, int]:
+    """(train, validation) rows of a class of ``n``, as scikit-learn's two-step stratified
+    ``train_test_split`` rounds a single class: the held-out parts get the ceiling."""
+    rest = validation + test
+    n_rest = math.ceil(n * rest - 1e-9) if rest > 0 else 0
+    n_test = math.ceil(n_rest * test / rest - 1e-9) if rest > 0 else 0
+    return n - n_rest, n_rest - n_test
+
+
+def _with_unit(part: pd.DataFrame, seed: int) -> pd.DataFrame:
+    u = _unit_hash(part["row_id"], seed)
+    return part.assign(_u=u, _b=np.minimum((u * STRAT_BUCKETS).astype(np.int64), STRAT_BUCKETS - 1))
+
+
+def _label_buckets(part: pd.DataFrame) -> pd.DataFrame:
+    frame_ = pd.DataFrame({"label": part["label"].astype(str), "_b": part["_b"]})
+    out = frame_.groupby(["label", "_b"]).size().reset_index(name="n")
+    return out.astype({"label": "object", "_b": "int64", "n": "int64"})
+
+
+def _assign_stratified(part: pd.DataFrame, thresholds: dict[str, list[float]]) -> pd.DataFrame:
+    labels = part["label"].astype(str)
+    t1 = labels.map(lambda lab: thresholds[lab][0]).to_numpy(dtype=np.float64)
+    t2 = labels.map(lambda lab: thresholds[lab][1]).to_numpy(dtype=np.float64)
+    u = part["_u"].to_numpy()
+    names = np.where(u < t1, "train", np.where(u < t2, "validation", "test")).astype(object)
+    return part.drop(columns=["_u", "_b"]).assign(split=names)
+
+
 def _dedup_exact(part: pd.DataFrame) -> pd.DataFrame:
     """After a shuffle by content hash: mark every row but the first (in input order) of its key
     and split group, naming the first as ``_kept``."""
@@ -109,12 +143,13 @@ def _conflicts(part: pd.DataFrame) -> pd.DataFrame:
 class ClusterStage(_Stages):
     """One run of the cluster data stage on a ``distributed.Client``."""
 
-    def __init__(self, protocol: Protocol, base_dir: Path, client: Any) -> None:
+    def __init__(self, protocol: Protocol, base_dir: Path, client: Any, stratify: bool = True) -> None:
         # The local stage's log of stages, so guards.removal_problems reads both the same way.
         super().__init__()
         self.protocol = protocol
         self.base_dir = base_dir
         self.client = client
+        self.stratify = stratify  # the task's choice, as prepare_data's ``stratify``
 
     def _guard(self) -> None:
         problems = removal_problems(self.stages, self.protocol.cleaning.max_removed_fraction, self.selected())
@@ -334,7 +369,69 @@ class ClusterStage(_Stages):
 
     # -- split and leakage ------------------------------------------------------------------------
     def split(self, ddf: Any) -> Any:
-        return ddf.map_partitions(_assign, self.protocol, meta=ddf._meta).persist()
+        protocol = self.protocol
+        stratified = (
+            self.stratify
+            and protocol.split.stratify
+            and protocol.split.group_by is None
+            and protocol.data.splits is None
+            and protocol.data.label_column is not None
+        )
+        if not stratified:
+            return ddf.map_partitions(_assign, protocol, meta=ddf._meta).persist()
+        return self._stratified_split(ddf)
+
+    def _stratified_split(self, ddf: Any) -> Any:
+        """Each label's rows cut at exact per-label counts, in the order of their unit hashes.
+
+        The local stage stratifies with scikit-learn, which needs every row in one place; here the
+        cut points are found in two small passes instead: a histogram of each label's hashes in
+        ``STRAT_BUCKETS`` buckets, then the hashes of just the buckets a cut falls in. The result is
+        still a function of the row ids, the labels and the seed alone, whatever the partitioning.
+        """
+        seed = self.protocol.seed
+        with_u = ddf.map_partitions(
+            _with_unit, seed, meta={**ddf.dtypes.to_dict(), "_u": "float64", "_b": "int64"}
+        )
+        with_u = with_u.persist()
+        hist = with_u.map_partitions(_label_buckets, meta={"label": "object", "_b": "int64", "n": "int64"})
+        counts = hist.compute().groupby(["label", "_b"])["n"].sum()
+        per_label: dict[str, pd.Series] = {
+            str(k): v.droplevel(0).sort_index() for k, v in counts.groupby(level=0)
+        }
+        totals = {lab: int(v.sum()) for lab, v in per_label.items()}
+        small = {lab: n for lab, n in totals.items() if n < 2}
+        if small:
+            raise DataValidationError(
+                [
+                    Problem(
+                        "split",
+                        f"cannot split {sum(totals.values())} rows after cleaning (per class: {totals}): "
+                        f"a stratified split needs at least 2 rows of each class ({sorted(small)})",
+                    )
+                ]
+            )
+        spec = self.protocol.split
+        cuts = {lab: stratified_counts(n, spec.validation, spec.test) for lab, n in totals.items()}
+        # (label, bucket, rank within the bucket) of the first row after each cut
+        wanted: dict[tuple[str, int], list[tuple[int, int]]] = {}
+        for lab, (k_train, k_val) in cuts.items():
+            cum = per_label[lab].cumsum()
+            for i, r in enumerate((k_train, k_train + k_val)):
+                if r >= totals[lab]:
+                    continue
+                pos = int(np.searchsorted(cum.to_numpy(), r, side="right"))
+                bucket = int(cum.index[pos])
+                before = int(cum.iloc[pos - 1]) if pos else 0
+                wanted.setdefault((lab, bucket), []).append((i, r - before))
+        sel = with_u[with_u["_b"].isin(sorted({b for _, b in wanted}))][["label", "_b", "_u"]].compute()
+        thresholds = {lab: [2.0, 2.0] for lab in totals}  # no cut: every u in [0, 1) is below
+        for (lab, bucket), ranks in wanted.items():
+            us = np.sort(sel.loc[(sel["label"].astype(str) == lab) & (sel["_b"] == bucket), "_u"].to_numpy())
+            for i, rank in ranks:
+                thresholds[lab][i] = float(us[rank])
+        meta = ddf._meta
+        return with_u.map_partitions(_assign_stratified, thresholds, meta=meta).persist()
 
     def leakage(self, ddf: Any) -> tuple[Any, dict[str, Any]]:
         spec = self.protocol.leakage
@@ -544,9 +641,14 @@ def _length_stats(counts: dict[int, int]) -> dict[str, float | int]:
     }
 
 
-def prepare_on_cluster(protocol: Protocol, base_dir: Path, out_dir: Path, client: Any) -> dict[str, Any]:
-    """Run the whole stage on ``client``; writes ``out_dir/<split>/*.parquet`` and ``data_report.json``."""
-    stage = ClusterStage(protocol, base_dir, client)
+def prepare_on_cluster(
+    protocol: Protocol, base_dir: Path, out_dir: Path, client: Any, stratify: bool = True
+) -> dict[str, Any]:
+    """Run the whole stage on ``client``; writes ``out_dir/<split>/*.parquet`` and ``data_report.json``.
+
+    ``stratify``: split each label in proportion (the task's choice, as for the local stage) where
+    the protocol has no ``split.group_by``; with groups, the fractions are of the groups."""
+    stage = ClusterStage(protocol, base_dir, client, stratify)
     ddf, files = stage.read()
     ddf = stage.clean(ddf)
     ddf = stage.split(ddf)
