@@ -171,9 +171,10 @@ def table(rows: list[dict[str, Any]]) -> str:
     base = next((r["train_seconds"] for r in rows if r["target_epsilon"] is None), None)
     base_cpu = next((r.get("train_cpu_seconds") for r in rows if r["target_epsilon"] is None), None)
     lines = [
-        "| arm | epsilon spent | noise | steps | test macro-F1 [95%] | minus majority [95%] "
+        "| arm | epsilon spent | noise | steps | test macro-F1 [95%] | test accuracy [95%] "
+        "| minus majority (macro-F1) [95%] "
         "| membership AUC [95%] | train s | x no-DP | train CPU s | x no-DP |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         eps = "—" if r["epsilon"] is None else f"{r['epsilon']:.2f}"
@@ -184,6 +185,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         cpu_ratio = f"{cpu / base_cpu:.2f}" if cpu is not None and base_cpu else "—"
         lines.append(
             f"| {r['arm']} | {eps} | {noise} | {r['steps']} | {_iv(r['macro_f1'])} | "
+            f"{_iv(r.get('accuracy'))} | "
             f"{_iv(r['macro_f1_minus_majority'])} | {_iv(r['membership_auc'])} | "
             f"{r['train_seconds']:.0f} | {ratio} | {cpu_s} | {cpu_ratio} |"
         )

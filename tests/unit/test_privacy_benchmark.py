@@ -20,6 +20,7 @@ def _arm(name: str, eps: float | None, seconds: float, cpu: float | None = None)
         "noise_multiplier": None if eps is None else 1.19,
         "steps": 20,
         "macro_f1": iv,
+        "accuracy": {"value": 0.81, "low": 0.76, "high": 0.86},
         "macro_f1_minus_majority": {"value": 0.3, "low": 0.25, "high": 0.35},
         "membership_auc": {"value": 0.51, "low": 0.46, "high": 0.56},
         "train_seconds": seconds,
@@ -34,6 +35,7 @@ def test_table_has_a_row_per_arm_and_the_time_ratio_to_no_dp() -> None:
     assert lines[2].startswith("| no-dp | — | — | 20 | 0.800 [0.750, 0.850] |") and lines[2].endswith(
         "| 100 | 1.00 | 160 | 1.00 |"
     )
+    assert "| 0.800 [0.750, 0.850] | 0.810 [0.760, 0.860] | 0.300 [0.250, 0.350] |" in lines[2]
     assert "| dp-eps3 | 2.99 | 1.19 |" in lines[3] and "0.510 [0.460, 0.560]" in lines[3]
     assert lines[3].endswith("| 250 | 2.50 | 480 | 3.00 |")
 
