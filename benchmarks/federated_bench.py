@@ -3,7 +3,10 @@
 Reads a finished federation (``tuneproof federate ... --run-dir R --sites-root S``): the global
 model from R's last round checkpoint, each site's prepared splits from S/sites/<site>/work. Then
 trains, with the protocol's training settings and as many epochs as the federation's rounds times
-its local epochs, one model on the pooled train splits and one per site on its own, and scores every
+its local epochs, one model on the pooled train splits (resuming from its checkpoints if the bench was
+interrupted) and, with ``--retrain-alone``, one per site on its own (by default it reuses the models
+each site trained alone in the federation's test step, S/sites/<site>/work/alone, and trains one
+only where a site has none), and scores every
 model on every site's own test split (the same rows for all), with 95% bootstrap intervals and the
 paired difference federated - other (same resamples on both sides); pooled over sites by a bootstrap
 stratified by site. Round times and bytes come from R/federation.json. Writes a Markdown table and
@@ -26,18 +29,20 @@ import pandas as pd
 
 from tuneproof.evaluate.bootstrap import bootstrap_indices, percentile_interval
 from tuneproof.federated.checkpoints import latest_round
-from tuneproof.federated.site import Site
+from tuneproof.federated.site import Site, alone_arrays
 from tuneproof.protocol import load_protocol
 from tuneproof.train.fit import build_features, fit
 
 
-def _train(site: Site, train: pd.DataFrame, val: pd.DataFrame, epochs: float, work: Path) -> Any:
+def _train(
+    site: Site, train: pd.DataFrame, val: pd.DataFrame, epochs: float, work: Path, resume: bool = False
+) -> Any:
     ctx = site.ctx
     protocol = ctx.protocol.model_copy(
         update={"train": ctx.protocol.train.model_copy(update={"epochs": epochs})}
     )
     features = build_features(ctx.task, {"train": train, "validation": val}, ctx.tokenizer, ctx.cache_dir)
-    return fit(ctx.task, protocol, ctx.ref, ctx.tokenizer, features, work, ctx.precision).model
+    return fit(ctx.task, protocol, ctx.ref, ctx.tokenizer, features, work, ctx.precision, resume=resume).model
 
 
 def _correct(site: Site, model: Any, test: pd.DataFrame) -> np.ndarray:
@@ -71,6 +76,11 @@ def main() -> None:
     parser.add_argument("--sites-root", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--samples", type=int, default=1000)
+    parser.add_argument(
+        "--retrain-alone",
+        action="store_true",
+        help="train each site alone here (fit) instead of reusing the federation's site-alone models",
+    )
     args = parser.parse_args()
     fed = load_protocol(args.protocol).protocol.federated
     assert fed is not None
@@ -91,11 +101,17 @@ def main() -> None:
         pd.concat([split[n]["validation"] for n in names]),
         epochs,
         work / "centralised",
+        resume=True,
     )
     seconds["centralised"] = time.monotonic() - t
     for n in names:
         t = time.monotonic()
-        models[f"{n} alone"] = _train(sites[n], split[n]["train"], split[n]["validation"], epochs, work / n)
+        if args.retrain_alone:
+            models[f"{n} alone"] = _train(
+                sites[n], split[n]["train"], split[n]["validation"], epochs, work / n
+            )
+        else:  # the federation's own site-alone model (beats_site_alone), trained there if missing
+            models[f"{n} alone"] = sites[n].model(alone_arrays(sites[n]))
         seconds[f"{n} alone"] = time.monotonic() - t
     correct = {
         m: {n: _correct(sites[n], model, split[n]["test"]) for n in names} for m, model in models.items()
