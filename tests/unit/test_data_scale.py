@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from helpers import toy_reviews, write_jsonl, write_protocol
 from tuneproof.cli import app
 from tuneproof.data import minhash_kernel, near_dup
-from tuneproof.data.clean import NearDuplicateIndex, _shingles, near_key, shingle_set
+from tuneproof.data.clean import NearDuplicateIndex, _shingles, dedup_key, near_key, shingle_set
 from tuneproof.data.prepare import prepare_data, split_hash
 from tuneproof.data.problems import PROBLEMS_PER_FILE
 from tuneproof.data.split import find_leaks
@@ -121,6 +121,13 @@ def test_leakage_with_precomputed_signatures_is_the_same_as_without() -> None:
     rows = {s: where[starts[s] : starts[s] + len(p)] for s, p in parts.items()}
     c = find_leaks(parts, ids, spec, SPEC, signature_rows=(matrix, rows))
     assert (a.exact, a.near, a.leaked, a.examples) == (c.exact, c.near, c.leaked, c.examples)
+    # With the cleaning stage's keys passed in (and an exact repeat, case changed), the same leaks.
+    with_exact = {**parts, "test": [*parts["test"], parts["train"][7].upper()]}
+    ids2 = {s: [f"r{i}" for i in range(len(p))] for s, p in with_exact.items()}
+    keys = {s: [dedup_key(t) for t in p] for s, p in with_exact.items()}
+    e = find_leaks(with_exact, ids2, spec, SPEC)
+    d = find_leaks(with_exact, ids2, spec, SPEC, keys=keys)
+    assert e.exact >= 1 and (e.exact, e.near, e.leaked, e.examples) == (d.exact, d.near, d.leaked, d.examples)
     # Every leaked row has an earlier-split row at Jaccard >= 0.9 or with the same key.
     earlier = parts["train"]
     for pos in a.leaked["validation"]:

@@ -100,6 +100,7 @@ def find_leaks(
     near_spec: NearDuplicateSpec,
     signatures: dict[str, np.ndarray] | None = None,
     signature_rows: tuple[np.ndarray, Mapping[str, np.ndarray]] | None = None,
+    keys: Mapping[str, Sequence[str]] | None = None,
 ) -> LeakageResult:
     """Texts of validation/test that also occur (exactly or nearly) in an earlier split.
 
@@ -107,7 +108,9 @@ def find_leaks(
     charged to the evaluation split, which is where it inflates scores. ``signatures``: each split's
     MinHash signatures when the cleaning stage already computed them (else they are computed here).
     ``signature_rows``: the same as one matrix and each split's row positions in it, so no split's
-    signatures are copied (a million rows' matrix is 512 MB)."""
+    signatures are copied (a million rows' matrix is 512 MB). ``keys``: each split's
+    :func:`dedup_key` of its texts when the caller has them (the cleaning stage does), so they are
+    not made a second time."""
     out = LeakageResult()
     order = [s for s in ("train", "validation", "test") if s in texts]
     offsets = dict(zip(order, np.cumsum([0, *[len(texts[s]) for s in order]]).tolist(), strict=False))
@@ -129,6 +132,7 @@ def find_leaks(
             buckets = LshBuckets(sig, near_spec.threshold)
         cache = ShingleCache(lambda i: shingle_set(everything[i], near_spec))
     exact_seen: dict[str, str] = {}
+    split_keys = keys if keys is not None else {s: [dedup_key(t) for t in texts[s]] for s in order}
 
     def earlier_split(si: int) -> Callable[[int], bool]:
         return lambda i: bool(split_of[i] < si)
@@ -136,10 +140,9 @@ def find_leaks(
     for si, split in enumerate(order):
         base = offsets[split]
         found_here: list[tuple[int, str, str, str]] = []
-        for pos, (text, rid) in enumerate(zip(texts[split], row_ids[split], strict=True)):
+        for pos, (key, rid) in enumerate(zip(split_keys[split], row_ids[split], strict=True)):
             if split == "train":
                 continue
-            key = dedup_key(text)
             if spec.exact and key in exact_seen:
                 found_here.append((pos, "exact", exact_seen[key], rid))
                 continue
@@ -158,10 +161,10 @@ def find_leaks(
             if len(out.examples) < 20:
                 out.examples.append({"kind": kind, "a": other_id, "b": f"{split}:{rid}"})
         # Index this split after checking it, so rows are compared with earlier splits only.
-        for pos, (text, rid) in enumerate(zip(texts[split], row_ids[split], strict=True)):
+        for pos, (key, rid) in enumerate(zip(split_keys[split], row_ids[split], strict=True)):
             if pos in out.leaked.get(split, set()):
                 continue
-            exact_seen.setdefault(dedup_key(text), f"{split}:{rid}")
+            exact_seen.setdefault(key, f"{split}:{rid}")
             if buckets is not None:
                 buckets.insert(base + pos)
     return out
