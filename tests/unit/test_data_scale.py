@@ -206,3 +206,17 @@ def test_prepare_exits_3_on_bad_data_and_writes_nothing(tmp_path: Path, tiny_ber
     assert result.exit_code == 3
     assert f"{data}:6" in result.output and "unknown label 'maybe'" in result.output
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_data_workers_uses_a_second_process_only_on_a_free_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TUNEPROOF_DATA_WORKERS", raising=False)
+    monkeypatch.setattr(near_dup.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(near_dup.os, "getloadavg", lambda: (0.8, 0.0, 0.0))
+    assert near_dup.data_workers() == 2
+    monkeypatch.setattr(near_dup.os, "getloadavg", lambda: (1.5, 0.0, 0.0))
+    assert near_dup.data_workers() == 1
+    monkeypatch.setattr(near_dup.os, "cpu_count", lambda: 1)
+    monkeypatch.setattr(near_dup.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert near_dup.data_workers() == 1
+    monkeypatch.setenv("TUNEPROOF_DATA_WORKERS", "3")
+    assert near_dup.data_workers() == 3
