@@ -157,7 +157,7 @@ def _arm(name: str, epsilon: float | None, args: argparse.Namespace, data: Path)
         "train_cpu_seconds": cpu.get("train"),
         "wall_seconds": wall,
         "status": outcome.status,
-        "run_dir": str(outcome.run_dir.relative_to(ROOT)),
+        "run_dir": os.path.relpath(outcome.run_dir, ROOT),
     }
 
 
@@ -193,6 +193,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def main() -> None:
+    global WORK
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--train-rows", type=int, default=400)
     parser.add_argument("--test-rows", type=int, default=300)
@@ -211,12 +212,16 @@ def main() -> None:
     parser.add_argument("--audit-rows", type=int, default=200)
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument(
+        "--work", type=Path, default=WORK, help="folder for the data, protocols and runs (one per sweep)"
+    )
+    parser.add_argument(
         "--parallel",
         action="store_true",
         help="run the arms at the same time, one process each (same load for all; compare CPU seconds)",
     )
     parser.add_argument("--only-arm", help=argparse.SUPPRESS)  # a child of --parallel
     args = parser.parse_args()
+    WORK = args.work
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     data = _write_data(args.train_rows, args.test_rows)
