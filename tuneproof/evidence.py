@@ -254,6 +254,11 @@ class Manifest(Evidence):
         self.resumed_at = [*(self.resumed_at or []), now()]
         self.status = "running"
 
+    def record_precision(self, precision: str, reason: str) -> None:
+        """The precision training settled on after the start (the image precision probe's choice)."""
+        self.environment = {**self.environment, "precision": precision}
+        self.precision_reason = reason
+
     def record_tracking(self, status: Mapping[str, str]) -> None:
         self.tracking = dict(status)
 

@@ -244,6 +244,10 @@ def _train_evaluate_package(
         )
     finally:
         trackers.close()
+    precision = result.precision  # the probe's choice, where it ran: scored and served in it too
+    if result.probe is not None:
+        stage("train", f"trained as {result.probe.chosen}: {result.probe.reason}")
+        manifest.record_precision(precision, result.probe.reason)
     if not distributed.is_main():  # rank 0 alone evaluates, packages and writes the evidence
         distributed.finish()
         return RunOutcome(run_dir, "worker", None)
@@ -264,6 +268,7 @@ def _train_evaluate_package(
             "padded_tokens": result.train.padded_tokens,
             "train_seconds": result.train.train_seconds,
             **({"dp_sgd": result.dp_sgd} if result.dp_sgd is not None else {}),
+            **({"precision_probe": result.probe.to_json()} if result.probe is not None else {}),
         },
     )
 
@@ -311,6 +316,8 @@ def _train_evaluate_package(
         stage("curve", metrics["learning_curve"]["answer"])
     metrics["task"] = task.name  # the scorer may be shared between tasks; the envelope names the run's
     metrics["padding_efficiency"] = result.train.padding_efficiency
+    if result.probe is not None:  # what precision and layout the model was trained in, and why
+        metrics["precision_probe"] = result.probe.to_json()
     if prepared.report.get("pii"):
         from tuneproof.data.pii_step import remaining_by_type
 

@@ -97,6 +97,70 @@ def test_the_run_passes_its_gates_against_both_baselines(image_run: Path) -> Non
     assert tp("verify", str(image_run), cwd=image_run).returncode == 0
 
 
+def _capture_window(run: Path, folder: Path, darken: float = 1.0) -> Path:
+    """Capture records as `serve --capture` writes them, of the run's own test images (optionally
+    darkened), with the served model's predictions, and the true labels in a file beside them."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from tuneproof.serve.capture import describe_image
+    from tuneproof.serve.predict import Predictor
+
+    test = pd.read_parquet(run / "data" / "test.parquet")
+    pngs = []
+    for png in test["image"]:
+        a = np.asarray(Image.open(io.BytesIO(bytes(png))).convert("RGB"), dtype=np.float64) * darken
+        buf = io.BytesIO()
+        Image.fromarray(a.astype(np.uint8)).save(buf, format="PNG")
+        pngs.append(buf.getvalue())
+    predictor = Predictor.load(run)
+    preds = predictor.predict_images([f"images[{i}]" for i in range(len(pngs))], pngs)
+    folder.mkdir()
+    with (folder / "capture-20261203T100000Z-1-0001.jsonl").open("w") as f:
+        for i, (png, p) in enumerate(zip(pngs, preds, strict=True)):
+            rec = {"time": f"2026-12-03T10:00:{i:02d}+00:00", "route": "/predict", "text": f"images[{i}]"}
+            rec.update(prediction=p, image=describe_image(png, predictor.tokenizer.size))
+            f.write(json.dumps(rec) + "\n")
+    with (folder.parent / f"{folder.name}-labels.jsonl").open("w") as f:
+        f.writelines(json.dumps({"label": lab}) + "\n" for lab in test["label"])
+    return folder
+
+
+def test_monitor_reads_image_capture_records(image_run: Path, tmp_path: Path) -> None:
+    assert (image_run / "image_reference" / "reference.parquet").is_file()
+    same = _capture_window(image_run, tmp_path / "same")
+    res = tp(
+        "monitor",
+        str(image_run),
+        "--window",
+        str(same),
+        "--labels",
+        str(tmp_path / "same-labels.jsonl"),
+        cwd=tmp_path,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    (out,) = [d for d in (image_run / "monitoring").iterdir() if d.is_dir()]
+    report = json.loads((out / "monitoring.json").read_text())
+    tests = {t["name"]: t for t in report["drift"]["tests"]}
+    assert set(tests) == {
+        "brightness",
+        "contrast",
+        "image_modes",
+        "image_size",
+        "predicted_labels",
+        "confidence",
+    }
+    # The test split itself, as served: the same luminance, mode and predictions as the reference.
+    assert tests["brightness"]["statistic"] == 0.0 and tests["predicted_labels"]["statistic"] == 0.0
+    assert report["window"]["predictions"] == "as captured" and report["performance"]["degraded"] == []
+    dark = _capture_window(image_run, tmp_path / "dark", darken=0.5)
+    res = tp("monitor", str(image_run), "--window", str(dark), cwd=tmp_path)
+    assert res.returncode == 13, res.stdout + res.stderr  # DriftDetected
+    assert "brightness" in res.stdout + res.stderr
+
+
 def test_predict_reads_a_folder_of_images_and_names_a_bad_one(image_run: Path, tmp_path: Path) -> None:
     inputs = write_image_folder(tmp_path / "new", 3, seed=9)
     res = tp("predict", str(image_run), "--input", str(inputs), cwd=tmp_path)

@@ -263,8 +263,9 @@ def test_capture_records_each_image_by_hash_and_header_never_its_pixels(
     by_hash = {hashlib.sha256(f.read_bytes()).hexdigest(): f for f in files[:6]}
     for rec in records:
         img = rec["image"]
-        assert set(img) == {"sha256", "bytes", "format", "width", "height", "mode"}
+        assert set(img) == {"sha256", "bytes", "format", "width", "height", "mode", "brightness", "contrast"}
         assert img["format"] == "PNG" and img["width"] > 0 and rec["task"] == "image_classification"
+        assert 0.0 < img["brightness"] < 1.0 and 0.0 < img["contrast"] < 0.5
         assert "data" not in rec and "pixels" not in rec
         if rec["route"] == "/predict" and rec["text"].startswith("images["):
             src = by_hash[img["sha256"]]  # the hash names the very file that was sent

@@ -93,7 +93,9 @@ class Harness:
         self.features = self.task.features(prepared.splits["train"], proc, None)
         self.tmp = tmp
 
-    def run(self, ckpt: str, resume: bool = False, on_log: Any = None) -> TrainResult:
+    def run(
+        self, ckpt: str, resume: bool = False, on_log: Any = None, channels_last: bool = False
+    ) -> TrainResult:
         torch.manual_seed(self.protocol.seed)
         model = apply_method(self.task.build_model(self.ref), self.protocol, self.task)
         cfg = LoopConfig(
@@ -104,6 +106,7 @@ class Harness:
             row_ids=[f["row_id"] for f in self.features],
             on_log=on_log,
             augment=self.task.train_augment(self.protocol.seed),
+            channels_last=channels_last,
         )
         self.model = model
         return train_loop(

@@ -99,7 +99,9 @@ def learning_curve(
         subset = {"train": [train_feats[i] for i in rows]}
         try:
             result = fit(task, proto, ref, tokenizer, subset, work, precision, splits=prepared.splits)
-            probs = task.predict(result.model, test_feats, pad_id, protocol.evaluate.batch_size, precision)
+            probs = task.predict(
+                result.model, test_feats, pad_id, protocol.evaluate.batch_size, result.precision
+            )
         finally:
             shutil.rmtree(work, ignore_errors=True)
         return np.asarray(probs, dtype=np.float64)

@@ -72,6 +72,26 @@ def _check_header(img: Image.Image, spec: ImageSpec) -> None:
         raise BadImage(f"{w}x{h} is too small: the shorter side is under images.min_side {spec.min_side}")
 
 
+# Brightness and contrast are read from a small greyscale thumbnail, the same way for the monitoring
+# reference (the test split at the model's size) and for a served image (as uploaded): the mean and
+# the spread of luminance hardly depend on the resolution they are read at.
+LUMINANCE_SIDE = 32
+
+
+def luminance_stats(img: Image.Image, size: int | None = None) -> tuple[float, float]:
+    """(brightness, contrast): the mean and standard deviation of luminance, in [0, 1]. Two numbers
+    per image, which show a camera or lighting change and nothing of what the image shows.
+
+    ``size``: first bring the image to the model's square input as ``decode`` does (a served image,
+    so that it is read like the test split's images, which are stored at that size)."""
+    upright = ImageOps.exif_transpose(img).convert("RGB")
+    if size is not None and upright.size != (size, size):
+        upright = upright.resize((size, size), RESAMPLE)
+    grey = upright.convert("L").resize((LUMINANCE_SIDE, LUMINANCE_SIDE), RESAMPLE)
+    a = np.asarray(grey, dtype=np.float64) / 255.0
+    return float(a.mean()), float(a.std())
+
+
 def near_hash_bits(img: Image.Image, spec: ImageSpec) -> np.ndarray:
     import imagehash
 

@@ -20,6 +20,7 @@ from tuneproof.errors import DriftDetected, PerformanceDegraded
 from tuneproof.export.manifest import read_manifest
 from tuneproof.monitor.drift import DriftTest, drift_tests
 from tuneproof.monitor.features import Observed
+from tuneproof.monitor.images import IMAGE_TASKS, image_drift_tests, load_image_reference, window_sample
 from tuneproof.monitor.performance import check_metric_names, compare_performance
 from tuneproof.monitor.reference import Reference, load_reference
 from tuneproof.protocol.schema import MonitorSpec, Protocol
@@ -60,9 +61,18 @@ def decide(
     ``null``: the embedding test's permutation null if already computed for this reference and
     window size (``drift.reduced_null`` with the same seed gives the same one).
     """
-    level = per_test_level(spec)
     ref_side, dropped = without_overlap(ref, win.texts)
-    tests: list[DriftTest] = drift_tests(ref_side, win, spec.permutations, level, seed, null, ref.embeddings)
+    tests: list[DriftTest] = drift_tests(
+        ref_side, win, spec.permutations, per_test_level(spec), seed, null, ref.embeddings
+    )
+    return verdict_of(tests, spec, len(ref_side), dropped)
+
+
+def verdict_of(
+    tests: list[DriftTest], spec: MonitorSpec, reference_rows: int, dropped: int = 0
+) -> dict[str, Any]:
+    """The drift part of the verdict from tests already run: which alarm at the per-test level."""
+    level = per_test_level(spec)
     rows = []
     alarming = []
     for t in tests:
@@ -74,10 +84,19 @@ def decide(
         "alarm": bool(alarming),
         "alarming_tests": alarming,
         "level_per_test": level,
-        "reference_rows": len(ref_side),
+        "reference_rows": reference_rows,
         "reference_rows_left_out": dropped,
         "tests": rows,
     }
+
+
+def image_monitor_spec(spec: MonitorSpec) -> MonitorSpec:
+    """An image run's tests to alarm on, where its protocol names none: the image default."""
+    if "alarm_on" in spec.model_fields_set:
+        return spec
+    from tuneproof.monitor.images import DEFAULT_IMAGE_ALARMS
+
+    return spec.model_copy(update={"alarm_on": list(DEFAULT_IMAGE_ALARMS)})
 
 
 def monitor_run(
@@ -98,23 +117,35 @@ def monitor_run(
     manifest = read_manifest(run_dir)
     protocol: Protocol = load_protocol(run_dir / "protocol.source.yaml").protocol
     spec = protocol.monitor
-    ref: Reference = load_reference(run_dir)
-    check_metric_names(spec, ref.task)
     size = window_size or spec.window
-    task_labels = ref.labels if ref.task == "classification" else None
-    window = read_window(window_path, size, task_labels, labels_path, text_column, label_column)
-    predictor = Predictor.load(run_dir)
-    win = observe(predictor, window.texts, window.predictions, window.labels)
-
-    drift = decide(ref.observed, win, spec, protocol.seed)
+    if protocol.task in IMAGE_TASKS:
+        spec = image_monitor_spec(spec)
+        check_metric_names(spec, "classification")
+        iref = load_image_reference(run_dir)
+        window = read_window(window_path, size, iref.labels, labels_path, text_column, label_column)
+        win_images = window_sample(
+            window.images, window.predictions, iref.labels, window.labels, window.where, window.source
+        )
+        drift = verdict_of(image_drift_tests(iref, win_images), spec, len(iref.sample.observed))
+        ref_obs, win, labels = iref.sample.observed, win_images.observed, iref.labels
+        task_name = protocol.task
+    else:
+        ref: Reference = load_reference(run_dir)
+        check_metric_names(spec, ref.task)
+        task_labels = ref.labels if ref.task == "classification" else None
+        window = read_window(window_path, size, task_labels, labels_path, text_column, label_column)
+        predictor = Predictor.load(run_dir)
+        win = observe(predictor, window.texts, window.predictions, window.labels)
+        drift = decide(ref.observed, win, spec, protocol.seed)
+        ref_obs, labels, task_name = ref.observed, ref.labels, ref.task
     performance: dict[str, Any] | None = None
     if win.labels is not None:
-        if ref.task == "classification":
+        if task_name in ("classification", *IMAGE_TASKS):
             release = json.loads((run_dir / "metrics.json").read_text())
             performance = compare_performance(
-                ref.observed,
+                ref_obs,
                 win,
-                ref.labels,
+                labels,
                 spec,
                 release,
                 protocol.gates,
@@ -123,7 +154,7 @@ def monitor_run(
                 protocol.seed,
             )
         else:
-            performance = {"available": False, "reason": f"not implemented for task {ref.task!r} yet"}
+            performance = {"available": False, "reason": f"not implemented for task {task_name!r} yet"}
     degraded = bool(performance and performance.get("degraded"))
     verdict = "degraded" if degraded else ("drift" if drift["alarm"] else "ok")
     now = datetime.now(UTC)
@@ -132,7 +163,7 @@ def monitor_run(
         "run": run_dir.name,
         "run_status": manifest.status,
         "deployable": manifest.deployable,
-        "task": ref.task,
+        "task": task_name,
         "created_at": now.isoformat(timespec="seconds"),
         "verdict": verdict,
         "drift_detected": drift["alarm"],
@@ -149,7 +180,7 @@ def monitor_run(
             "predictions": "as captured" if window.predictions is not None else "made by the run's model",
             "labelled": win.labels is not None,
         },
-        "reference": {"split": "test", "rows": len(ref.observed)},
+        "reference": {"split": "test", "rows": len(ref_obs)},
         "monitor": spec.model_dump(),
         "drift": drift,
         "performance": performance,

@@ -45,6 +45,10 @@ def write_reference(run_dir: Path, task: Any, test: pd.DataFrame, outputs: Any) 
     ``monitor`` load it, so a window is embedded the same way later. Returns None for tasks that are
     not monitored (generative ones).
     """
+    from tuneproof.monitor.images import IMAGE_TASKS, write_image_reference
+
+    if task.name in IMAGE_TASKS:
+        return write_image_reference(run_dir, task, test, outputs)
     if task.name not in MONITORED_TASKS:
         return None
     from safetensors.numpy import save_file

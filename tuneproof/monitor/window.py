@@ -28,6 +28,8 @@ class Window:
     source: str
     rows_read: int  # before keeping the most recent ``size``
     where: list[str]  # file:line of each kept row, for the report
+    # The ``image`` description of each row (capture records of an image model); None: not all have one.
+    images: list[dict[str, Any]] | None = None
 
 
 def _rows(path: Path, problems: list[Problem]) -> list[dict[str, Any]]:
@@ -143,6 +145,7 @@ def read_window(
             [Problem(m, f"no {label_column!r}: label every row of the window or none") for m in missing],
             f"window {path}",
         )
+    images = [r["image"] for r in rows if isinstance(r.get("image"), dict)]
     return Window(
         texts=texts,
         predictions=preds or None,
@@ -150,6 +153,7 @@ def read_window(
         source=str(path),
         rows_read=rows_read,
         where=[_where(r) for r in rows],
+        images=images if images and len(images) == len(rows) else None,
     )
 
 

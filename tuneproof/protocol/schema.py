@@ -601,7 +601,17 @@ class DaptSpec(Strict):
     )
 
 
-MonitorTest = Literal["length", "unknown_tokens", "embedding", "predicted_labels", "confidence"]
+# The last three apply to image runs only (tuneproof/monitor/images.py), whose default they are.
+MonitorTest = Literal[
+    "length",
+    "unknown_tokens",
+    "embedding",
+    "predicted_labels",
+    "confidence",
+    "brightness",
+    "contrast",
+    "image_modes",
+]
 
 
 class MonitorSpec(Strict):

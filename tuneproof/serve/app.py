@@ -130,7 +130,15 @@ def create_app(
     worker = ModelWorker()
     max_length = predictor.info.max_length
     capture = (
-        CaptureWriter(settings.capture, _pii_for_capture(run_dir), metrics, task, run_dir.name)
+        CaptureWriter(
+            settings.capture,
+            _pii_for_capture(run_dir),
+            metrics,
+            task,
+            run_dir.name,
+            # Luminance is read at the model's input size, as the monitoring reference's test images are.
+            image_size=predictor.tokenizer.size if task in IMAGE_TASKS else None,
+        )
         if settings.capture is not None
         else None
     )

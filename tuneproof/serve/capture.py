@@ -25,10 +25,12 @@ Image models: a record's ``text`` is the image's position in its request (``imag
 JSON, ``files[2]`` for an upload; an uploaded file's own name is not kept: a name such as
 ``scan-of-jane.doe@example.com.png`` is not reliably found by the PII recognisers), and ``image``
 describes it without its content:
-``{"sha256", "bytes", "format", "width", "height", "mode"}`` (the SHA-256 of the bytes as received,
-their length and what the header says). The pixels are never written: an image can show a face or
-a document, which no scrubber here can redact. The description is made when the batch is submitted,
-so the queue holds no image bytes and stays as small as for text.
+``{"sha256", "bytes", "format", "width", "height", "mode", "brightness", "contrast"}`` (the SHA-256
+of the bytes as received, their length, what the header says, and the mean and standard deviation
+of luminance in [0, 1], which ``tuneproof monitor`` compares with the test split's). The pixels are
+never written: an image can show a face or a document, which no scrubber here can redact. The
+description is made when the batch is submitted, so the queue holds no image bytes and stays as
+small as for text.
 
 PII: the protocol's ``pii:`` policy is applied to ``text`` (and to chat messages) before a record is
 queued; a run without a ``pii:`` section is captured under the default policy, which redacts every
@@ -73,8 +75,17 @@ class _Batch:
 
 
 class CaptureWriter:
-    def __init__(self, spec: Capture, pii: Any, metrics: ServeMetrics, task: str, run: str) -> None:
+    def __init__(
+        self,
+        spec: Capture,
+        pii: Any,
+        metrics: ServeMetrics,
+        task: str,
+        run: str,
+        image_size: int | None = None,
+    ) -> None:
         self.spec, self.pii, self.metrics, self.task, self.run = spec, pii, metrics, task, run
+        self.image_size = image_size  # an image model's input side, where luminance is read
         self.spec.folder.mkdir(parents=True, exist_ok=True)
         self._queue: queue.Queue[_Batch | None] = queue.Queue(maxsize=spec.queue_records)
         self._fh: IO[str] | None = None
@@ -89,7 +100,7 @@ class CaptureWriter:
         """``texts``: the input texts, or the ``ImageInput`` items of an image model."""
         images = None
         if texts and hasattr(texts[0], "data"):  # ImageInput: keep a description, not the bytes
-            images = [describe_image(x.data) for x in texts]
+            images = [describe_image(x.data, self.image_size) for x in texts]
             texts = [x.name if _POSITIONAL.match(x.name) else f"files[{i}]" for i, x in enumerate(texts)]
         item = _Batch(
             route, request_id, list(texts), list(predictions), datetime.now(UTC).isoformat(), images
@@ -196,21 +207,26 @@ class CaptureWriter:
             old.unlink(missing_ok=True)
 
 
-def describe_image(data: bytes) -> dict[str, Any]:
-    """What a capture record says about an image: a hash and its header, never its pixels.
-
-    Reads the header only (Pillow opens lazily); the server checked it before the model saw it."""
+def describe_image(data: bytes, size: int | None = None) -> dict[str, Any]:
+    """What a capture record says about an image: a hash, its header and two luminance figures
+    (``data.images.luminance_stats``, read after resizing to the model's input ``size`` as the data
+    stage does, since contrast depends on resolution), never its pixels. The server checked the
+    image before the model saw it; this decodes it once more, on the request thread."""
     import hashlib
     import io
 
     from PIL import Image
 
+    from tuneproof.data.images import luminance_stats
+
     out: dict[str, Any] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    out.update(format=None, width=None, height=None, mode=None, brightness=None, contrast=None)
     try:
         with Image.open(io.BytesIO(data)) as img:
             out.update(format=img.format, width=img.width, height=img.height, mode=img.mode)
-    except Exception:  # a capture record is still written for an image the header reader rejects
-        out.update(format=None, width=None, height=None, mode=None)
+            out["brightness"], out["contrast"] = luminance_stats(img, size)
+    except Exception:  # a record is still written for an image the reader rejects, with what was read
+        pass
     return out
 
 

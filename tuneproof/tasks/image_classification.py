@@ -50,6 +50,7 @@ SPEC = TaskSpec(
     ),
     report_sections=("confident_errors", "augmentation_grid"),
     pipeline_tag="image-classification",
+    precision_probe=True,
 )
 
 

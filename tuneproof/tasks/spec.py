@@ -26,6 +26,9 @@ class TaskSpec:
     options: tuple[str, ...] = ()  # task-only protocol settings this task accepts (e.g. "data.tag_scheme")
     report_sections: tuple[str, ...] = ()  # ids of the task's own report sections, in page order
     pipeline_tag: str | None = None  # the Hugging Face Hub's name for what the model does
+    # `precision: auto` times fp32/bf16 x NCHW/channels-last on the model instead of trusting the CPU
+    # flags (train/precision_probe.py): convnets do not gain from bf16 as transformers do.
+    precision_probe: bool = False
 
     def __post_init__(self) -> None:
         if not self.selection_metrics:

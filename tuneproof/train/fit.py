@@ -15,8 +15,9 @@ from tuneproof.errors import Problem, ProtocolError, TuneproofError
 from tuneproof.protocol.schema import Protocol
 from tuneproof.tasks.base import Task
 from tuneproof.train import distributed
-from tuneproof.train.loop import LoopConfig, TrainResult, train_loop
+from tuneproof.train.loop import LoopConfig, TrainResult, set_memory_format, train_loop
 from tuneproof.train.model_source import ModelRef
+from tuneproof.train.precision_probe import ProbeChoice
 
 
 @dataclass
@@ -24,7 +25,11 @@ class FitResult:
     model: nn.Module
     train: TrainResult
     features: dict[str, list[dict[str, Any]]]
+    # The precision the model was trained in, and is to be scored and served in: the one handed to
+    # fit(), or the precision probe's choice (then in ``probe``, with what it measured).
+    precision: str
     dp_sgd: dict[str, Any] | None = None  # the privacy record of a DP-SGD run (tuneproof.privacy.dp_loop)
+    probe: ProbeChoice | None = None
 
 
 def set_threads(protocol: Protocol) -> int:
@@ -92,12 +97,21 @@ def fit(
     """``splits`` (the prepared data frames) is needed by ``train.method: setfit``, which trains on
     the texts rather than on token ids."""
     if protocol.train.method == "setfit":
-        return _fit_setfit(task, protocol, ref, features, checkpoint_dir, splits)
+        return _fit_setfit(task, protocol, ref, features, checkpoint_dir, splits, precision)
     torch.manual_seed(protocol.seed)  # the new head's initial weights depend on it
     model = apply_method(task.build_model(ref), protocol, task)
     train_feats = task.resample(features["train"], protocol.seed)
     val = features.get("validation") or []
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    choice = None
+    if probes_precision(task, protocol) and train_feats:
+        from tuneproof.train.precision_probe import probe
+
+        batch = task.collate(pad_id)(train_feats[: protocol.train.batch_size])
+        choice = probe(
+            model, batch, task.loss_fn(train_feats), protocol.train, precision, checkpoint_dir, resume
+        )
+        precision = choice.precision
 
     def eval_fn(m: nn.Module) -> dict[str, float]:
         return task.validation_metrics(m, val, pad_id, protocol.evaluate.batch_size, precision)
@@ -115,6 +129,7 @@ def fit(
         on_log=on_log,
         precision=precision,
         augment=task.train_augment(protocol.seed),
+        channels_last=choice is not None and choice.channels_last,
     )
     dp = protocol.privacy.dp_sgd if protocol.privacy is not None else None
     if dp is not None:
@@ -132,7 +147,7 @@ def fit(
         dp_result, record = dp_train_loop(
             model, train_feats, task.collate(pad_id), task.loss_fn(train_feats), cfg, dp, resume=resume
         )
-        return FitResult(model, dp_result, features, dp_sgd=record)
+        return FitResult(model, dp_result, features, precision, dp_sgd=record)
     result = train_loop(
         model, train_feats, task.collate(pad_id), task.loss_fn(train_feats), cfg, resume=resume
     )
@@ -142,7 +157,20 @@ def fit(
         model = apply_method(task.build_model(ref), protocol, task)
         model.load_state_dict(result.full_state, strict=True)
         result.full_state = None
-    return FitResult(model, result, features)
+    if cfg.channels_last:  # hand on a plain model: safetensors, ONNX and serving expect contiguous weights
+        model = set_memory_format(model, False)
+    return FitResult(model, result, features, precision, probe=choice)
+
+
+def probes_precision(task: Task, protocol: Protocol) -> bool:
+    """Whether this run times its candidates (train/precision_probe.py) instead of trusting the CPU
+    flags: a task that asks for it, ``precision: auto``, on CPU, in one process."""
+    return (
+        task.spec.precision_probe
+        and protocol.train.precision == "auto"
+        and not torch.cuda.is_available()
+        and distributed.world_size() == 1
+    )
 
 
 def _fit_setfit(
@@ -152,6 +180,7 @@ def _fit_setfit(
     features: dict[str, list[dict[str, Any]]],
     checkpoint_dir: Path,
     splits: dict[str, Any] | None,
+    precision: str,
 ) -> FitResult:
     from tuneproof.train.setfit_fit import fit_setfit, texts_of
 
@@ -172,4 +201,4 @@ def _fit_setfit(
         multilabel,
         checkpoint_dir / "setfit",
     )
-    return FitResult(model, result, features)
+    return FitResult(model, result, features, precision)

@@ -68,6 +68,9 @@ class LoopConfig:
     # (micro-batch features, epoch) -> features as the model sees them (image augmentation); a pure
     # function, so a resumed run trains on the same inputs as an uninterrupted one.
     augment: Callable[[list[Batch], int], list[Batch]] | None = None
+    # Train in channels-last (NHWC) memory layout: the model's 4-D weights and each batch's 4-D
+    # inputs. Chosen by the image precision probe (train/precision_probe.py); one process only.
+    channels_last: bool = False
 
 
 @dataclass
@@ -169,6 +172,37 @@ def build_optimizer(model: nn.Module, spec: TrainSpec) -> torch.optim.Optimizer:
     )
 
 
+def to_memory_format(batch: Batch, channels_last: bool) -> Batch:
+    """``batch`` with its 4-D floating tensors (images) in channels-last layout, or as it is."""
+    if not channels_last:
+        return batch
+    return {
+        k: v.contiguous(memory_format=torch.channels_last)
+        if isinstance(v, torch.Tensor) and v.dim() == 4 and v.is_floating_point()
+        else v
+        for k, v in batch.items()
+    }
+
+
+def set_memory_format(model: nn.Module, channels_last: bool) -> nn.Module:
+    """``model`` with its 4-D parameters and buffers in channels-last layout, or contiguous again."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    # torch's stubs omit the memory_format keyword that Module.to accepts (and documents).
+    moved: nn.Module = model.to(memory_format=fmt)  # type: ignore[call-overload]
+    return moved
+
+
+def _match_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Checkpoints hold contiguous tensors; give restored optimizer state its parameter's layout, as
+    an uninterrupted run has it (``zeros_like`` keeps a channels-last parameter's strides)."""
+    for p, st in optimizer.state.items():
+        if not isinstance(p, torch.Tensor) or p.dim() != 4:
+            continue
+        for k, v in st.items():
+            if isinstance(v, torch.Tensor) and v.shape == p.shape:
+                st[k] = v.contiguous(memory_format=torch.channels_last)
+
+
 def train_loop(
     model: nn.Module,
     features: list[Batch],
@@ -194,6 +228,10 @@ def train_loop(
     check_supported(accelerator)
     if world > 1 and cfg.augment is not None:
         raise TuneproofError("image augmentation runs in one process only in this version; drop --processes")
+    if world > 1 and cfg.channels_last:
+        raise TuneproofError("channels-last training runs in one process only in this version")
+    if cfg.channels_last:
+        model = set_memory_format(model, True)
     n = len(features)
     step_batch = spec.batch_size * spec.gradient_accumulation
     steps_per_epoch = math.ceil(n / step_batch)
@@ -257,6 +295,8 @@ def train_loop(
                 scatter_full_optimizer(model, raw_optimizer, ck.optimizer, names)
             else:
                 optimizer.load_state_dict(ck.optimizer)
+                if cfg.channels_last:
+                    _match_layouts(raw_optimizer)
             scheduler.load_state_dict(ck.scheduler)
             torch.set_rng_state(ck.rng)
             state = ck.state
@@ -336,7 +376,7 @@ def train_loop(
                 picked = [[features[i] for i in m] for m in micro]
                 if cfg.augment is not None:
                     picked = [cfg.augment(p, epoch) for p in picked]
-                prepared = [collate(p) for p in picked]
+                prepared = [to_memory_format(collate(p), cfg.channels_last) for p in picked]
                 total_count = sum(int(b.pop("_count")) for b in prepared)
                 step_loss = 0.0
                 for b in prepared:
