@@ -191,8 +191,9 @@ def test_a_secure_round_needing_every_site_fails_cleanly_when_one_refuses(
 ) -> None:
     sites["blow_up"].add("east")
     fed = _federation(tmp_path, tiny_bert, "")
-    with pytest.raises(FederationFailed, match="round 1"):
+    with pytest.raises(FederationFailed, match=r"round 1: .*collect_masked_vectors stage \(2 of 3") as err:
         fed.secure_round(_LoopbackGrid(), 1, START, NODES)
+    assert "exceeds the clipping range" in str(err.value)
     state = json.loads((tmp_path / "server" / "federation.json").read_text())
     assert state["rounds"][0]["status"] == "failed"
     assert not (tmp_path / "server" / "checkpoints").exists()

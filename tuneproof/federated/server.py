@@ -274,9 +274,11 @@ class Federation:
             entry["seconds"] = round(time.monotonic() - started, 3)
             self.state["rounds"].append(entry)
             self.save()
+            last = result.stages[-1] if result.stages else {"stage": "setup", "asked": 0, "answered": 0}
             raise FederationFailed(
-                f"round {server_round}: secure aggregation halted (answered {', '.join(answered) or 'none'}; "
-                f"errors {entry['errors'] or 'none'})"
+                f"round {server_round}: secure aggregation halted at its {last['stage']} stage "
+                f"({last['answered']} of {last['asked']} sites answered within round_timeout "
+                f"{self.fed.round_timeout:g}s; errors: {entry['errors'] or 'none'})"
             )
         self._check_enough(entry, len(answered), len(sampled), started)
         per_site = {nodes.get(n, str(n)): m for n, m in result.metrics.items()}
