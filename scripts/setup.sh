@@ -31,5 +31,5 @@ apt_install() {  # $1: the package, $2: what needs it
 command -v chromium >/dev/null 2>&1 || apt_install chromium "the browser tests (tests/ui)"
 # Flower (federated runs) pins older fastapi/typer/protobuf than the serving stack, so it gets its
 # own environment layered over .venv (scripts/setup_flower.sh says how).
-.venv-flower/bin/python -c "import flwr" 2>/dev/null || bash scripts/setup_flower.sh
+.venv-flower/bin/python -c "import flwr, ray" 2>/dev/null || bash scripts/setup_flower.sh
 echo "tuneproof is installed in .venv ($(.venv/bin/python -c 'import tuneproof, torch; print("torch", torch.__version__)'))"

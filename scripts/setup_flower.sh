@@ -11,6 +11,7 @@ python3 -m venv .venv-flower
 site=$(.venv-flower/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 basesite=$("$base/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 echo "$basesite" > "$site/tuneproof-base.pth"
-.venv-flower/bin/python -m pip install -q "flwr==1.42.0"
+# [simulation] adds ray (pinned by flwr: 2.55.1 here) for `tuneproof federate --simulation`.
+.venv-flower/bin/python -m pip install -q "flwr[simulation]==1.42.0"
 # torch and transformers must come from .venv, unchanged.
-.venv-flower/bin/python -c 'import torch, transformers, flwr; print("flower env:", flwr.__version__, torch.__version__)'
+.venv-flower/bin/python -c 'import torch, transformers, flwr, ray; print("flower env:", flwr.__version__, torch.__version__, "ray", ray.__version__)'

@@ -601,14 +601,26 @@ def federate(
         str | None, typer.Option(help="interpreter of the environment with flwr (default: this one)")
     ] = None,
     timeout: Annotated[float, typer.Option(help="seconds before giving up on the federation")] = 3600.0,
+    simulation: Annotated[
+        bool,
+        typer.Option(help="run the sites on Flower's simulation engine (Ray) instead of as processes"),
+    ] = False,
 ) -> None:
     """Run a federation on this machine as real Flower processes (SuperLink, one SuperNode per site)
-    on 127.0.0.1; across machines, start the same processes by hand: docs/federated.md. Exit 4 when
-    a gate fails, 17 when the federation fails."""
+    on 127.0.0.1, or with --simulation on Flower's simulation engine (needs flwr[simulation]); across
+    machines, start the processes by hand: docs/federated.md. Exit 4 when a gate fails, 17 when the
+    federation fails."""
     from tuneproof.federated.launch import run_local
 
     try:
-        state = run_local(protocol, run_dir, sites_root, python=python or sys.executable, timeout=timeout)
+        state = run_local(
+            protocol,
+            run_dir,
+            sites_root,
+            python=python or sys.executable,
+            timeout=timeout,
+            simulation=simulation,
+        )
     except TuneproofError as exc:
         _fail(exc)
         return

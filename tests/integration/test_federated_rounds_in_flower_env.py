@@ -1,8 +1,8 @@
-"""tests/unit/test_federated_rounds.py needs flwr importable, which the main environment is not
-(flwr's pins conflict with the serving stack's; docs/federated.md). So that module skips under
-`.venv/bin/python -m pytest`, and this test runs it in the Flower environment instead: without it,
-the round loop's tests (a round with too few answers, the site-alone gate, the federation report,
-show and verify) would never run in CI."""
+"""tests/unit/test_federated_rounds.py and test_federated_secure.py need flwr importable, which the
+main environment is not (flwr's pins conflict with the serving stack's; docs/federated.md). So those
+modules skip under `.venv/bin/python -m pytest`, and this test runs them in the Flower environment
+instead: without it, the round loop's tests (a round with too few answers, the site-alone gate, the
+federation report, show and verify, and SecAgg+ rounds) would never run in CI."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ def test_round_loop_tests_pass_in_the_flower_env(tmp_path: Path) -> None:
             "no:cacheprovider",
             "-rs",
             "tests/unit/test_federated_rounds.py",
+            "tests/unit/test_federated_secure.py",
         ],
         cwd=ROOT,
         env=env,

@@ -51,7 +51,12 @@ def _rewrite(protocol: Path, old: str, new: str) -> Path:
         ("  rounds: 2\n", "  rounds: 2\n  strategy: fedsgd\n", "strategy"),
         ("  rounds: 2\n", "  rounds: 2\n  clients_per_round: 4\n", "at most the 3 sites"),
         ("  rounds: 2\n", "  rounds: 2\n  local_epochs: 2\n  local_steps: 3\n", "not both"),
-        ("  rounds: 2\n", "  rounds: 2\n  secure_aggregation: true\n", "secure_aggregation"),
+        (
+            "  rounds: 2\n",
+            "  rounds: 2\n  secure_aggregation: true\n  clients_per_round: 1\n",
+            "secure_aggregation: needs clients_per_round of 2",
+        ),
+        ("  rounds: 2\n", "  rounds: 2\n  secagg_clipping_range: 0\n", "secagg_clipping_range"),
         ("  rounds: 2\n", "  rounds: 2\n  colour: blue\n", "colour"),
         ("{name: south,", "{name: north,", "site names must be unique"),
         ("gates: [{metric: accuracy, min: 0.3}]", "gates: [{metric: ece, max: 0.1}]", "gates[0]"),
@@ -65,6 +70,12 @@ def test_the_federated_section_is_checked(
     with pytest.raises(ProtocolError) as err:
         load_protocol(protocol)
     assert message in str(err.value)
+
+
+def test_secure_aggregation_is_accepted(federation: tuple[Path, object]) -> None:
+    protocol = _rewrite(federation[0], "  rounds: 2\n", "  rounds: 2\n  secure_aggregation: true\n")
+    fed = load_protocol(protocol).protocol.federated
+    assert fed is not None and fed.secure_aggregation and fed.secagg_clipping_range == 8.0
 
 
 def test_a_plain_protocol_still_needs_its_data(tmp_path: Path) -> None:

@@ -3,7 +3,9 @@
 Imported only in the Flower processes (flwr-serverapp, flwr-clientapp), never by ``tuneproof``'s
 other modules, so the main environment does not need ``flwr``. The server reads the protocol path
 and its run folder from the run config (``flwr run --run-config``); each SuperNode is told its site,
-the protocol and its own folder by ``--node-config`` (see tuneproof/federated/launch.py).
+the protocol and its own folder by ``--node-config`` (see tuneproof/federated/launch.py). On the
+simulation engine a virtual SuperNode knows only its ``partition-id``: partition ``i`` plays the
+protocol's ``i``-th site, with the protocol and the sites' root from the run config.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
+from tuneproof.federated.secure import conditional_secaggplus_mod, fit_arrays, fit_reply, is_legacy_fit
 from tuneproof.federated.server import (
     ALONE,
     BOOTSTRAP,
@@ -32,14 +35,26 @@ from tuneproof.federated.server import (
 from tuneproof.fsutil import atomic_write_json
 
 server_app = ServerApp()
-client_app = ClientApp()
+# SecAgg+ runs as a mod around train; it lets the plain rounds' messages through untouched.
+client_app = ClientApp(mods=[conditional_secaggplus_mod])
 
 
 def _site(context: Context) -> Any:
     from tuneproof.federated.site import Site
 
     cfg = context.node_config
-    return Site.open(Path(str(cfg["protocol"])), str(cfg["site"]), Path(str(cfg["work-dir"])))
+    if "site" in cfg:  # a real SuperNode, told its site by --node-config
+        return Site.open(Path(str(cfg["protocol"])), str(cfg["site"]), Path(str(cfg["work-dir"])))
+    from tuneproof.federated.launch import simulated_site
+
+    protocol = Path(str(context.run_config["protocol"]))
+    name, work_dir = simulated_site(
+        protocol,
+        Path(str(context.run_config["sites-root"])),
+        int(cfg["partition-id"]),
+        int(cfg["num-partitions"]),
+    )
+    return Site.open(protocol, name, work_dir)
 
 
 def _status(site: Any, **fields: Any) -> None:
@@ -52,11 +67,17 @@ def train(msg: Message, context: Context) -> Message:
     from tuneproof.federated.site import local_round
 
     site = _site(context)
-    config = dict(msg.content["config"])
+    secure = is_legacy_fit(msg.content)  # a SecAgg+ round: legacy FitIns in, FitRes out, masked by the mod
+    if secure:
+        arrays, config = fit_arrays(msg.content)
+    else:
+        arrays, config = from_record(msg.content["arrays"]), dict(msg.content["config"])
     server_round = int(config.get("server-round", 0))
     _status(site, round=server_round, phase="training")
-    new, metrics = local_round(site, from_record(msg.content["arrays"]), server_round, config)
+    new, metrics = local_round(site, arrays, server_round, config)
     _status(site, round=server_round, phase="trained")
+    if secure:
+        return Message(fit_reply(new, metrics, config), reply_to=msg)
     metrics["num-examples"] = int(metrics["train_examples"])
     return Message(RecordDict({"arrays": to_record(new), "metrics": MetricRecord(metrics)}), reply_to=msg)
 
@@ -93,7 +114,9 @@ def main(grid: Grid, context: Context) -> None:
     from tuneproof.federated.report import write_report
 
     run_dir = Path(str(context.run_config["run-dir"]))
-    federation = Federation(Path(str(context.run_config["protocol"])), run_dir)
+    federation = Federation(
+        Path(str(context.run_config["protocol"])), run_dir, str(context.run_config.get("engine", "processes"))
+    )
     arrays = federation.run(grid, initial_arrays(federation.loaded))
     package_global(federation, arrays)
     federation.save()

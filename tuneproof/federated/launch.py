@@ -1,7 +1,10 @@
-"""Launch a federation as real Flower processes: one SuperLink, one SuperNode per site, ``flwr run``.
+"""Launch a federation: as real Flower processes (one SuperLink, one SuperNode per site, ``flwr run``)
+or on Flower's simulation engine (one SuperLink in ``--simulation`` mode, no SuperNodes: Flower runs
+one virtual SuperNode per site as Ray actors in its ``flwr-simulation`` process).
 
-On one machine (tests, the example) everything binds 127.0.0.1 with free ports; in production the
-same three commands run on separate machines (docs/federated.md). The Flower processes run under
+Both run the same ServerApp and ClientApp (tuneproof/federated/flower_app.py). On one machine
+(tests, the example) everything binds 127.0.0.1 with free ports; in production the same three
+commands of the process mode run on separate machines (docs/federated.md). The Flower processes run under
 ``python`` (default: this interpreter), so ``flwr`` may live in its own environment: its pins
 (fastapi, typer, protobuf) conflict with the serving stack's. Each process gets its own
 ``FLWR_HOME``: the server's under the run folder, each site's under that site's folder.
@@ -48,6 +51,8 @@ clientapp = "tuneproof_federation.apps:client_app"
 [tool.flwr.app.config]
 protocol = ""
 run-dir = ""
+sites-root = ""
+engine = "processes"
 """
 _APP_MODULE = (
     '"""Generated: the Flower app is tuneproof\'s own (tuneproof/federated/flower_app.py)."""\n\n'
@@ -84,6 +89,7 @@ class LocalFederation:
     run_dir: Path
     site_dirs: dict[str, Path]
     python: str = sys.executable
+    simulation: bool = False
     logs: Path = field(init=False)
     superlink: subprocess.Popen[bytes] | None = None
     supernodes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -103,6 +109,11 @@ class LocalFederation:
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env["FLWR_HOME"] = str(home)
         env.setdefault("TUNEPROOF_THREADS", "1")
+        if self.simulation:
+            # Ray's object store takes 30% of the machine's memory by default; the sites' messages
+            # are a few MB, so 5% bounds its footprint (each site's actor holds 1 CPU: see
+            # simulation_config).
+            env.setdefault("RAY_DEFAULT_OBJECT_STORE_MEMORY_PROPORTION", "0.05")
         return env
 
     def _tool(self, name: str) -> str:
@@ -130,11 +141,14 @@ class LocalFederation:
                 str(self.port),
                 # The app's dependencies are this environment's; never let Flower fetch packages.
                 "--disable-runtime-dependency-installation",
+                *(["--simulation"] if self.simulation else []),
             ],
             home,
             "superlink.log",
         )
         _wait_port(self.port, self.superlink, timeout, "flower-superlink")
+        if self.simulation:
+            return  # the simulation engine starts the sites' virtual SuperNodes itself
         for name, folder in self.site_dirs.items():
             self.start_site(name, folder)
 
@@ -170,9 +184,14 @@ class LocalFederation:
             f'address = "127.0.0.1:{self.port}"\ninsecure = true\n'
         )
         atomic_write_text(home / "config.toml", connection)
-        run_config = f'protocol="{self.protocol}" run-dir="{self.run_dir}"'
+        root = self._sites_root()
+        engine = "simulation" if self.simulation else "processes"
+        run_config = (
+            f'protocol="{self.protocol}" run-dir="{self.run_dir}" sites-root="{root}" engine="{engine}"'
+        )
+        extra = ["--federation-config", simulation_config(len(self.site_dirs))] if self.simulation else []
         done = subprocess.run(
-            [self._tool("flwr"), "run", str(app), "local", "--run-config", run_config],
+            [self._tool("flwr"), "run", str(app), "local", "--run-config", run_config, *extra],
             env=self._env(home),
             capture_output=True,
             timeout=120,
@@ -181,6 +200,14 @@ class LocalFederation:
         if done.returncode != 0:
             raise FederationFailed(f"flwr run failed ({done.returncode}): {text.strip()[-2000:]}")
         return text
+
+    def _sites_root(self) -> Path:
+        """SITES_ROOT, where a simulated site finds its folder (SITES_ROOT/sites/<name>)."""
+        roots = {folder.resolve().parent.parent for folder in self.site_dirs.values()}
+        names_fit = all(folder.name == name for name, folder in self.site_dirs.items())
+        if self.simulation and (len(roots) != 1 or not names_fit):
+            raise FederationFailed("a simulation needs every site's folder at SITES_ROOT/sites/<name>")
+        return roots.pop()
 
     def wait(self, timeout: float) -> dict[str, object]:
         """Until federation.json says the federation finished (passed, rejected or failed)."""
@@ -228,6 +255,32 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(timeout=30)
 
 
+def simulation_config(sites: int) -> str:
+    """Flower's federation config for a simulation: one virtual SuperNode per site, each a Ray actor
+    holding one CPU, and Ray told of at most as many CPUs as the machine has, so the sites train one
+    or a few at a time instead of oversubscribing the cores (Flower's default is 2 CPUs a client and
+    every core of the machine)."""
+    cpus = max(1, min(sites, os.cpu_count() or 1))
+    return (
+        f"num-supernodes={sites} client-resources-num-cpus=1 client-resources-num-gpus=0.0 "
+        f"init-args-num-cpus={cpus} init-args-num-gpus=0"
+    )
+
+
+def simulated_site(protocol: Path, sites_root: Path, partition_id: int, partitions: int) -> tuple[str, Path]:
+    """The site a simulated SuperNode plays: partition ``i`` is the protocol's ``i``-th site, and its
+    folder is SITES_ROOT/sites/<name>/work, the same as a real SuperNode's ``work-dir`` on one machine."""
+    fed = load_protocol(protocol).protocol.federated
+    if fed is None:
+        raise FederationFailed(f"{protocol}: the protocol has no federated section")
+    if partitions != len(fed.sites) or not 0 <= partition_id < partitions:
+        raise FederationFailed(
+            f"simulated node {partition_id} of {partitions}: the protocol names {len(fed.sites)} sites"
+        )
+    name = fed.sites[partition_id].name
+    return name, sites_root / "sites" / name / "work"
+
+
 def site_dirs_for(protocol: Path, root: Path) -> dict[str, Path]:
     fed = load_protocol(protocol).protocol.federated
     if fed is None:
@@ -236,10 +289,17 @@ def site_dirs_for(protocol: Path, root: Path) -> dict[str, Path]:
 
 
 def run_local(
-    protocol: Path, run_dir: Path, sites_root: Path, python: str = sys.executable, timeout: float = 3600
+    protocol: Path,
+    run_dir: Path,
+    sites_root: Path,
+    python: str = sys.executable,
+    timeout: float = 3600,
+    simulation: bool = False,
 ) -> dict[str, object]:
     """A whole federation on this machine; resumes from ``run_dir``'s checkpoints if it has any."""
-    fed = LocalFederation(protocol, run_dir, site_dirs_for(protocol, sites_root), python=python)
+    fed = LocalFederation(
+        protocol, run_dir, site_dirs_for(protocol, sites_root), python=python, simulation=simulation
+    )
     try:
         fed.start()
         fed.submit()

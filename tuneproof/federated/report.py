@@ -140,6 +140,30 @@ def _load(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any] | None, list[di
     return state, _read(run_dir / "metrics.json"), _read(run_dir / "gates.json")
 
 
+def how_run(state: dict[str, Any]) -> str:
+    """How the federation ran: the engine(s) and whether the server saw each site's weights."""
+    engines = {"processes": "Flower processes", "simulation": "Flower's simulation engine"}
+    # One entry per start of the federation; a resume on the same engine says nothing new.
+    started = list(dict.fromkeys(state.get("engines", [])))
+    ran = ", then ".join(engines.get(e, e) for e in started) or "unknown"
+    if state.get("secure_aggregation"):
+        rounds = [r["secure_aggregation"] for r in state.get("rounds", []) if "secure_aggregation" in r]
+        secure: dict[str, Any] = rounds[0] if rounds else {}
+        clip = secure.get("clipping_range")
+        detail = f" (weights quantised on +-{clip} at 2**22 levels)" if clip else ""
+        agg = (
+            "secure aggregation (SecAgg+): the server unmasked only the weighted sum of the sites' "
+            f"weights{detail}"
+        )
+    else:
+        agg = "plain aggregation: the server saw each site's weights"
+    return f"run on: {ran}; {agg}"
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + "."
+
+
 def _text_table(rows: Rows) -> list[str]:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
@@ -153,6 +177,7 @@ def summary_text(run_dir: Path) -> str:
         f"federation {run_dir}  [{str(state.get('status')).upper()}]  "
         f"deployable: {'yes' if state.get('deployable') else 'no'}  rounds aggregated: {done}",
     ]
+    lines.append(how_run(state))
     if state.get("error"):
         lines.append(f"error: {state['error']}")
     if state.get("resumed"):
@@ -204,7 +229,8 @@ margin:0.5rem 0 1.5rem}}td,th{{border:1px solid #ddd;padding:0.25rem 0.5rem;text
 td:first-child,th:first-child{{text-align:left}}</style></head><body>
 <h1>{escape(name)}: federation, {escape(status)}</h1>
 <p>Deployable: {"yes" if state.get("deployable") else "no"}. Every figure below comes from what the
-sites sent: counts, hashes, metrics, confusion counts of bootstrap resamples and weights; no row.</p>
+sites sent: counts, hashes, metrics, confusion counts of bootstrap resamples and weights; no row.
+{escape(_sentence(how_run(state)))}</p>
 <h2>Sites</h2>
 <p>Test scores with intervals, each on the site's own test split; pooled is a bootstrap stratified
 by site. Share of aggregation: the site's mean weight in the rounds' averages (its training
@@ -228,6 +254,7 @@ site received, on its validation split.</p>
         f"Status: {status}; deployable: {'yes' if state.get('deployable') else 'no'}.",
         "Trained by federated learning (Flower): each site's data stayed at the site; the server saw",
         "counts, hashes, metrics and weights only. Scores are on each site's own test split.",
+        _sentence(how_run(state)),
         "",
         "## Sites",
         "",

@@ -62,7 +62,7 @@ def make_strategy(fed: FederatedSpec) -> Any:
 class Federation:
     """The server's run folder and the state of the rounds in it."""
 
-    def __init__(self, protocol_path: Path, run_dir: Path) -> None:
+    def __init__(self, protocol_path: Path, run_dir: Path, engine: str = "processes") -> None:
         self.loaded: LoadedProtocol = load_protocol(protocol_path)
         fed = self.loaded.protocol.federated
         if fed is None:
@@ -78,6 +78,8 @@ class Federation:
         )
         if self.state["protocol_sha256"] != self.loaded.sha256:
             raise FederationFailed(f"{run_dir} was started with another protocol; start a new federation")
+        # How each start ran (Flower processes or its simulation engine): a resumed federation may mix.
+        self.state.setdefault("engines", []).append(engine)
         atomic_write_text(run_dir / "protocol.source.yaml", self.loaded.text)
 
     def save(self) -> None:
@@ -105,10 +107,14 @@ class Federation:
                 self.state["rounds"] = [r for r in self.state["rounds"] if r["round"] <= done]
                 self.log(f"resuming after round {done}" + (f" (ignored {skipped})" if skipped else ""))
             strategy = make_strategy(fed)
+            self.state["secure_aggregation"] = fed.secure_aggregation
             for server_round in range(start, fed.rounds + 1):
                 random.seed(
                     self.loaded.protocol.seed * 100_003 + server_round
                 )  # Flower samples with `random`
+                if fed.secure_aggregation:
+                    arrays = self.secure_round(grid, server_round, arrays, nodes)
+                    continue
                 config = ConfigRecord({BOOTSTRAP: self.loaded.protocol.evaluate.bootstrap_samples})
                 arrays = self.one_round(grid, strategy, server_round, arrays, config, nodes)
             self.state["test"] = self.final_test(grid, arrays, nodes)
@@ -193,19 +199,30 @@ class Federation:
             "bytes_sent": int(record.count_bytes()) * len(messages),
             "bytes_received": int(sum(r.content["arrays"].count_bytes() for r in good)),
         }
-        if len(good) < self.fed.required:
-            entry["status"] = "failed"
-            entry["seconds"] = round(time.monotonic() - started, 3)
-            self.state["rounds"].append(entry)
-            self.save()
-            raise FederationFailed(
-                f"round {server_round}: {len(good)} of {len(messages)} sites answered "
-                f"(missing {', '.join(missing) or 'none'}), the round needs {self.fed.required}"
-            )
+        self._check_enough(entry, len(good), len(messages), started)
         aggregated, _ = strategy.aggregate_train(server_round, good)
         if aggregated is None:
             raise FederationFailed(f"round {server_round}: the strategy aggregated nothing")
         per_site = {site_of(r): dict(r.content["metrics"]) for r in good}
+        return self._aggregated(entry, per_site, from_record(aggregated), started)
+
+    def _check_enough(self, entry: dict[str, Any], good: int, asked: int, started: float) -> None:
+        """A round with fewer answers than the federation needs fails it, with no checkpoint."""
+        if good >= self.fed.required:
+            return
+        entry["status"] = "failed"
+        entry["seconds"] = round(time.monotonic() - started, 3)
+        self.state["rounds"].append(entry)
+        self.save()
+        raise FederationFailed(
+            f"round {entry['round']}: {good} of {asked} sites answered "
+            f"(missing {', '.join(entry['missing']) or 'none'}), the round needs {self.fed.required}"
+        )
+
+    def _aggregated(
+        self, entry: dict[str, Any], per_site: dict[str, Any], new: Arrays, started: float
+    ) -> Arrays:
+        """Record an aggregated round and checkpoint its global model."""
         total = sum(float(m["num-examples"]) for m in per_site.values())
         entry.update(
             status="aggregated",
@@ -213,15 +230,59 @@ class Federation:
             contribution={s: float(m["num-examples"]) / total for s, m in per_site.items()},
             seconds=round(time.monotonic() - started, 3),
         )
-        new = from_record(aggregated)
-        save_round(self.run_dir / "checkpoints", server_round, new, {"answered": answered})
+        answered, missing = entry["answered"], entry["missing"]
+        save_round(self.run_dir / "checkpoints", entry["round"], new, {"answered": answered})
         self.state["rounds"].append(entry)
         self.save()
         self.log(
-            f"round {server_round}: aggregated {', '.join(answered)}"
+            f"round {entry['round']}: aggregated {', '.join(answered)}"
             + (f"; missing {missing}" if missing else "")
         )
         return new
+
+    def secure_round(self, grid: Any, server_round: int, arrays: Arrays, nodes: dict[int, str]) -> Arrays:
+        """A round through SecAgg+ (tuneproof/federated/secure.py): the server sees the sites'
+        metrics and example counts, and only the unmasked weighted sum of their weights."""
+        from tuneproof.federated import secure
+
+        started = time.monotonic()
+        live = [n for n in grid.get_node_ids() if n in nodes]
+        if len(live) < self.fed.required:
+            # Flower's legacy client manager would wait a day for the missing nodes; fail now.
+            lost = sorted(set(nodes.values()) - {nodes[n] for n in live})
+            early = {"round": server_round, "sampled": [], "answered": [], "errors": {}, "missing": lost}
+            self._check_enough(early, len(live), len(nodes), started)
+        train_rows = [int(s["rows"]["train"]) for s in self.state["sites"].values()]
+        cfg = secure.settings(self.fed, train_rows, len(self.loaded.protocol.data.labels or []) or 2)
+        config = {BOOTSTRAP: self.loaded.protocol.evaluate.bootstrap_samples}
+        self.log(f"round {server_round}: secure aggregation (SecAgg+) over {len(live)} sites")
+        result = secure.run_round(grid, self.fed, server_round, arrays, config, cfg)
+        sampled = sorted(nodes.get(n, str(n)) for n in result.sampled)
+        answered = sorted(nodes.get(n, str(n)) for n in result.answered)
+        entry: dict[str, Any] = {
+            "round": server_round,
+            "sampled": sampled,
+            "answered": answered,
+            "missing": sorted(set(sampled) - set(answered)),
+            "errors": {nodes.get(n, str(n)): e for n, e in result.errors.items()},
+            "bytes_sent": result.bytes_sent,
+            "bytes_received": result.bytes_received,
+            "secure_aggregation": {**cfg, "stages": result.stages},
+        }
+        if result.aggregated is None:
+            entry["status"] = "failed"
+            entry["seconds"] = round(time.monotonic() - started, 3)
+            self.state["rounds"].append(entry)
+            self.save()
+            last = result.stages[-1] if result.stages else {"stage": "setup", "asked": 0, "answered": 0}
+            raise FederationFailed(
+                f"round {server_round}: secure aggregation halted at its {last['stage']} stage "
+                f"({last['answered']} of {last['asked']} sites answered within round_timeout "
+                f"{self.fed.round_timeout:g}s; errors: {entry['errors'] or 'none'})"
+            )
+        self._check_enough(entry, len(answered), len(sampled), started)
+        per_site = {nodes.get(n, str(n)): m for n, m in result.metrics.items()}
+        return self._aggregated(entry, per_site, result.aggregated, started)
 
     def final_test(self, grid: Any, arrays: Arrays, nodes: dict[int, str]) -> dict[str, Any]:
         """Each site scores the final global model on its own test split; intervals and gates here."""

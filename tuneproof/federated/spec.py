@@ -84,7 +84,18 @@ class FederatedSpec(_Strict):
         0.01, description="fedprox: weight of the proximal term pulling local weights to the global ones"
     )
     secure_aggregation: bool = Field(
-        False, description="aggregate with Flower's SecAgg+ so the server sees only the sum of updates"
+        False,
+        description=(
+            "aggregate with Flower's SecAgg+: each site masks its update, the server only unmasks "
+            "the weighted sum (FedAvg up to SecAgg+'s quantisation; docs/federated.md)"
+        ),
+    )
+    secagg_clipping_range: Annotated[float, Field(gt=0)] = Field(
+        8.0,
+        description=(
+            "secure_aggregation: weights are quantised on [-range, range]; a site whose weights "
+            "reach it refuses to send (a wider range quantises more coarsely)"
+        ),
     )
     round_timeout: Annotated[float, Field(gt=0)] = Field(
         600.0, description="seconds the server waits for a round's replies; a missing site is left out"
@@ -115,14 +126,9 @@ class FederatedSpec(_Strict):
             raise ValueError("federated: give local_epochs or local_steps, not both")
         if self.min_sites is not None and self.min_sites > self.per_round:
             raise ValueError(f"federated.min_sites: at most clients_per_round ({self.per_round})")
-        if self.secure_aggregation:
-            # SecAgg+ in Flower 1.42 runs as a legacy workflow (flwr.server.workflow) around the
-            # Driver API, not under the Message-API strategies this module drives round by round; a
-            # flag that silently did nothing would be worse than a refusal.
-            raise ValueError(
-                "federated.secure_aggregation: not supported yet by tuneproof's round loop "
-                "(Flower's SecAgg+ workflow cannot be combined with its resumable checkpoints here)"
-            )
+        if self.secure_aggregation and self.per_round < 2:
+            # SecAgg+ masks one site's update with the others'; alone, there is nothing to hide it in.
+            raise ValueError("federated.secure_aggregation: needs clients_per_round of 2 or more")
         return self
 
     @property
