@@ -125,7 +125,11 @@ def _reverified(graph: dict[str, Any], out: np.ndarray) -> None:
     same = int((out.argmax(1) == graph["torch"].argmax(1)).sum())
     assert v.evaluation["agreement"]["identical_rows"] == same
     assert v.evaluation["model"][IDENTICAL]["value"] == pytest.approx(same / len(out))
-    assert [g.passed for g in v.gates.verdicts] == [True, True]
+    # The tiny model's probabilities sit near 0.5, so how many argmaxes int8 flips depends on the CPU's
+    # int8 kernels (all kept on AVX-512, below half on an AVX2 EPYC): the identical-rows gate must
+    # follow its own interval's lower bound, and the accuracy gate (-0.2) holds on both.
+    low = v.evaluation["model"][IDENTICAL]["low"]
+    assert [g.passed for g in v.gates.verdicts] == [low >= 0.5, True]
     assert "original" in v.evaluation["comparisons"]
 
 
