@@ -90,22 +90,38 @@ def category_test(ref: Sequence[str | None], win: Sequence[str | None]) -> Drift
     """Chi-square test of homogeneity on the predicted-category counts, with PSI as the effect size."""
     rc = Counter(c for c in ref if c is not None)
     wc = Counter(c for c in win if c is not None)
-    method = "chi-square on predicted-label counts"
+    return counts_test(
+        "predicted_labels",
+        "chi-square on predicted-label counts",
+        rc,
+        wc,
+        "categories",
+        few="the task predicts no labels or too few rows",
+        single="one category on both sides",
+    )
+
+
+def counts_test(
+    name: str, method: str, rc: Counter[str], wc: Counter[str], key: str, few: str, single: str
+) -> DriftTest:
+    """Chi-square of homogeneity on two count tables (reference, window), PSI as the effect size;
+    ``key`` names the categories in the detail, ``few`` / ``single`` are the notes when there are
+    too few rows on a side or one category in all."""
     if sum(rc.values()) < MIN_ROWS or sum(wc.values()) < MIN_ROWS:
-        return DriftTest("predicted_labels", method, None, note="the task predicts no labels or too few rows")
+        return DriftTest(name, method, None, note=few)
     cats = sorted(set(rc) | set(wc))
     table = np.array([[rc[c] for c in cats], [wc[c] for c in cats]], dtype=np.float64)
     r_share, w_share = table[0] / table[0].sum(), table[1] / table[1].sum()
     detail = {
-        "categories": cats,
+        key: cats,
         "reference_share": [float(x) for x in r_share],
         "window_share": [float(x) for x in w_share],
         "psi": psi(r_share, w_share),
     }
     if len(cats) < 2:
-        return DriftTest("predicted_labels", method, 1.0, 0.0, detail, "one category on both sides")
+        return DriftTest(name, method, 1.0, 0.0, detail, single)
     res = stats.chi2_contingency(table, correction=False)
-    return DriftTest("predicted_labels", method, float(res.pvalue), float(res.statistic), detail)
+    return DriftTest(name, method, float(res.pvalue), float(res.statistic), detail)
 
 
 def _reduce(ref_emb: np.ndarray, dims: int, seed: int) -> Any:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import shutil
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,12 +34,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from tuneproof.errors import DataValidationError, Problem, RunFolderError
-from tuneproof.fsutil import replace_dir
-from tuneproof.monitor.drift import MIN_ROWS, DriftTest, ks_test, prediction_tests, psi
+from tuneproof.monitor.drift import MIN_ROWS, DriftTest, counts_test, ks_test, prediction_tests
 from tuneproof.monitor.features import Observed, probabilities_of, summaries
+from tuneproof.monitor.reference_dir import write_reference_dir
 
 IMAGE_TASKS = ("image_classification",)
 IMAGE_REFERENCE_DIR = "image_reference"
@@ -86,7 +84,6 @@ def write_image_reference(run_dir: Path, task: Any, test: pd.DataFrame, outputs:
     """The test split as the released model saw it: its predictions (the ones ``metrics.json`` was
     computed from), the luminance of each test image and the header summary of the data stage."""
     from PIL import Image
-    from safetensors.numpy import save_file
 
     from tuneproof.data.images import luminance_stats
 
@@ -119,20 +116,8 @@ def write_image_reference(run_dir: Path, task: Any, test: pd.DataFrame, outputs:
         "width": images.get("width"),
         "height": images.get("height"),
     }
-    out = Path(run_dir) / IMAGE_REFERENCE_DIR
-    tmp = out.with_name(f".tmp-{out.name}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        frame.to_parquet(tmp / "reference.parquet", index=False)
-        if probs is not None:
-            save_file({"probabilities": np.ascontiguousarray(probs)}, str(tmp / "tensors.safetensors"))
-        (tmp / "reference.json").write_text(json.dumps(info, indent=1))
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    tensors = None if probs is None else {"probabilities": np.ascontiguousarray(probs)}
+    return write_reference_dir(Path(run_dir) / IMAGE_REFERENCE_DIR, frame, tensors, info)
 
 
 def load_image_reference(run_dir: Path) -> ImageReference:
@@ -221,22 +206,15 @@ def mode_test(ref: Counter[str], win: Counter[str]) -> DriftTest:
     """Chi-square of homogeneity on image-mode counts (RGB, L, RGBA, ...), PSI as the effect size.
 
     The reference counts are those of every image the data stage read."""
-    method = "chi-square on image-mode counts (window vs the images the data stage read)"
-    if sum(ref.values()) < MIN_ROWS or sum(win.values()) < MIN_ROWS:
-        return DriftTest("image_modes", method, None, note=f"fewer than {MIN_ROWS} known modes on a side")
-    modes = sorted(set(ref) | set(win))
-    table = np.array([[ref[m] for m in modes], [win[m] for m in modes]], dtype=np.float64)
-    r_share, w_share = table[0] / table[0].sum(), table[1] / table[1].sum()
-    detail = {
-        "modes": modes,
-        "reference_share": [float(x) for x in r_share],
-        "window_share": [float(x) for x in w_share],
-        "psi": psi(r_share, w_share),
-    }
-    if len(modes) < 2:
-        return DriftTest("image_modes", method, 1.0, 0.0, detail, "one mode on both sides")
-    res = stats.chi2_contingency(table, correction=False)
-    return DriftTest("image_modes", method, float(res.pvalue), float(res.statistic), detail)
+    return counts_test(
+        "image_modes",
+        "chi-square on image-mode counts (window vs the images the data stage read)",
+        ref,
+        win,
+        "modes",
+        few=f"fewer than {MIN_ROWS} known modes on a side",
+        single="one mode on both sides",
+    )
 
 
 def size_check(info: dict[str, Any], sizes: Sequence[tuple[int, int]]) -> DriftTest:

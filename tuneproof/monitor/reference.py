@@ -12,7 +12,6 @@ No pickle anywhere: parquet for the table, safetensors for the arrays.
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,8 +20,8 @@ import numpy as np
 import pandas as pd
 
 from tuneproof.errors import RunFolderError
-from tuneproof.fsutil import replace_dir
 from tuneproof.monitor.features import Observed
+from tuneproof.monitor.reference_dir import write_reference_dir
 
 REFERENCE_DIR = "reference"
 # Generative tasks produce free text, not labels or scores to compare; they are not monitored yet.
@@ -51,7 +50,6 @@ def write_reference(run_dir: Path, task: Any, test: pd.DataFrame, outputs: Any) 
         return write_image_reference(run_dir, task, test, outputs)
     if task.name not in MONITORED_TASKS:
         return None
-    from safetensors.numpy import save_file
 
     from tuneproof.monitor.observe import observe
     from tuneproof.serve.predict import Predictor
@@ -88,19 +86,7 @@ def write_reference(run_dir: Path, task: Any, test: pd.DataFrame, outputs: Any) 
         },
         "lengths": "tokens per text, untruncated, without special tokens",
     }
-    out = Path(run_dir) / REFERENCE_DIR
-    tmp = out.with_name(f".tmp-{out.name}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        frame.to_parquet(tmp / "reference.parquet", index=False)
-        save_file(tensors, str(tmp / "tensors.safetensors"))
-        (tmp / "reference.json").write_text(json.dumps(info, indent=1))
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return write_reference_dir(Path(run_dir) / REFERENCE_DIR, frame, tensors, info)
 
 
 def _missing(x: Any) -> bool:
