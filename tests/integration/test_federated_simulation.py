@@ -58,6 +58,14 @@ def _max_diff(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
     return max(float(np.abs(a[k].astype(np.float64) - b[k]).max()) for k in a)
 
 
+def _secure_protocol(federation: dict[str, Any], name: str) -> Path:
+    """The fixture's protocol with ``secure_aggregation: true``, written beside it."""
+    protocol = federation["root"] / name
+    text = federation["protocol"].read_text()
+    protocol.write_text(text.replace("  rounds: 2\n", "  rounds: 2\n  secure_aggregation: true\n"))
+    return protocol
+
+
 def test_partition_i_plays_the_protocols_ith_site(tmp_path: Path, tiny_bert: Path) -> None:
     protocol, _ = write_federation(tmp_path, tiny_bert)
     assert simulated_site(protocol, tmp_path, 1, 3) == ("south", tmp_path / "sites" / "south" / "work")
@@ -110,13 +118,7 @@ def test_secure_aggregation_equals_plain_fedavg_within_the_quantisation_bound(
     federation: dict[str, Any],
 ) -> None:
     root = federation["root"]
-    text = (
-        federation["protocol"]
-        .read_text()
-        .replace("  rounds: 2\n", "  rounds: 2\n  secure_aggregation: true\n")
-    )
-    protocol = root / "secure.yaml"
-    protocol.write_text(text)
+    protocol = _secure_protocol(federation, "secure.yaml")
     assert PYTHON is not None
     state = run_local(protocol, root / "secure", root, python=PYTHON, timeout=600, simulation=True)
     assert state["status"] in ("passed", "rejected"), state.get("error")
@@ -161,13 +163,7 @@ def test_secure_aggregation_with_real_supernode_processes(federation: dict[str, 
     process mode), not Ray actors: round 1 equals the plain simulation's within the quantisation
     bound, and the server's evidence says which engine and which aggregation ran."""
     root = federation["root"]
-    text = (
-        federation["protocol"]
-        .read_text()
-        .replace("  rounds: 2\n", "  rounds: 2\n  secure_aggregation: true\n")
-    )
-    protocol = root / "secure-processes.yaml"
-    protocol.write_text(text)
+    protocol = _secure_protocol(federation, "secure-processes.yaml")
     assert PYTHON is not None
     state = run_local(protocol, root / "secure-processes", root, python=PYTHON, timeout=900)
     assert state["status"] in ("passed", "rejected"), state.get("error")
